@@ -1,0 +1,57 @@
+# KMM Confidential Records Service
+# make run   - install, migrate a local SQLite database, seed the demo, serve on 127.0.0.1:8000
+# make test  - the whole suite on SQLite, and again on Postgres when TEST_DATABASE_URL is set
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run install test test-sqlite test-postgres lint fuzz bench soak clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/kmm migrate
+	$(BIN)/kmm seed-demo
+	@echo ""
+	@echo "Serving on http://$(HOST):$(PORT)  - docs explorer: http://$(HOST):$(PORT)/docs"
+	@echo "Use Authorize with a demo login above (username = email)."
+	$(BIN)/kmm serve --host $(HOST) --port $(PORT) --no-migrate
+
+test: install
+	$(MAKE) --no-print-directory test-sqlite
+	@if [ -n "$$TEST_DATABASE_URL" ]; then $(MAKE) --no-print-directory test-postgres; \
+	else echo "TEST_DATABASE_URL not set: skipped the Postgres run"; fi
+
+test-sqlite: install
+	KMM_TEST_BACKEND=sqlite $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-postgres: install
+	KMM_TEST_BACKEND=postgres $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+fuzz: install
+	KMM_FUZZ_EXAMPLES=$${KMM_FUZZ_EXAMPLES:-500} $(BIN)/pytest -q tests/test_contract.py
+
+bench: install
+	$(BIN)/python -m bench
+
+soak: install
+	$(BIN)/python -m bench.soak
+
+clean:
+	rm -rf $(VENV) kmm.db kmm.db-wal kmm.db-shm

@@ -1,0 +1,151 @@
+"""The `kmm` command: serve, migrate, create-user, seed-demo, and operations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from app.core.config import ConfigurationError, Settings, get_settings
+
+cli = typer.Typer(help="KMM Confidential Records Service", no_args_is_help=True,
+                  add_completion=False)
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        settings = get_settings()
+        settings.require_secrets()
+        return settings
+    except ConfigurationError as exc:
+        typer.secho(f"configuration error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def run_with_state(fn: Callable[..., Awaitable[T]], settings: Settings | None = None) -> T:
+    """Run ``fn(state)`` with a fresh AppState and dispose of it afterwards."""
+    from app.core.state import AppState
+
+    async def _go() -> T:
+        state = AppState.build(settings or _settings())
+        try:
+            return await fn(state)
+        finally:
+            await state.engine.dispose()
+
+    return asyncio.run(_go())
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema to the latest migration."""
+    from app.core.migrations import upgrade
+
+    settings = _settings()
+    upgrade(settings)
+    typer.echo("database migrated to head")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
+) -> None:
+    """Migrate, then serve with uvicorn (uvloop and httptools)."""
+    import uvicorn
+
+    settings = _settings()
+    if migrate_first:
+        from app.core.migrations import upgrade
+
+        upgrade(settings)
+    # Make sure generated local secrets exist before workers start (they all read one file).
+    _ = settings.signing_key, settings.keyring
+    uvicorn.run(
+        "app.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        log_config=None,
+    )
+
+
+@cli.command("create-user")
+def create_user(
+    email: Annotated[str, typer.Option(help="login email")],
+    name: Annotated[str, typer.Option(help="full name")],
+    role: Annotated[str, typer.Option(help="colleague, director or trustee")],
+    line_manager: Annotated[str | None, typer.Option(help="the line manager's email")] = None,
+    staff_type: Annotated[str | None, typer.Option(help="employee, volunteer or intern")] = None,
+    password: Annotated[str | None, typer.Option(help="the password (prefer --password-stdin)")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+) -> None:
+    """Create an account (DESIGN §10)."""
+    from pydantic import ValidationError
+    from sqlmodel import select
+
+    from app.core.errors import Problem
+    from app.models.accounts import User, UserCreate
+    from app.workflows import accounts
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        typer.secho("a password is required: --password or --password-stdin", fg="red", err=True)
+        raise typer.Exit(2)
+
+    async def _create(state):  # type: ignore[no-untyped-def]
+        async with state.sessionmaker() as session:
+            manager_id = None
+            if line_manager:
+                manager_id = (
+                    await session.execute(select(User.id).where(User.email == line_manager.lower()))
+                ).scalar_one_or_none()
+                if manager_id is None:
+                    raise Problem(422, f"no account with email {line_manager}")
+            data = UserCreate.model_validate({"email": email, "full_name": name, "role": role,
+                                              "staff_type": staff_type, "line_manager_id": manager_id,
+                                              "password": password})
+            return await accounts.create_user(session, data=data, passwords=state.passwords,
+                                              now=state.clock.now(), actor=None)
+
+    try:
+        user = run_with_state(_create)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        typer.secho(f"invalid input: {fields}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    except Problem as exc:
+        typer.secho(f"refused: {exc.detail}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"created {user.role} {user.email} ({user.id})")
+
+
+@cli.command("seed-demo")
+def seed_demo() -> None:
+    """Seed a demo organisation (idempotent) and print the logins."""
+    from app import seed
+
+    logins = run_with_state(seed.seed_demo)
+    typer.echo(seed.describe_logins(logins))
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli()
+
+
+if __name__ == "__main__":
+    main()

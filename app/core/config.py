@@ -1,0 +1,180 @@
+"""Settings, read from the environment (and `.env`) with pydantic-settings.
+
+Secrets (the JWT signing key and the master encryption keys) are never hard-coded.
+In development they are generated once into a git-ignored local file, with a warning;
+with ``KMM_ENV=production`` a missing secret stops the service at start.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("kmm.config")
+
+Purpose = Literal[
+    "service_delivery",
+    "equal_opportunities_monitoring",
+    "funder_reporting",
+    "personnel_administration",
+]
+
+# Default retention per purpose, in days (§6.5). Overridable with KMM_RETENTION_DAYS.
+DEFAULT_RETENTION_DAYS: dict[str, int] = {
+    "service_delivery": 6 * 365,
+    "equal_opportunities_monitoring": 3 * 365,
+    "funder_reporting": 6 * 365,
+    "personnel_administration": 6 * 365,
+}
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run a service; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KMM_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./kmm.db",
+        validation_alias=AliasChoices("DATABASE_URL", "KMM_DATABASE_URL"),
+    )
+    # Postgres only: run in this schema (tests and the benchmark use their own).
+    database_schema: str | None = None
+    database_pool_size: int = 10
+    database_timeout_seconds: float = 5.0
+
+    secrets_file: Path = Path(".kmm-secrets.json")
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "kmm-records"
+    access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    refresh_token_days: int = Field(default=14, ge=1, le=90)
+    # base64 (urlsafe) 32-byte keys; the first is current, later ones still decrypt.
+    master_keys: list[SecretStr] = Field(default_factory=list)
+
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    lockout_threshold: int = 5
+    lockout_window_minutes: int = 15
+    lockout_minutes: int = 15
+
+    # argon2 cost; tests lower it, production keeps the library's defaults.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+
+    retention_days: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RETENTION_DAYS))
+    review_interval_days: int = 365
+    breach_open_too_long_days: int = 30
+
+    audit_seal_interval_seconds: float = 0.5
+    log_level: str = "INFO"
+    log_json: bool = True
+    # Exposes /bench/baseline (only the benchmark sets it).
+    bench_endpoints: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, v: str) -> str:
+        """Accept plain URLs and pick the async driver the service runs on."""
+        if v.startswith("postgres://"):
+            v = "postgresql://" + v.removeprefix("postgres://")
+        if v.startswith("postgresql://"):
+            v = "postgresql+psycopg://" + v.removeprefix("postgresql://")
+        if v.startswith("sqlite://") and not v.startswith("sqlite+aiosqlite://"):
+            v = "sqlite+aiosqlite://" + v.removeprefix("sqlite://")
+        return v
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def access_token_ttl(self) -> timedelta:
+        return timedelta(minutes=self.access_token_minutes)
+
+    @property
+    def refresh_token_ttl(self) -> timedelta:
+        return timedelta(days=self.refresh_token_days)
+
+    # -- secrets -------------------------------------------------------------
+    def _local_secrets(self) -> dict[str, object]:
+        """Load (or create once) the git-ignored local secrets file."""
+        path = self.secrets_file
+        if path.exists():
+            data: dict[str, object] = json.loads(path.read_text())
+            return data
+        data = {
+            "jwt_secret": secrets.token_urlsafe(48),
+            "master_keys": [base64.urlsafe_b64encode(os.urandom(32)).decode()],
+        }
+        path.write_text(json.dumps(data, indent=2))
+        path.chmod(0o600)
+        log.warning(
+            "generated local secrets",
+            extra={"path": str(path), "hint": "set KMM_JWT_SECRET and KMM_MASTER_KEYS in production"},
+        )
+        return data
+
+    def require_secrets(self) -> None:
+        """Fail fast with a clear message when production lacks a secret."""
+        if self.env != "production":
+            return
+        missing = [
+            name
+            for name, value in (("KMM_JWT_SECRET", self.jwt_secret), ("KMM_MASTER_KEYS", self.master_keys))
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"KMM_ENV=production needs {', '.join(missing)}; refusing to start without them"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
+            raise ConfigurationError("KMM_JWT_SECRET must be at least 32 characters")
+
+    @cached_property
+    def signing_key(self) -> str:
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        self.require_secrets()
+        return str(self._local_secrets()["jwt_secret"])
+
+    @cached_property
+    def keyring(self) -> dict[str, bytes]:
+        """Master keys by key id; the first listed is the one new data keys are wrapped with."""
+        from app.core.crypto import key_id  # local: crypto imports nothing from here
+
+        raw: list[str]
+        if self.master_keys:
+            raw = [k.get_secret_value() for k in self.master_keys]
+        else:
+            self.require_secrets()
+            raw = [str(k) for k in self._local_secrets()["master_keys"]]  # type: ignore[attr-defined]
+        keys: dict[str, bytes] = {}
+        for text in raw:
+            try:
+                key = base64.urlsafe_b64decode(text.encode())
+            except ValueError as exc:
+                raise ConfigurationError("a master key is not valid base64") from exc
+            if len(key) != 32:
+                raise ConfigurationError("a master key must decode to 32 bytes")
+            keys[key_id(key)] = key
+        return keys
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,150 @@
+"""One pure-ASGI middleware for what every request needs.
+
+It sets the request id (and echoes it as ``X-Request-ID``), enforces the body-size
+limit (413 problem+json), adds the security headers, counts metrics, writes one access
+log line, and turns any exception that escaped the routers into a 500 problem+json
+with no internals. Pure ASGI keeps it cheap on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.context import client_ip_var, request_id_var
+from app.core.errors import PROBLEM_JSON, TYPE_BASE
+
+log = logging.getLogger("kmm.access")
+
+REQUESTS = Counter("kmm_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("kmm_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+_VALID_RID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_DOCS_PATHS = ("/docs", "/redoc")
+_CSP_API = "default-src 'none'; frame-ancestors 'none'"
+# The docs explorer loads Swagger UI from its CDN and runs one inline script.
+_CSP_DOCS = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        rid = None
+        content_length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _VALID_RID.match(candidate):
+                    rid = candidate
+            elif name == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    content_length = None
+        rid = rid or uuid.uuid4().hex
+        request_id_var.set(rid)
+        client = scope.get("client")
+        client_ip_var.set(client[0] if client else None)
+        path: str = scope["path"]
+        started = time.perf_counter()
+        status_holder = {"status": 500, "started": False}
+        csp = _CSP_DOCS if path.startswith(_DOCS_PATHS) else _CSP_API
+        extra_headers = [
+            (b"x-request-id", rid.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"content-security-policy", csp.encode()),
+        ]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["started"] = True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
+                message["headers"] = headers + extra_headers
+            await send(message)
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            if content_length is not None and content_length > self.max_body_bytes:
+                raise BodyTooLarge
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except BodyTooLarge:
+            if not status_holder["started"]:
+                await self._problem(send_wrapper, 413, "Payload too large",
+                                    f"the body exceeds {self.max_body_bytes} bytes", "payload-too-large")
+        except Exception as exc:  # the last line of defence: never leak internals
+            log.error("unhandled error", extra={"error": type(exc).__name__}, exc_info=exc)
+            if not status_holder["started"]:
+                await self._problem(send_wrapper, 500, "Internal server error",
+                                    "an unexpected error occurred", "internal-error")
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            route_path = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope["method"], route_path, str(status_holder["status"])).inc()
+            LATENCY.labels(scope["method"], route_path).observe(elapsed)
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": route_path,
+                    "status": status_holder["status"],
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+
+    @staticmethod
+    async def _problem(send: Send, status: int, title: str, detail: str, type_: str) -> None:
+        body: dict[str, Any] = {
+            "type": TYPE_BASE + type_,
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "request_id": request_id_var.get(),
+        }
+        raw = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(raw)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": raw})

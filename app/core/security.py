@@ -1,0 +1,153 @@
+"""Passwords (passlib argon2) and tokens (python-jose, exactly one algorithm)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Literal
+
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+
+from app.core.config import Settings
+
+TokenType = Literal["access", "refresh"]
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "typ", "sid")
+
+
+class InvalidToken(Exception):
+    """A token that must not be accepted; the message is safe to return."""
+
+
+@lru_cache(maxsize=4)
+def _context(time_cost: int, memory_kib: int) -> CryptContext:
+    return CryptContext(
+        schemes=["argon2"],
+        argon2__time_cost=time_cost,
+        argon2__memory_cost=memory_kib,
+        argon2__parallelism=1,
+    )
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(time_cost: int, memory_kib: int) -> str:
+    return _context(time_cost, memory_kib).hash(secrets.token_urlsafe(16))
+
+
+class Passwords:
+    def __init__(self, settings: Settings) -> None:
+        self._args = (settings.argon2_time_cost, settings.argon2_memory_kib)
+        self._ctx = _context(*self._args)
+
+    def hash(self, password: str) -> str:
+        return self._ctx.hash(password)
+
+    def verify(self, password: str, hashed: str | None) -> bool:
+        """Verify; with no account (``hashed is None``) still spend the same time."""
+        if hashed is None:
+            self._ctx.verify(password, _dummy_hash(*self._args))
+            return False
+        try:
+            return bool(self._ctx.verify(password, hashed))
+        except (ValueError, TypeError):
+            return False
+
+
+def hash_secret(secret: str) -> str:
+    """For high-entropy random secrets (client secrets): SHA-256 is enough and fast."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def secrets_equal(a: str, b: str) -> bool:
+    return secrets.compare_digest(a.encode(), b.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    sub: str
+    sid: uuid.UUID
+    jti: uuid.UUID
+    typ: TokenType
+    exp: int
+    kind: str  # "user" or "client"
+
+
+class Tokens:
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.signing_key
+        self._alg = settings.jwt_algorithm
+        self._iss = settings.jwt_issuer
+
+    def issue(
+        self,
+        *,
+        sub: str,
+        sid: uuid.UUID,
+        typ: TokenType,
+        kind: str,
+        now: datetime,
+        expires_at: datetime,
+        jti: uuid.UUID | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        claims: dict[str, Any] = {
+            "iss": self._iss,
+            "sub": sub,
+            "sid": str(sid),
+            "jti": str(jti or uuid.uuid4()),
+            "typ": typ,
+            "knd": kind,
+            "iat": int(now.timestamp()),
+            "exp": int(expires_at.timestamp()),
+        }
+        if extra:
+            claims.update(extra)
+        return jwt.encode(claims, self._key, algorithm=self._alg)
+
+    def decode(self, token: str, *, expected: TokenType, now: datetime) -> TokenClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+        except JWTError as exc:
+            raise InvalidToken("malformed token") from exc
+        if header.get("alg") != self._alg:
+            raise InvalidToken("unexpected signing algorithm")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._alg],
+                issuer=self._iss,
+                options={
+                    "verify_aud": False,
+                    "require_exp": True,
+                    "require_iat": True,
+                    "require_sub": True,
+                    "require_jti": True,
+                    # expiry is checked below against the service clock
+                    "verify_exp": False,
+                },
+            )
+        except JWTError as exc:
+            raise InvalidToken("invalid token") from exc
+        missing = [c for c in REQUIRED_CLAIMS if c not in claims]
+        if missing:
+            raise InvalidToken("token lacks required claims")
+        if claims["typ"] != expected:
+            raise InvalidToken(f"not an {expected} token" if expected == "access" else "wrong token type")
+        if not isinstance(claims["exp"], int) or claims["exp"] <= int(now.timestamp()):
+            raise InvalidToken("token expired")
+        try:
+            return TokenClaims(
+                sub=str(claims["sub"]),
+                sid=uuid.UUID(str(claims["sid"])),
+                jti=uuid.UUID(str(claims["jti"])),
+                typ=expected,
+                exp=claims["exp"],
+                kind=str(claims.get("knd", "user")),
+            )
+        except ValueError as exc:
+            raise InvalidToken("invalid token claims") from exc

@@ -1,0 +1,45 @@
+"""What one service process holds: settings, engine, clock, token and key handlers.
+
+Nothing here is state another process needs: every fact lives in the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.clock import Clock
+from app.core.config import Settings
+from app.core.crypto import Keyring
+from app.core.db import make_engine, make_sessionmaker
+from app.core.pagination import CursorCodec
+from app.core.security import Passwords, Tokens
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    clock: Clock
+    tokens: Tokens
+    passwords: Passwords
+    cursors: CursorCodec
+    keyring: Keyring
+    extras: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock | None = None) -> AppState:
+        settings.require_secrets()
+        engine = make_engine(settings)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessionmaker=make_sessionmaker(engine),
+            clock=clock or Clock(),
+            tokens=Tokens(settings),
+            passwords=Passwords(settings),
+            cursors=CursorCodec(settings.signing_key),
+            keyring=Keyring(settings.keyring),
+        )

@@ -1,0 +1,148 @@
+"""FastAPI dependencies and their aliases: SessionDep, StateDep, CurrentActor, ..."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.core.errors import PolicyDenied, Problem
+from app.core.security import InvalidToken
+from app.core.state import AppState
+from app.models.accounts import AuthSession, ServiceClient, User
+from app.policy.actor import Actor
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.kmm
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async with state.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_now(state: StateDep) -> datetime:
+    return state.clock.now()
+
+
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(401, detail, type="not-authenticated", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def load_actor(session: AsyncSession, state: AppState, token: str, now: datetime) -> Actor:
+    """Decode the access token and check its account and session in one query."""
+    try:
+        claims = state.tokens.decode(token, expected="access", now=now)
+        subject_id = uuid.UUID(claims.sub)
+    except (InvalidToken, ValueError) as exc:
+        raise unauthorized(str(exc) if isinstance(exc, InvalidToken) else "invalid token") from exc
+    if claims.kind == "client":
+        row = (
+            await session.execute(
+                select(ServiceClient, AuthSession.revoked_at)
+                .join(AuthSession, col(AuthSession.client_id) == ServiceClient.id)
+                .where(ServiceClient.id == subject_id, AuthSession.id == claims.sid)
+            )
+        ).first()
+        if row is None or row[1] is not None or not row[0].active:
+            raise unauthorized("the session has ended")
+        client: ServiceClient = row[0]
+        return Actor(id=client.id, kind="client", role=None, scopes=frozenset(client.scopes),
+                     session_id=claims.sid)
+    row = (
+        await session.execute(
+            select(User, AuthSession.revoked_at)
+            .join(AuthSession, col(AuthSession.user_id) == User.id)
+            .where(User.id == subject_id, AuthSession.id == claims.sid)
+        )
+    ).first()
+    if row is None or row[1] is not None:
+        raise unauthorized("the session has ended")
+    user: User = row[0]
+    if not user.active:
+        raise unauthorized("the account is deactivated (§7.2)")
+    return actor_from_user(user, session_id=claims.sid)
+
+
+def actor_from_user(user: User, *, session_id: uuid.UUID | None = None) -> Actor:
+    return Actor(
+        id=user.id,
+        kind="user",
+        role=user.role,
+        active=user.active,
+        line_manager_id=user.line_manager_id,
+        staff_type=user.staff_type,
+        session_id=session_id,
+    )
+
+
+async def get_actor(
+    session: SessionDep,
+    state: StateDep,
+    now: NowDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Actor:
+    if not token:
+        raise unauthorized("a bearer token is required")
+    return await load_actor(session, state, token, now)
+
+
+CurrentActor = Annotated[Actor, Depends(get_actor)]
+
+
+async def get_user(actor: CurrentActor) -> Actor:
+    if actor.kind != "user":
+        raise PolicyDenied("this endpoint is for accounts, not service clients",
+                           rule="accounts-only", clause="§2")
+    return actor
+
+
+CurrentUser = Annotated[Actor, Depends(get_user)]
+
+
+async def get_staff(actor: CurrentUser) -> Actor:
+    if not actor.is_staff:
+        raise PolicyDenied("only staff accounts (colleagues and directors) may do this",
+                           rule="staff-only", clause="§4.2")
+    return actor
+
+
+StaffUser = Annotated[Actor, Depends(get_staff)]
+
+
+async def get_director(actor: CurrentUser) -> Actor:
+    if not actor.is_director:
+        raise PolicyDenied("only a director may do this", rule="director-only", clause="§3.4")
+    return actor
+
+
+DirectorUser = Annotated[Actor, Depends(get_director)]
+
+
+def limit_param(limit: int = 50) -> int:
+    if limit < 1 or limit > 200:
+        raise Problem(422, "limit must be between 1 and 200", type="validation-error",
+                      errors=[{"loc": ["query", "limit"], "msg": "must be 1..200", "type": "value_error"}])
+    return limit
+
+
+LimitDep = Annotated[int, Depends(limit_param)]

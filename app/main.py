@@ -1,0 +1,68 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.core.clock import Clock
+from app.core.config import Settings, get_settings
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import RequestMiddleware
+from app.core.state import AppState
+from app.routers import ROUTERS
+
+DESCRIPTION = """
+KMM's confidentiality policy as a service. Every decision about a record names the
+rule and the clause of the policy that made it. Log in with **Authorize** (a demo
+login is printed by `make run`).
+"""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
+               configure_logs: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    if configure_logs:
+        configure_logging(settings.log_level, json_lines=settings.log_json)
+    state = AppState.build(settings, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from app.workflows import background
+
+        tasks = background.start(state)
+        try:
+            yield
+        finally:
+            await background.stop(tasks)
+            await state.engine.dispose()
+
+    app = FastAPI(
+        title="KMM Confidential Records Service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.kmm = state
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    if settings.bench_endpoints:
+        import importlib
+
+        app.include_router(importlib.import_module("app.routers.bench").router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "X-Request-ID"],
+            expose_headers=["ETag", "X-Request-ID", "X-Confidentiality"],
+        )
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

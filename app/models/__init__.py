@@ -1,0 +1,6 @@
+"""Every table, imported so SQLModel.metadata (and Alembic) sees them all."""
+
+from app.models.accounts import AuthSession, LoginAttempt, RefreshToken, ServiceClient, User
+from app.models.audit import AuditEvent
+
+__all__ = ["AuditEvent", "AuthSession", "LoginAttempt", "RefreshToken", "ServiceClient", "User"]

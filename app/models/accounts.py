@@ -1,0 +1,148 @@
+"""Accounts, service clients, sessions, refresh tokens and login attempts (DESIGN §2, §7)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import EmailStr, field_validator
+from sqlalchemy import JSON, Index
+from sqlmodel import Column, Field, SQLModel
+
+from app.models.base import BigIntPK, created_at_field, utc_column, uuid_pk
+
+
+class Role(StrEnum):
+    colleague = "colleague"
+    director = "director"
+    trustee = "trustee"
+
+
+class StaffType(StrEnum):
+    employee = "employee"
+    volunteer = "volunteer"
+    intern = "intern"
+
+
+MIN_PASSWORD = 12
+MAX_PASSWORD = 256
+
+
+class UserBase(SQLModel):
+    email: EmailStr = Field(max_length=254)
+    full_name: str = Field(min_length=1, max_length=200)
+    role: Role
+    staff_type: StaffType | None = None
+    line_manager_id: uuid.UUID | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower()
+
+
+class UserCreate(UserBase):
+    password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+
+
+class UserUpdate(SQLModel):
+    full_name: str | None = Field(default=None, min_length=1, max_length=200)
+    role: Role | None = None
+    staff_type: StaffType | None = None
+    line_manager_id: uuid.UUID | None = None
+    active: bool | None = None
+
+
+class UserPublic(UserBase):
+    id: uuid.UUID
+    active: bool
+    created_at: datetime
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: uuid.UUID = uuid_pk()
+    email: str = Field(max_length=254, unique=True, index=True)
+    full_name: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    staff_type: str | None = Field(default=None, max_length=16)
+    line_manager_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True)
+    active: bool = True
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = created_at_field()
+    deactivated_at: datetime | None = utc_column(nullable=True)
+
+
+class ServiceClientBase(SQLModel):
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[str] = Field(default_factory=list)
+
+
+class ServiceClientCreate(ServiceClientBase):
+    pass
+
+
+class ServiceClientPublic(ServiceClientBase):
+    id: uuid.UUID
+    client_id: str
+    active: bool
+    created_at: datetime
+
+
+class ServiceClientCreated(ServiceClientPublic):
+    client_secret: str  # shown once
+
+
+class ServiceClient(SQLModel, table=True):
+    __tablename__ = "service_clients"
+
+    id: uuid.UUID = uuid_pk()
+    client_id: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+    secret_hash: str = Field(max_length=128)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    active: bool = True
+    created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = created_at_field()
+
+
+class AuthSession(SQLModel, table=True):
+    """One login: its refresh tokens form a family; access tokens carry its id (``sid``)."""
+
+    __tablename__ = "auth_sessions"
+
+    id: uuid.UUID = uuid_pk()
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True)
+    client_id: uuid.UUID | None = Field(default=None, foreign_key="service_clients.id", index=True)
+    created_at: datetime = created_at_field()
+    revoked_at: datetime | None = utc_column(nullable=True)
+    revoked_reason: str | None = Field(default=None, max_length=32)
+
+
+class RefreshToken(SQLModel, table=True):
+    __tablename__ = "refresh_tokens"
+
+    id: uuid.UUID = uuid_pk()  # the token's jti
+    session_id: uuid.UUID = Field(foreign_key="auth_sessions.id", index=True)
+    issued_at: datetime = created_at_field()
+    expires_at: datetime = utc_column()
+    used_at: datetime | None = utc_column(nullable=True)
+
+
+class LoginAttempt(SQLModel, table=True):
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_user_at", "user_id", "at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntPK, primary_key=True, autoincrement=True))
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    at: datetime = utc_column()
+    success: bool
+
+
+class TokenPair(SQLModel):
+    access_token: str
+    refresh_token: str | None = None
+    token_type: str = "bearer"
+    expires_in: int

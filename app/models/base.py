@@ -1,0 +1,30 @@
+"""Shared column helpers for the SQLModel tables."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer
+from sqlmodel import Column, Field
+
+from app.core.db import UTCDateTime
+
+# An autoincrementing 64-bit key that is SQLite's rowid there.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utc_column(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def uuid_pk() -> Any:
+    return Field(default_factory=uuid.uuid4, primary_key=True)
+
+
+def created_at_field() -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+__all__ = ["BigIntPK", "created_at_field", "datetime", "utc_column", "uuid_pk"]

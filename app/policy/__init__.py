@@ -1,0 +1,1 @@
+"""The confidentiality policy as data and pure functions (no web layer here)."""

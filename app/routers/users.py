@@ -1,0 +1,63 @@
+"""/users: directors manage accounts; anyone logged in reads /users/me."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query
+from sqlmodel import select
+
+from app.core.pagination import Page
+from app.deps import CurrentUser, DirectorUser, LimitDep, NowDep, SessionDep, StateDep
+from app.models.accounts import User, UserCreate, UserPublic, UserUpdate
+from app.routers.responses import problem_responses
+from app.workflows import accounts
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.get("/me", response_model=UserPublic, responses=problem_responses(401, 403))
+async def me(actor: CurrentUser, session: SessionDep) -> User:
+    return await accounts.get_user(session, actor.id)
+
+
+@router.post("", status_code=201, response_model=UserPublic,
+             responses=problem_responses(401, 403, 422))
+async def create_user(
+    body: UserCreate, actor: DirectorUser, session: SessionDep, state: StateDep, now: NowDep
+) -> User:
+    return await accounts.create_user(session, data=body, passwords=state.passwords, now=now,
+                                      actor=actor)
+
+
+@router.get("", response_model=Page[UserPublic], responses=problem_responses(400, 401, 403, 422))
+async def list_users(
+    actor: DirectorUser,
+    session: SessionDep,
+    state: StateDep,
+    limit: LimitDep,
+    cursor: str | None = Query(default=None, max_length=512),
+    active: bool | None = None,
+) -> Page[User]:
+    query = select(User).order_by(User.email).limit(limit + 1)
+    if cursor:
+        (after,) = state.cursors.decode("users", cursor)
+        query = query.where(User.email > str(after))
+    if active is not None:
+        query = query.where(User.active == active)
+    rows = list((await session.execute(query)).scalars())
+    next_cursor = state.cursors.encode("users", [rows[limit - 1].email]) if len(rows) > limit else None
+    return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+@router.get("/{user_id}", response_model=UserPublic, responses=problem_responses(401, 403, 404, 422))
+async def get_user(user_id: uuid.UUID, actor: DirectorUser, session: SessionDep) -> User:
+    return await accounts.get_user(session, user_id)
+
+
+@router.patch("/{user_id}", response_model=UserPublic,
+              responses=problem_responses(401, 403, 404, 422))
+async def update_user(
+    user_id: uuid.UUID, body: UserUpdate, actor: DirectorUser, session: SessionDep, now: NowDep
+) -> User:
+    return await accounts.update_user(session, user_id=user_id, data=body, now=now, actor=actor)

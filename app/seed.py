@@ -1,0 +1,99 @@
+"""`kmm seed-demo`: a small demo organisation to try the rules from the docs explorer.
+
+Idempotent: a second run changes nothing and prints the same logins. Demo passwords
+are random, kept in a git-ignored local file beside the secrets, never in the repo.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import select
+
+from app.core.state import AppState
+from app.models.accounts import Role, StaffType, User, UserCreate
+from app.workflows import accounts
+
+DEMO_DOMAIN = "demo.kmm.org.uk"
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    key: str
+    email: str
+    role: str
+    password: str
+    note: str
+
+
+# key, name, role, staff_type, line manager key, note
+PEOPLE: list[tuple[str, str, str, str | None, str | None, str]] = [
+    ("director", "Dana Director", "director", "employee", None, "the Director (§3.4, §4.5)"),
+    ("manager.a", "Amir Manager", "colleague", "employee", "director", "line manager of Alice and Ben"),
+    ("manager.b", "Bea Manager", "colleague", "employee", "director", "line manager of Cai and Dev"),
+    ("alice", "Alice Employee", "colleague", "employee", "manager.a", "employee under Amir"),
+    ("ben", "Ben Volunteer", "colleague", "volunteer", "manager.a", "volunteer under Amir"),
+    ("cai", "Cai Intern", "colleague", "intern", "manager.b", "intern under Bea"),
+    ("dev", "Dev Employee", "colleague", "employee", "manager.b", "employee under Bea"),
+    ("trustee", "Tess Trustee", "trustee", None, None, "a trustee: reads what is passed to her"),
+]
+
+
+def _logins_file(state: AppState) -> Path:
+    return state.settings.secrets_file.with_name(".kmm-demo-logins.json")
+
+
+def email_for(key: str) -> str:
+    return f"{key}@{DEMO_DOMAIN}"
+
+
+async def seed_accounts(state: AppState) -> dict[str, User]:
+    path = _logins_file(state)
+    passwords: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    users: dict[str, User] = {}
+    now = state.clock.now()
+    async with state.sessionmaker() as session:
+        for key, name, role, staff_type, manager, _ in PEOPLE:
+            existing = (
+                await session.execute(select(User).where(User.email == email_for(key)))
+            ).scalar_one_or_none()
+            if existing is not None:
+                users[key] = existing
+                continue
+            passwords[key] = passwords.get(key) or secrets.token_urlsafe(12)
+            users[key] = await accounts.create_user(
+                session,
+                data=UserCreate(email=email_for(key), full_name=name, role=Role(role),
+                                staff_type=StaffType(staff_type) if staff_type else None,
+                                line_manager_id=users[manager].id if manager else None,
+                                password=passwords[key]),
+                passwords=state.passwords, now=now, actor=None,
+            )
+    path.write_text(json.dumps(passwords, indent=2))
+    path.chmod(0o600)
+    return users
+
+
+# Later steps (records, workflows) append here: each takes (state, users).
+SEED_STEPS: list = []
+
+
+async def seed_demo(state: AppState) -> list[DemoLogin]:
+    users = await seed_accounts(state)
+    for step in SEED_STEPS:
+        await step(state, users)
+    passwords = json.loads(_logins_file(state).read_text())
+    return [
+        DemoLogin(key, email_for(key), role, passwords.get(key, "(set before; see your notes)"), note)
+        for key, _, role, _, _, note in PEOPLE
+    ]
+
+
+def describe_logins(logins: list[DemoLogin]) -> str:
+    lines = ["Demo logins (use Authorize in /docs: username = email):"]
+    for login in logins:
+        lines.append(f"  {login.role:<10} {login.email:<32} {login.password:<20} {login.note}")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Managing accounts (DESIGN §2): line management, roles, deactivation (§7.2)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.core.errors import field_error, not_found
+from app.core.security import Passwords
+from app.models.accounts import AuthSession, User, UserCreate, UserUpdate
+from app.policy.actor import Actor
+from app.workflows.audit_trail import add_event
+
+MAX_DEPTH = 1000
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise not_found("account")
+    return user
+
+
+async def _check_line_manager(
+    session: AsyncSession, *, user_id: uuid.UUID | None, manager_id: uuid.UUID
+) -> None:
+    if manager_id == user_id:
+        raise field_error("line_manager_id", "an account cannot be its own line manager")
+    manager = await session.get(User, manager_id)
+    if manager is None:
+        raise field_error("line_manager_id", "no such account")
+    if not manager.active:
+        raise field_error("line_manager_id", "the line manager's account is deactivated")
+    if manager.role == "trustee":
+        raise field_error("line_manager_id", "a trustee cannot be a line manager")
+    if user_id is None:
+        return
+    # Walk up from the proposed manager: meeting the account itself would close a cycle.
+    seen = {manager_id}
+    current = manager.line_manager_id
+    for _ in range(MAX_DEPTH):
+        if current is None:
+            return
+        if current == user_id or current in seen:
+            raise field_error("line_manager_id", "this line manager would make a cycle")
+        seen.add(current)
+        current = (
+            await session.execute(select(User.line_manager_id).where(User.id == current))
+        ).scalar_one_or_none()
+    raise field_error("line_manager_id", "the line-management chain is too deep")
+
+
+async def _check_email_free(session: AsyncSession, email: str) -> None:
+    taken = (await session.execute(select(func.count()).where(User.email == email))).scalar_one()
+    if taken:
+        raise field_error("email", "an account with this email already exists")
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    data: UserCreate,
+    passwords: Passwords,
+    now: datetime,
+    actor: Actor | None,
+) -> User:
+    await _check_email_free(session, data.email)
+    if data.line_manager_id is not None:
+        await _check_line_manager(session, user_id=None, manager_id=data.line_manager_id)
+    user = User(
+        email=data.email,
+        full_name=data.full_name,
+        role=data.role.value,
+        staff_type=data.staff_type.value if data.staff_type else None,
+        line_manager_id=data.line_manager_id,
+        password_hash=passwords.hash(data.password),
+        created_at=now,
+    )
+    session.add(user)
+    await session.flush()
+    add_event(session, now=now, actor=actor, action="account.create", resource_type="user",
+              resource_id=user.id, decision="allow", rule="director", clause="§2")
+    await session.commit()
+    return user
+
+
+async def update_user(
+    session: AsyncSession, *, user_id: uuid.UUID, data: UserUpdate, now: datetime, actor: Actor
+) -> User:
+    user = await get_user(session, user_id)
+    changes = data.model_dump(exclude_unset=True)
+    if "line_manager_id" in changes and changes["line_manager_id"] is not None:
+        await _check_line_manager(session, user_id=user.id, manager_id=changes["line_manager_id"])
+    if changes.get("role") is not None:
+        if changes["role"] == "trustee":
+            has_reports = (
+                await session.execute(
+                    select(func.count()).where(User.line_manager_id == user.id, User.active)
+                )
+            ).scalar_one()
+            if has_reports:
+                raise field_error("role", "an account that line-manages others cannot be a trustee")
+        changes["role"] = str(changes["role"])
+    if changes.get("staff_type") is not None:
+        changes["staff_type"] = str(changes["staff_type"])
+    if changes.get("active") is False and user.id == actor.id:
+        raise field_error("active", "a director cannot deactivate their own account")
+    for key in ("full_name", "role", "staff_type", "line_manager_id"):
+        if key in changes and (changes[key] is not None or key in ("line_manager_id", "staff_type")):
+            setattr(user, key, changes[key])
+    if "active" in changes and changes["active"] is not None and changes["active"] != user.active:
+        user.active = changes["active"]
+        if not user.active:
+            user.deactivated_at = now
+            # A former colleague's sessions end at once (§7.2).
+            await session.execute(
+                update(AuthSession)
+                .where(col(AuthSession.user_id) == user.id, col(AuthSession.revoked_at).is_(None))
+                .values(revoked_at=now, revoked_reason="deactivated")
+            )
+        else:
+            user.deactivated_at = None
+    session.add(user)
+    add_event(session, now=now, actor=actor, action="account.update", resource_type="user",
+              resource_id=user.id, decision="allow", rule="director", clause="§2",
+              detail={"fields": sorted(changes)})
+    await session.commit()
+    return user
