@@ -77,13 +77,16 @@ async def seed_accounts(state: AppState) -> dict[str, User]:
     return users
 
 
-# Later steps (records, workflows) append here: each takes (state, users).
-SEED_STEPS: list = []
+def _steps() -> list:  # type: ignore[type-arg]
+    """Seed steps after the accounts, in order; each takes (state, users) and is idempotent."""
+    from app.seed_records import seed_records
+
+    return [seed_records]
 
 
 async def seed_demo(state: AppState) -> list[DemoLogin]:
     users = await seed_accounts(state)
-    for step in SEED_STEPS:
+    for step in _steps():
         await step(state, users)
     passwords = json.loads(_logins_file(state).read_text())
     return [

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,19 +26,12 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"kmm-master-key-id:" + key).hexdigest()[:16]
 
 
-@dataclass(frozen=True, slots=True)
-class Sealed:
-    key_id: str
-    wrapped_key: bytes
-    ciphertext: bytes  # nonce || ciphertext-with-tag
-
-
-def _encrypt(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+def encrypt(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
-def _decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
+def decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
     try:
         return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
     except (InvalidTag, ValueError) as exc:
@@ -59,22 +51,19 @@ class Keyring:
         return kid in self._keys
 
     def wrap(self, data_key: bytes, *, aad: bytes) -> tuple[str, bytes]:
-        return self.current_id, _encrypt(self._keys[self.current_id], data_key, aad)
+        return self.current_id, encrypt(self._keys[self.current_id], data_key, aad)
 
     def unwrap(self, kid: str, wrapped: bytes, *, aad: bytes) -> bytes:
         key = self._keys.get(kid)
         if key is None:
             raise DecryptionError("unknown master key id")
-        return _decrypt(key, wrapped, aad)
+        return decrypt(key, wrapped, aad)
 
-    def seal(self, plaintext: bytes, *, aad: bytes) -> Sealed:
+    def new_data_key(self, *, aad: bytes) -> tuple[bytes, str, bytes]:
+        """A fresh data key, and it wrapped under the current master key: (key, key_id, wrapped)."""
         data_key = AESGCM.generate_key(bit_length=256)
         kid, wrapped = self.wrap(data_key, aad=aad)
-        return Sealed(kid, wrapped, _encrypt(data_key, plaintext, aad))
-
-    def open(self, sealed: Sealed, *, aad: bytes) -> bytes:
-        data_key = self.unwrap(sealed.key_id, sealed.wrapped_key, aad=aad)
-        return _decrypt(data_key, sealed.ciphertext, aad)
+        return data_key, kid, wrapped
 
     def rewrap(self, kid: str, wrapped: bytes, *, aad: bytes) -> tuple[str, bytes]:
         """Re-wrap a data key under the current master key, content untouched."""

@@ -2,5 +2,26 @@
 
 from app.models.accounts import AuthSession, LoginAttempt, RefreshToken, ServiceClient, User
 from app.models.audit import AuditEvent
+from app.models.records import (
+    EmergencyGrant,
+    Record,
+    RecordContent,
+    RecordNamedAccess,
+    RecordShare,
+    Subject,
+)
 
-__all__ = ["AuditEvent", "AuthSession", "LoginAttempt", "RefreshToken", "ServiceClient", "User"]
+__all__ = [
+    "AuditEvent",
+    "AuthSession",
+    "EmergencyGrant",
+    "LoginAttempt",
+    "Record",
+    "RecordContent",
+    "RecordNamedAccess",
+    "RecordShare",
+    "RefreshToken",
+    "ServiceClient",
+    "Subject",
+    "User",
+]

@@ -1,10 +1,13 @@
 """One module per resource; ROUTERS is the order they are mounted in."""
 
-from app.routers import auth, health, service_clients, users
+from app.routers import auth, emergency_grants, health, records, service_clients, subjects, users
 
 ROUTERS = [
     health.router,
     auth.router,
     users.router,
     service_clients.router,
+    subjects.router,
+    records.router,
+    emergency_grants.router,
 ]

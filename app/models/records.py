@@ -1,0 +1,329 @@
+"""Subjects, records and the ways a record reaches someone (DESIGN §3, §10)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, model_validator
+from sqlalchemy import JSON, CheckConstraint, Index, LargeBinary
+from sqlmodel import Column, Field, SQLModel
+
+from app.models.base import created_at_field, utc_column, uuid_pk
+
+# -- vocabularies --------------------------------------------------------------
+
+
+class SubjectKind(StrEnum):
+    individual = "individual"
+    organisation = "organisation"
+
+
+class SubjectCategory(StrEnum):
+    service_user = "service_user"
+    member = "member"
+    employee = "employee"
+    trustee = "trustee"
+    volunteer = "volunteer"
+    intern = "intern"
+    organisation = "organisation"
+
+
+class Office(StrEnum):
+    chair = "chair"
+    executive_officer = "executive_officer"
+    manager = "manager"
+
+
+class Classification(StrEnum):
+    general = "general"
+    confidential = "confidential"
+    sensitive = "sensitive"
+    personnel = "personnel"
+
+
+class Purpose(StrEnum):
+    service_delivery = "service_delivery"
+    equal_opportunities_monitoring = "equal_opportunities_monitoring"
+    funder_reporting = "funder_reporting"
+    personnel_administration = "personnel_administration"
+
+
+class ConsentStatus(StrEnum):
+    obtained = "obtained"
+    pending = "pending"
+    refused = "refused"
+    not_required = "not_required"
+
+
+TITLE_MAX = 200
+CONTENT_MAX = 100_000
+REASON_MAX = 500
+NAME_MAX = 200
+
+# -- subjects ----------------------------------------------------------------------
+
+
+class Officer(BaseModel):
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    office: Office
+
+
+class SubjectBase(SQLModel):
+    kind: SubjectKind
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    category: SubjectCategory
+    officers: list[Officer] = Field(default_factory=list, max_length=20)
+    user_id: uuid.UUID | None = None
+
+
+class SubjectCreate(SubjectBase):
+    @model_validator(mode="after")
+    def _consistent(self) -> SubjectCreate:
+        is_org = self.kind == SubjectKind.organisation
+        if is_org != (self.category == SubjectCategory.organisation):
+            raise ValueError("an organisation has category 'organisation', and only an organisation has it")
+        if self.officers and not is_org:
+            raise ValueError("only an organisation names officers")
+        if self.user_id is not None and self.category != SubjectCategory.employee:
+            raise ValueError("only an employee subject links to an account")
+        if self.category == SubjectCategory.employee and self.user_id is None:
+            raise ValueError("an employee subject links to that employee's account (user_id)")
+        return self
+
+
+class SubjectPublic(SubjectBase):
+    id: uuid.UUID
+    created_at: datetime
+
+
+class Subject(SQLModel, table=True):
+    __tablename__ = "subjects"
+
+    id: uuid.UUID = uuid_pk()
+    kind: str = Field(max_length=16)
+    name: str = Field(max_length=NAME_MAX, index=True)
+    category: str = Field(max_length=32, index=True)
+    officers: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", unique=True)
+    created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = created_at_field()
+
+
+# -- records -------------------------------------------------------------------
+
+
+class Consent(BaseModel):
+    status: ConsentStatus = ConsentStatus.pending
+    obtained_at: AwareDatetime | None = None
+    purpose_explained: bool = False
+
+
+class RecordCreate(BaseModel):
+    subject_id: uuid.UUID
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    content: str = Field(min_length=0, max_length=CONTENT_MAX)
+    classification: Classification
+    purpose: Purpose
+    custodian_id: uuid.UUID | None = None
+    access_requester_id: uuid.UUID | None = None
+    consent: Consent = Field(default_factory=Consent)
+    retention_until: AwareDatetime | None = None
+    review_due: AwareDatetime | None = None
+
+
+class RecordUpdate(BaseModel):
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
+    content: str | None = Field(default=None, max_length=CONTENT_MAX)
+    classification: Classification | None = None
+    purpose: Purpose | None = None
+    custodian_id: uuid.UUID | None = None
+    access_requester_id: uuid.UUID | None = None
+    consent: Consent | None = None
+    retention_until: AwareDatetime | None = None
+    review_due: AwareDatetime | None = None
+
+
+class AccessNote(BaseModel):
+    """How the caller came to see this record: the rule and clause that allowed it."""
+
+    rule: str
+    clause: str
+    emergency: bool = False
+
+
+class RecordSummary(BaseModel):
+    id: uuid.UUID
+    subject_id: uuid.UUID
+    title: str | None
+    classification: Classification
+    purpose: Purpose
+    custodian_id: uuid.UUID
+    label: Literal["CONFIDENTIAL"] | None
+    version: int
+    retention_until: datetime | None
+    review_due: datetime | None
+    legal_hold: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class RecordPublic(RecordSummary):
+    content: str | None
+    access_requester_id: uuid.UUID | None
+    entitled_user_ids: list[uuid.UUID]
+    consent: Consent
+    last_verified_at: datetime | None
+    destroyed_at: datetime | None
+    access: AccessNote | None = None
+
+
+class Tombstone(BaseModel):
+    id: uuid.UUID
+    subject_id: uuid.UUID
+    classification: Classification
+    destroyed_at: datetime
+    destroyed_by: uuid.UUID | None
+    reason: str | None
+
+
+class Record(SQLModel, table=True):
+    __tablename__ = "records"
+    __table_args__ = (
+        Index("ix_records_custodian_class", "custodian_id", "classification"),
+        Index("ix_records_subject", "subject_id"),
+        Index("ix_records_class_id", "classification", "id"),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
+    classification: str = Field(max_length=16)
+    purpose: str = Field(max_length=40)
+    custodian_id: uuid.UUID = Field(foreign_key="users.id")
+    access_requester_id: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
+    consent_status: str = Field(default="pending", max_length=16)
+    consent_obtained_at: datetime | None = utc_column(nullable=True)
+    consent_purpose_explained: bool = False
+    retention_until: datetime | None = utc_column(nullable=True)
+    review_due: datetime | None = utc_column(nullable=True)
+    last_verified_at: datetime | None = utc_column(nullable=True)
+    legal_hold: bool = False
+    legal_hold_reason: str | None = Field(default=None, max_length=REASON_MAX)
+    version: int = 1
+    created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = created_at_field()
+    updated_at: datetime = created_at_field()
+    destroyed_at: datetime | None = utc_column(nullable=True)
+    destroyed_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    destroy_reason: str | None = Field(default=None, max_length=REASON_MAX)
+
+
+class RecordContent(SQLModel, table=True):
+    """The encrypted title and content and the record's wrapped data key (§6.6).
+
+    Deleted when the record is destroyed, so nothing can decrypt it again (§4.6).
+    """
+
+    __tablename__ = "record_contents"
+
+    record_id: uuid.UUID = Field(foreign_key="records.id", primary_key=True)
+    key_id: str = Field(max_length=32)
+    wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    title_ct: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content_ct: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ShareCreate(BaseModel):
+    user_id: uuid.UUID
+    reason: str = Field(min_length=1, max_length=REASON_MAX)
+
+
+class SharePublic(BaseModel):
+    record_id: uuid.UUID
+    user_id: uuid.UUID
+    reason: str
+    shared_by: uuid.UUID
+    shared_at: datetime
+
+
+class RecordShare(SQLModel, table=True):
+    __tablename__ = "record_shares"
+    __table_args__ = (Index("ix_record_shares_user", "user_id", "record_id"),)
+
+    record_id: uuid.UUID = Field(foreign_key="records.id", primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", primary_key=True)
+    reason: str = Field(max_length=REASON_MAX)
+    shared_by: uuid.UUID = Field(foreign_key="users.id")
+    shared_at: datetime = created_at_field()
+
+
+class NamedAccessCreate(BaseModel):
+    user_id: uuid.UUID
+    consent_reference: str | None = Field(default=None, max_length=200)
+
+
+class NamedAccessPublic(BaseModel):
+    record_id: uuid.UUID
+    user_id: uuid.UUID
+    consent_reference: str
+    added_by: uuid.UUID
+    added_at: datetime
+
+
+class RecordNamedAccess(SQLModel, table=True):
+    __tablename__ = "record_named_access"
+    __table_args__ = (Index("ix_record_named_access_user", "user_id", "record_id"),)
+
+    record_id: uuid.UUID = Field(foreign_key="records.id", primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", primary_key=True)
+    consent_reference: str = Field(max_length=200)
+    added_by: uuid.UUID = Field(foreign_key="users.id")
+    added_at: datetime = created_at_field()
+
+
+class GrantCreate(BaseModel):
+    grantee_id: uuid.UUID
+    record_id: uuid.UUID | None = None
+    subject_id: uuid.UUID | None = None
+    reason: str = Field(min_length=1, max_length=REASON_MAX)
+    expires_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _one_target(self) -> GrantCreate:
+        if (self.record_id is None) == (self.subject_id is None):
+            raise ValueError("give exactly one of record_id or subject_id")
+        return self
+
+
+class GrantPublic(BaseModel):
+    id: uuid.UUID
+    grantee_id: uuid.UUID
+    record_id: uuid.UUID | None
+    subject_id: uuid.UUID | None
+    reason: str
+    expires_at: datetime
+    issued_by: uuid.UUID
+    issued_at: datetime
+    revoked_at: datetime | None
+    active: bool = False
+
+
+class EmergencyGrant(SQLModel, table=True):
+    __tablename__ = "emergency_grants"
+    __table_args__ = (
+        Index("ix_emergency_grants_grantee", "grantee_id", "expires_at"),
+        CheckConstraint("(record_id IS NULL) <> (subject_id IS NULL)", name="ck_grant_one_target"),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    grantee_id: uuid.UUID = Field(foreign_key="users.id")
+    record_id: uuid.UUID | None = Field(default=None, foreign_key="records.id")
+    subject_id: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
+    reason: str = Field(max_length=REASON_MAX)
+    expires_at: datetime = utc_column()
+    issued_by: uuid.UUID = Field(foreign_key="users.id")
+    issued_at: datetime = created_at_field()
+    revoked_at: datetime | None = utc_column(nullable=True)
+    revoked_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")

@@ -1,0 +1,175 @@
+"""Decide one action, or build the SQL filter for lists, from the one rule table."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, false, func, or_, true
+from sqlmodel import col, select
+
+from app.models.accounts import User
+from app.models.records import (
+    Classification,
+    EmergencyGrant,
+    Record,
+    RecordNamedAccess,
+    RecordShare,
+    Subject,
+)
+from app.policy.actor import Actor
+from app.policy.rules import DENIAL, FORMER, RULES, Action, Relation
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFacts:
+    """What the policy needs to know about one record, relative to one actor."""
+
+    classification: Classification
+    custodian_id: uuid.UUID
+    custodian_line_manager_id: uuid.UUID | None
+    employee_line_manager_id: uuid.UUID | None  # for a subject linked to an account
+    shared_with_actor: bool
+    actor_named: bool
+    actor_grant_expires_at: datetime | None  # latest unrevoked grant covering it
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    rule: str
+    clause: str
+    reason: str
+    emergency: bool = False
+
+
+def holds(relation: Relation, actor: Actor, facts: RecordFacts, now: datetime) -> bool:
+    match relation:
+        case Relation.any_active:
+            return actor.kind == "user" or actor.has_scope("records:read")
+        case Relation.custodian:
+            return facts.custodian_id == actor.id
+        case Relation.custodians_line_manager:
+            return facts.custodian_line_manager_id == actor.id
+        case Relation.shared_with:
+            return facts.shared_with_actor
+        case Relation.named:
+            return facts.actor_named
+        case Relation.director:
+            return actor.is_director
+        case Relation.employees_line_manager:
+            return facts.employee_line_manager_id == actor.id
+        case Relation.grant_holder:
+            return facts.actor_grant_expires_at is not None and facts.actor_grant_expires_at > now
+
+
+def decide(actor: Actor, action: Action, facts: RecordFacts, now: datetime) -> Decision:
+    """Allow or deny one action; deny is the default. Always names a rule and clause."""
+    if not actor.active:
+        return Decision(False, *FORMER, "a deactivated account can do nothing")
+    cls = facts.classification
+    for rule in RULES:
+        if action in rule.actions and cls in rule.classifications:
+            for relation in rule.relations:
+                if holds(relation, actor, facts, now):
+                    return Decision(True, rule.id, rule.clause, f"{relation.value} may {action.value}",
+                                    emergency=rule.emergency)
+    rule_id, clause = DENIAL[cls]
+    return Decision(False, rule_id, clause, f"no rule lets this account {action.value} a {cls.value} record")
+
+
+# -- SQL -----------------------------------------------------------------------
+
+
+def _live_grants(actor: Actor, now: datetime) -> ColumnElement[bool]:
+    return and_(
+        col(EmergencyGrant.grantee_id) == actor.id,
+        col(EmergencyGrant.revoked_at).is_(None),
+        col(EmergencyGrant.expires_at) > now,
+    )
+
+
+def relation_sql(relation: Relation, actor: Actor, now: datetime) -> ColumnElement[bool] | None:
+    """The relation as a condition on ``records``; None where it cannot hold for this actor."""
+    match relation:
+        case Relation.any_active:
+            return true() if actor.kind == "user" or actor.has_scope("records:read") else None
+        case Relation.custodian:
+            return col(Record.custodian_id) == actor.id if actor.kind == "user" else None
+        case Relation.custodians_line_manager:
+            if actor.kind != "user":
+                return None
+            reports = select(User.id).where(col(User.line_manager_id) == actor.id)
+            return col(Record.custodian_id).in_(reports)
+        case Relation.shared_with:
+            if actor.kind != "user":
+                return None
+            shared = select(RecordShare.record_id).where(col(RecordShare.user_id) == actor.id)
+            return col(Record.id).in_(shared)
+        case Relation.named:
+            if actor.kind != "user":
+                return None
+            named = select(RecordNamedAccess.record_id).where(col(RecordNamedAccess.user_id) == actor.id)
+            return col(Record.id).in_(named)
+        case Relation.director:
+            return true() if actor.is_director else None
+        case Relation.employees_line_manager:
+            if actor.kind != "user":
+                return None
+            employees = (
+                select(Subject.id)
+                .join(User, col(User.id) == Subject.user_id)
+                .where(col(User.line_manager_id) == actor.id)
+            )
+            return col(Record.subject_id).in_(employees)
+        case Relation.grant_holder:
+            if actor.kind != "user":
+                return None
+            live = _live_grants(actor, now)
+            by_record = select(EmergencyGrant.record_id).where(live, col(EmergencyGrant.record_id).is_not(None))
+            by_subject = select(EmergencyGrant.subject_id).where(live, col(EmergencyGrant.subject_id).is_not(None))
+            return or_(col(Record.id).in_(by_record), col(Record.subject_id).in_(by_subject))
+    return None  # pragma: no cover - every relation is handled above
+
+
+def records_filter(actor: Actor, now: datetime, action: Action = Action.read) -> ColumnElement[bool]:
+    """A condition selecting exactly the records ``decide`` would allow ``action`` on."""
+    if not actor.active:
+        return false()
+    clauses: list[ColumnElement[bool]] = []
+    for rule in RULES:
+        if action not in rule.actions:
+            continue
+        relations = [c for r in rule.relations if (c := relation_sql(r, actor, now)) is not None]
+        if not relations:
+            continue
+        classes = sorted(c.value for c in rule.classifications)
+        clauses.append(and_(col(Record.classification).in_(classes), or_(*relations)))
+    return or_(*clauses) if clauses else false()
+
+
+def facts_columns(actor: Actor, now: datetime) -> dict[str, Any]:
+    """Correlated expressions that, selected with a record, give its actor-relative facts."""
+    shared = (
+        select(RecordShare.record_id)
+        .where(col(RecordShare.record_id) == Record.id, col(RecordShare.user_id) == actor.id)
+        .exists()
+    )
+    named = (
+        select(RecordNamedAccess.record_id)
+        .where(col(RecordNamedAccess.record_id) == Record.id, col(RecordNamedAccess.user_id) == actor.id)
+        .exists()
+    )
+    grant = (
+        select(func.max(EmergencyGrant.expires_at))
+        .where(
+            col(EmergencyGrant.grantee_id) == actor.id,
+            col(EmergencyGrant.revoked_at).is_(None),
+            or_(col(EmergencyGrant.record_id) == Record.id, col(EmergencyGrant.subject_id) == Record.subject_id),
+        )
+        .scalar_subquery()
+    )
+    return {"shared": shared.label("shared"), "named": named.label("named"), "grant": grant.label("grant")}
+

@@ -1,0 +1,75 @@
+"""The rule table of DESIGN §4, as data.
+
+One table serves both questions the service asks: "may this actor do this to this
+record?" (``decide.decide``) and "which records may this actor read?" (the SQL filter
+in ``decide.records_filter``). Each rule names the relations that satisfy it; the
+relations have one meaning in Python (``decide.holds``) and one in SQL
+(``decide.relation_sql``), and a property test proves the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from app.models.records import Classification
+
+
+class Action(StrEnum):
+    read = "read"
+    update = "update"
+    share = "share"
+    destroy = "destroy"
+
+
+class Relation(StrEnum):
+    any_active = "any_active"  # any active account (a service client needs records:read)
+    custodian = "custodian"  # the record's custodian
+    custodians_line_manager = "custodians_line_manager"  # custodian.line_manager_id == actor
+    shared_with = "shared_with"  # the record was passed to the actor (§3.1)
+    named = "named"  # the actor is on the sensitive record's entitled list (§3.2)
+    director = "director"  # the actor is a director
+    employees_line_manager = "employees_line_manager"  # the employee's current line manager
+    grant_holder = "grant_holder"  # the actor holds a live emergency grant (§4.5)
+
+
+C = Classification
+A = Action
+R = Relation
+ALL_CLASSES = frozenset(C)
+NOT_PERSONNEL = frozenset({C.general, C.confidential, C.sensitive})
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    clause: str
+    relations: frozenset[Relation]
+    classifications: frozenset[Classification]
+    actions: frozenset[Action]
+    emergency: bool = False
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("general", "§4.1", frozenset({R.any_active}), frozenset({C.general}), frozenset({A.read})),
+    Rule("custodian", "§4.2, §3.2", frozenset({R.custodian}), NOT_PERSONNEL,
+         frozenset({A.read, A.update, A.share})),
+    Rule("line-manager", "§1.3, §3.3, §4.2", frozenset({R.custodians_line_manager}), NOT_PERSONNEL,
+         frozenset({A.read, A.update, A.share, A.destroy})),
+    Rule("shared", "§3.1", frozenset({R.shared_with}), frozenset({C.confidential}), frozenset({A.read})),
+    Rule("named", "§3.2", frozenset({R.named}), frozenset({C.sensitive}), frozenset({A.read})),
+    Rule("director", "§3.1, §3.4", frozenset({R.director}), frozenset({C.general, C.confidential}),
+         frozenset({A.read, A.update, A.share, A.destroy})),
+    Rule("personnel", "§4.3", frozenset({R.employees_line_manager, R.director}), frozenset({C.personnel}),
+         frozenset({A.read, A.update, A.destroy})),
+    Rule("emergency", "§4.5", frozenset({R.grant_holder}), ALL_CLASSES, frozenset({A.read}), emergency=True),
+)
+
+# When no rule allows, the denial cites the rule that governs the record's class.
+DENIAL: dict[Classification, tuple[str, str]] = {
+    C.general: ("custodian", "§4.2"),
+    C.confidential: ("shared", "§3.1"),
+    C.sensitive: ("named", "§3.2"),
+    C.personnel: ("personnel", "§4.3"),
+}
+FORMER = ("former", "§7.2")

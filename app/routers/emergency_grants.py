@@ -1,0 +1,33 @@
+"""/emergency-grants: a director's time-limited authorisation to read (§4.5)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from app.deps import CurrentUser, DirectorUser, NowDep, SessionDep
+from app.models.records import GrantCreate, GrantPublic
+from app.routers.responses import problem_responses
+from app.workflows import sharing
+
+router = APIRouter(prefix="/emergency-grants", tags=["emergency grants"])
+
+
+@router.post("", status_code=201, response_model=GrantPublic, responses=problem_responses(401, 403, 422))
+async def issue_grant(body: GrantCreate, actor: DirectorUser, session: SessionDep, now: NowDep) -> GrantPublic:
+    grant = await sharing.issue_grant(session, data=body, actor=actor, now=now)
+    return sharing.grant_public(grant, now)
+
+
+@router.get("", response_model=list[GrantPublic], responses=problem_responses(401, 403, 422))
+async def list_grants(actor: CurrentUser, session: SessionDep, now: NowDep, active: bool = False) -> list[GrantPublic]:
+    """Directors see every grant; anyone else sees the grants made to them."""
+    grants = await sharing.list_grants(session, actor=actor, now=now, active_only=active)
+    return [sharing.grant_public(g, now) for g in grants]
+
+
+@router.delete("/{grant_id}", response_model=GrantPublic, responses=problem_responses(401, 403, 404, 409, 422))
+async def revoke_grant(grant_id: uuid.UUID, actor: DirectorUser, session: SessionDep, now: NowDep) -> GrantPublic:
+    grant = await sharing.revoke_grant(session, grant_id=grant_id, actor=actor, now=now)
+    return sharing.grant_public(grant, now)

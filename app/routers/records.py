@@ -1,0 +1,158 @@
+"""/records: keep, read, list, update and destroy records; shares and named access."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from app.core.pagination import Page
+from app.deps import CurrentActor, CurrentUser, LimitDep, NowDep, SessionDep, StaffUser, StateDep
+from app.models.records import (
+    Classification,
+    NamedAccessCreate,
+    NamedAccessPublic,
+    Purpose,
+    RecordCreate,
+    RecordPublic,
+    RecordSummary,
+    RecordUpdate,
+    ShareCreate,
+    SharePublic,
+    Tombstone,
+)
+from app.routers.responses import problem_responses
+from app.workflows import records, sharing
+
+router = APIRouter(prefix="/records", tags=["records"])
+_ORDER = [Classification.general, Classification.confidential, Classification.sensitive, Classification.personnel]
+
+
+def protect(response: Response, classification: str | None) -> None:
+    """Non-general content is never cached and says what it is (§3.7, §4.4)."""
+    if classification and classification != Classification.general:
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Confidentiality"] = classification
+    else:
+        response.headers["Cache-Control"] = "private, no-cache"
+
+
+def _most_restrictive(classes: list[str]) -> str | None:
+    return max(classes, key=lambda c: _ORDER.index(Classification(c)), default=None)
+
+
+@router.post("", status_code=201, response_model=RecordPublic, responses=problem_responses(401, 403, 422))
+async def create_record(
+    body: RecordCreate, actor: CurrentActor, session: SessionDep, state: StateDep, now: NowDep, response: Response
+) -> RecordPublic:
+    created = await records.create_record(session, data=body, actor=actor, now=now, keyring=state.keyring,
+                                          settings=state.settings)
+    protect(response, created.classification)
+    response.headers["ETag"] = records.etag(created.version)
+    response.headers["Location"] = f"/records/{created.id}"
+    return created
+
+
+@router.get("", response_model=Page[RecordSummary], responses=problem_responses(400, 401, 422))
+async def list_records(
+    actor: CurrentActor, session: SessionDep, state: StateDep, now: NowDep, limit: LimitDep, response: Response,
+    cursor: str | None = Query(default=None, max_length=512),
+    subject_id: uuid.UUID | None = None,
+    classification: Classification | None = None,
+    purpose: Purpose | None = None,
+    custodian_id: uuid.UUID | None = None,
+) -> Page[RecordSummary]:
+    items, nxt = await records.list_records(
+        session, actor=actor, now=now, keyring=state.keyring, cursors=state.cursors, limit=limit, cursor=cursor,
+        filters={"subject_id": subject_id, "classification": classification, "purpose": purpose,
+                 "custodian_id": custodian_id},
+    )
+    protect(response, _most_restrictive([i.classification for i in items]))
+    return Page(items=items, next_cursor=nxt)
+
+
+@router.get("/{record_id}", response_model=RecordPublic, responses=problem_responses(401, 403, 404, 410, 422))
+async def read_record(
+    record_id: uuid.UUID, actor: CurrentActor, session: SessionDep, state: StateDep, now: NowDep, response: Response
+) -> RecordPublic:
+    record = await records.read_record(session, record_id=record_id, actor=actor, now=now, keyring=state.keyring)
+    protect(response, record.classification)
+    response.headers["ETag"] = records.etag(record.version)
+    return record
+
+
+@router.patch("/{record_id}", response_model=RecordPublic,
+              responses=problem_responses(401, 403, 404, 410, 412, 422, 428))
+async def update_record(
+    record_id: uuid.UUID, body: RecordUpdate, actor: CurrentUser, session: SessionDep, state: StateDep,
+    now: NowDep, response: Response,
+    if_match: Annotated[str | None, Header(max_length=100)] = None,
+) -> RecordPublic:
+    record = await records.update_record(session, record_id=record_id, data=body, if_match=if_match, actor=actor,
+                                         now=now, keyring=state.keyring)
+    protect(response, record.classification)
+    response.headers["ETag"] = records.etag(record.version)
+    return record
+
+
+@router.delete("/{record_id}", response_model=Tombstone,
+               responses=problem_responses(401, 403, 404, 409, 410, 422))
+async def destroy_record(
+    record_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep,
+    reason: Annotated[str, Query(min_length=1, max_length=500, description="why it is shredded (§4.6)")],
+) -> Tombstone:
+    return await records.destroy_record(session, record_id=record_id, reason=reason, actor=actor, now=now)
+
+
+# -- shares (§3.1) ------------------------------------------------------------------
+
+
+@router.post("/{record_id}/shares", status_code=201, response_model=SharePublic,
+             responses=problem_responses(401, 403, 404, 409, 410, 422))
+async def add_share(record_id: uuid.UUID, body: ShareCreate, actor: StaffUser, session: SessionDep,
+                    now: NowDep) -> SharePublic:
+    share = await sharing.add_share(session, record_id=record_id, data=body, actor=actor, now=now)
+    return SharePublic.model_validate(share.model_dump())
+
+
+@router.get("/{record_id}/shares", response_model=list[SharePublic],
+            responses=problem_responses(401, 403, 404, 410, 422))
+async def list_shares(record_id: uuid.UUID, actor: StaffUser, session: SessionDep, now: NowDep) -> list[SharePublic]:
+    shares = await sharing.list_shares(session, record_id=record_id, actor=actor, now=now)
+    return [SharePublic.model_validate(s.model_dump()) for s in shares]
+
+
+@router.delete("/{record_id}/shares/{user_id}", status_code=204,
+               responses=problem_responses(401, 403, 404, 410, 422))
+async def remove_share(record_id: uuid.UUID, user_id: uuid.UUID, actor: StaffUser, session: SessionDep,
+                       now: NowDep) -> Response:
+    await sharing.remove_share(session, record_id=record_id, user_id=user_id, actor=actor, now=now)
+    return Response(status_code=204)
+
+
+# -- named access (§3.2) ------------------------------------------------------------
+
+
+@router.post("/{record_id}/named-access", status_code=201, response_model=NamedAccessPublic,
+             responses=problem_responses(401, 403, 404, 409, 410, 422))
+async def add_named(record_id: uuid.UUID, body: NamedAccessCreate, actor: StaffUser, session: SessionDep,
+                    now: NowDep) -> NamedAccessPublic:
+    named = await sharing.add_named(session, record_id=record_id, data=body, actor=actor, now=now)
+    return NamedAccessPublic.model_validate(named.model_dump())
+
+
+@router.get("/{record_id}/named-access", response_model=list[NamedAccessPublic],
+            responses=problem_responses(401, 403, 404, 410, 422))
+async def list_named(record_id: uuid.UUID, actor: StaffUser, session: SessionDep,
+                     now: NowDep) -> list[NamedAccessPublic]:
+    rows = await sharing.list_named(session, record_id=record_id, actor=actor, now=now)
+    return [NamedAccessPublic.model_validate(n.model_dump()) for n in rows]
+
+
+@router.delete("/{record_id}/named-access/{user_id}", status_code=204,
+               responses=problem_responses(401, 403, 404, 410, 422))
+async def remove_named(record_id: uuid.UUID, user_id: uuid.UUID, actor: StaffUser, session: SessionDep,
+                       now: NowDep) -> Response:
+    await sharing.remove_named(session, record_id=record_id, user_id=user_id, actor=actor, now=now)
+    return Response(status_code=204)

@@ -1,0 +1,475 @@
+"""Keeping records: create, read, list, update (optimistic locking), destroy (§4.6).
+
+Every decision comes from app/policy and is an audit event. Title and content are
+encrypted at rest with the record's own data key (§6.6).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select as sa_select
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlmodel import col, delete, select
+
+from app.core.config import Settings
+from app.core.crypto import Keyring, decrypt, encrypt
+from app.core.errors import PolicyDenied, Problem, field_error, not_found
+from app.core.pagination import CursorCodec
+from app.models.accounts import User
+from app.models.records import (
+    AccessNote,
+    Classification,
+    Consent,
+    Record,
+    RecordContent,
+    RecordCreate,
+    RecordNamedAccess,
+    RecordPublic,
+    RecordSummary,
+    RecordUpdate,
+    Subject,
+    Tombstone,
+)
+from app.policy.actor import Actor
+from app.policy.decide import Decision, RecordFacts, decide, facts_columns, records_filter
+from app.policy.rules import Action
+from app.workflows.audit_trail import add_event
+
+LABEL = "CONFIDENTIAL"
+
+
+@dataclass(slots=True)
+class LoadedRecord:
+    record: Record
+    content: RecordContent | None
+    facts: RecordFacts
+
+
+# -- encryption ------------------------------------------------------------------
+
+
+def _aad(record_id: uuid.UUID, field: str) -> bytes:
+    return record_id.bytes + b":" + field.encode()
+
+
+def seal_content(keyring: Keyring, record_id: uuid.UUID, *, title: str, content: str) -> RecordContent:
+    key, kid, wrapped = keyring.new_data_key(aad=_aad(record_id, "key"))
+    return RecordContent(
+        record_id=record_id,
+        key_id=kid,
+        wrapped_key=wrapped,
+        title_ct=encrypt(key, title.encode(), _aad(record_id, "title")),
+        content_ct=encrypt(key, content.encode(), _aad(record_id, "content")),
+    )
+
+
+def open_content(keyring: Keyring, rc: RecordContent, *, with_content: bool = True) -> tuple[str, str | None]:
+    key = keyring.unwrap(rc.key_id, rc.wrapped_key, aad=_aad(rc.record_id, "key"))
+    title = decrypt(key, rc.title_ct, _aad(rc.record_id, "title")).decode()
+    content = decrypt(key, rc.content_ct, _aad(rc.record_id, "content")).decode() if with_content else None
+    return title, content
+
+
+# -- loading and deciding ------------------------------------------------------------
+
+
+async def load_record(session: AsyncSession, record_id: uuid.UUID, *, actor: Actor, now: datetime) -> LoadedRecord:
+    """The record, its encrypted content and the actor-relative facts, in one query."""
+    custodian = aliased(User)
+    employee = aliased(User)
+    facts = facts_columns(actor, now)
+    row = (
+        await session.execute(
+            sa_select(
+                Record,
+                RecordContent,
+                col(custodian.line_manager_id),
+                col(employee.line_manager_id),
+                facts["shared"],
+                facts["named"],
+                facts["grant"],
+            )
+            .join(custodian, col(custodian.id) == Record.custodian_id)
+            .join(Subject, col(Subject.id) == Record.subject_id)
+            .outerjoin(employee, col(employee.id) == Subject.user_id)
+            .outerjoin(RecordContent, col(RecordContent.record_id) == Record.id)
+            .where(col(Record.id) == record_id)
+        )
+    ).first()
+    if row is None:
+        raise not_found("record")
+    record, content, custodian_lm, employee_lm, shared, named, grant = row
+    return LoadedRecord(
+        record=record,
+        content=content,
+        facts=RecordFacts(
+            classification=Classification(record.classification),
+            custodian_id=record.custodian_id,
+            custodian_line_manager_id=custodian_lm,
+            employee_line_manager_id=employee_lm,
+            shared_with_actor=bool(shared),
+            actor_named=bool(named),
+            actor_grant_expires_at=grant,
+        ),
+    )
+
+
+async def authorize(
+    session: AsyncSession, *, actor: Actor, action: Action, loaded: LoadedRecord, now: datetime,
+    audit_allow: bool = False,
+) -> Decision:
+    """Decide; a denial is audited, committed and raised as 403 with rule and clause."""
+    decision = decide(actor, action, loaded.facts, now)
+    if not decision.allowed:
+        add_event(session, now=now, actor=actor, action=f"record.{action.value}", resource_type="record",
+                  resource_id=loaded.record.id, decision="deny", rule=decision.rule, clause=decision.clause,
+                  detail={"classification": loaded.record.classification})
+        await session.commit()
+        await after_denial(session, actor=actor, loaded=loaded, action=action, now=now)
+        raise PolicyDenied(
+            f"{action.value} denied: {decision.reason}", rule=decision.rule, clause=decision.clause
+        )
+    if audit_allow:
+        add_event(session, now=now, actor=actor, action=f"record.{action.value}", resource_type="record",
+                  resource_id=loaded.record.id, decision="allow", rule=decision.rule, clause=decision.clause,
+                  emergency=decision.emergency, detail={"classification": loaded.record.classification})
+    return decision
+
+
+async def after_denial(
+    session: AsyncSession, *, actor: Actor, loaded: LoadedRecord, action: Action, now: datetime
+) -> None:
+    """Hook for what follows a committed denial (breach detection, §7.2)."""
+    for hook in DENIAL_HOOKS:
+        await hook(session, actor=actor, record=loaded.record, action=action, now=now)
+
+
+# Coroutines called after a denial has been committed: (session, actor=, record=, action=, now=).
+DENIAL_HOOKS: list[Any] = []
+
+
+# -- shaping -------------------------------------------------------------------------
+
+
+def label_for(classification: str) -> str | None:
+    return None if classification == Classification.general else LABEL
+
+
+def _summary_fields(r: Record) -> dict[str, Any]:
+    return {
+        "id": r.id, "subject_id": r.subject_id, "classification": r.classification, "purpose": r.purpose,
+        "custodian_id": r.custodian_id, "label": label_for(r.classification), "version": r.version,
+        "retention_until": r.retention_until, "review_due": r.review_due, "legal_hold": r.legal_hold,
+        "created_at": r.created_at, "updated_at": r.updated_at,
+    }
+
+
+async def entitled_ids(session: AsyncSession, record: Record) -> list[uuid.UUID]:
+    if record.classification != Classification.sensitive:
+        return []
+    rows = await session.execute(
+        select(RecordNamedAccess.user_id).where(col(RecordNamedAccess.record_id) == record.id)
+        .order_by(col(RecordNamedAccess.user_id))
+    )
+    return list(rows.scalars())
+
+
+def to_public(
+    record: Record, *, title: str | None, content: str | None, entitled: list[uuid.UUID],
+    decision: Decision | None,
+) -> RecordPublic:
+    return RecordPublic(
+        **_summary_fields(record),
+        title=title,
+        content=content,
+        access_requester_id=record.access_requester_id,
+        entitled_user_ids=entitled,
+        consent=Consent(status=record.consent_status, obtained_at=record.consent_obtained_at,  # type: ignore[arg-type]
+                        purpose_explained=record.consent_purpose_explained),
+        last_verified_at=record.last_verified_at,
+        destroyed_at=record.destroyed_at,
+        access=AccessNote(rule=decision.rule, clause=decision.clause, emergency=decision.emergency)
+        if decision else None,
+    )
+
+
+def tombstone(record: Record) -> Tombstone:
+    assert record.destroyed_at is not None
+    return Tombstone(id=record.id, subject_id=record.subject_id,
+                     classification=Classification(record.classification),
+                     destroyed_at=record.destroyed_at, destroyed_by=record.destroyed_by,
+                     reason=record.destroy_reason)
+
+
+def gone(record: Record) -> Problem:
+    return Problem(410, "this record was destroyed; only its tombstone remains", type="record-destroyed",
+                   tombstone=tombstone(record).model_dump(mode="json"))
+
+
+# -- validation shared by create and update -----------------------------------------------
+
+
+async def _check_custodian(session: AsyncSession, custodian_id: uuid.UUID) -> None:
+    user = await session.get(User, custodian_id)
+    if user is None or not user.active or user.role not in ("colleague", "director"):
+        raise field_error("custodian_id", "the custodian must be an active staff account")
+
+
+async def _check_requester(session: AsyncSession, subject_id: uuid.UUID | None, classification: str) -> None:
+    if classification == Classification.sensitive and subject_id is None:
+        raise field_error("access_requester_id",
+                          "a sensitive record names the individual or group who may request it (§3.2)",
+                          rule="sensitive-label", clause="§3.2")
+    if subject_id is not None and await session.get(Subject, subject_id) is None:
+        raise field_error("access_requester_id", "no such subject")
+
+
+async def _check_personnel(session: AsyncSession, *, actor: Actor, subject: Subject) -> None:
+    """A personnel record is about an employee and made by their line manager or a director (§4.3)."""
+    if subject.category != "employee" or subject.user_id is None:
+        raise field_error("subject_id", "a personnel record is only about an employee subject",
+                          rule="personnel", clause="§4.3")
+    employee = await session.get(User, subject.user_id)
+    if not actor.is_director and (employee is None or employee.line_manager_id != actor.id):
+        raise PolicyDenied("only the employee's line manager or a director keeps personnel records",
+                           rule="personnel", clause="§4.3")
+
+
+# -- create ----------------------------------------------------------------------
+
+
+async def create_record(
+    session: AsyncSession, *, data: RecordCreate, actor: Actor, now: datetime, keyring: Keyring,
+    settings: Settings,
+) -> RecordPublic:
+    client_may = (actor.kind == "client" and actor.has_scope("records:write")
+                  and data.classification == Classification.general)
+    if not actor.is_staff and not client_may:
+        raise PolicyDenied("only staff create records (a service client only general ones, with records:write)",
+                           rule="custodian", clause="§4.2")
+    subject = await session.get(Subject, data.subject_id)
+    if subject is None:
+        raise field_error("subject_id", "no such subject")
+    custodian_id = data.custodian_id or (actor.id if actor.kind == "user" else None)
+    if custodian_id is None:
+        raise field_error("custodian_id", "a service client must name the custodian")
+    await _check_custodian(session, custodian_id)
+    await _check_requester(session, data.access_requester_id, data.classification)
+    if data.classification == Classification.personnel:
+        await _check_personnel(session, actor=actor, subject=subject)
+    retention = data.retention_until
+    if retention is None and data.classification != Classification.general:
+        retention = now + timedelta(days=settings.retention_days.get(data.purpose.value, 6 * 365))
+    record = Record(
+        subject_id=subject.id,
+        classification=data.classification.value,
+        purpose=data.purpose.value,
+        custodian_id=custodian_id,
+        access_requester_id=data.access_requester_id,
+        consent_status=data.consent.status.value,
+        consent_obtained_at=data.consent.obtained_at,
+        consent_purpose_explained=data.consent.purpose_explained,
+        retention_until=retention,
+        review_due=data.review_due or now + timedelta(days=settings.review_interval_days),
+        created_by=actor.id if actor.kind == "user" else None,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(record)
+    await session.flush()
+    session.add(seal_content(keyring, record.id, title=data.title, content=data.content))
+    add_event(session, now=now, actor=actor, action="record.create", resource_type="record",
+              resource_id=record.id, decision="allow", rule="custodian", clause="§4.2",
+              detail={"classification": record.classification, "purpose": record.purpose})
+    await session.commit()
+    return to_public(record, title=data.title, content=data.content, entitled=[], decision=None)
+
+
+# -- read ------------------------------------------------------------------------
+
+
+async def read_record(
+    session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime, keyring: Keyring
+) -> RecordPublic:
+    loaded = await load_record(session, record_id, actor=actor, now=now)
+    decision = await authorize(session, actor=actor, action=Action.read, loaded=loaded, now=now, audit_allow=True)
+    if loaded.record.destroyed_at is not None or loaded.content is None:
+        await session.commit()
+        raise gone(loaded.record)
+    title, content = open_content(keyring, loaded.content)
+    entitled = await entitled_ids(session, loaded.record)
+    await session.commit()
+    return to_public(loaded.record, title=title, content=content, entitled=entitled, decision=decision)
+
+
+async def list_records(
+    session: AsyncSession, *, actor: Actor, now: datetime, keyring: Keyring, cursors: CursorCodec,
+    limit: int, cursor: str | None, filters: dict[str, Any],
+) -> tuple[list[RecordSummary], str | None]:
+    """The records the actor may read, filtered in SQL; one audit event for the list."""
+    query = (
+        select(Record, RecordContent.key_id, RecordContent.wrapped_key, RecordContent.title_ct)
+        .outerjoin(RecordContent, col(RecordContent.record_id) == Record.id)
+        .where(records_filter(actor, now), col(Record.destroyed_at).is_(None))
+        .order_by(col(Record.id))
+        .limit(limit + 1)
+    )
+    for name, value in filters.items():
+        if value is not None:
+            query = query.where(getattr(Record, name) == (value.value if hasattr(value, "value") else value))
+    if cursor:
+        (after,) = cursors.decode("records", cursor)
+        query = query.where(col(Record.id) > uuid.UUID(str(after)))
+    rows = (await session.execute(query)).all()
+    items: list[RecordSummary] = []
+    for record, kid, wrapped, title_ct in rows[:limit]:
+        title = None
+        if wrapped is not None:
+            key = keyring.unwrap(kid, wrapped, aad=_aad(record.id, "key"))
+            title = decrypt(key, title_ct, _aad(record.id, "title")).decode()
+        items.append(RecordSummary(**_summary_fields(record), title=title))
+    nxt = cursors.encode("records", [str(rows[limit - 1][0].id)]) if len(rows) > limit else None
+    add_event(session, now=now, actor=actor, action="record.list", resource_type="record", decision="allow",
+              rule="policy-filter", clause="§3.1",
+              detail={"count": len(items), "filters": sorted(k for k, v in filters.items() if v is not None)})
+    await session.commit()
+    return items, nxt
+
+
+# -- update ----------------------------------------------------------------------
+
+
+def parse_if_match(if_match: str | None) -> int:
+    if not if_match or if_match.strip() == "*":
+        raise Problem(428, "send If-Match with the record's ETag to update it", type="precondition-required")
+    tag = if_match.strip()
+    tag = tag.removeprefix("W/").strip('"')
+    try:
+        return int(tag.removeprefix("v"))
+    except ValueError as exc:
+        raise Problem(412, "the If-Match ETag does not match the record", type="precondition-failed") from exc
+
+
+def etag(version: int) -> str:
+    return f'"v{version}"'
+
+
+async def update_record(
+    session: AsyncSession, *, record_id: uuid.UUID, data: RecordUpdate, if_match: str | None, actor: Actor,
+    now: datetime, keyring: Keyring,
+) -> RecordPublic:
+    expected = parse_if_match(if_match)
+    loaded = await load_record(session, record_id, actor=actor, now=now)
+    record = loaded.record
+    decision = await authorize(session, actor=actor, action=Action.update, loaded=loaded, now=now)
+    if record.destroyed_at is not None or loaded.content is None:
+        raise gone(record)
+    changes = data.model_dump(exclude_unset=True)
+    if not changes:
+        raise Problem(422, "nothing to change", type="validation-error")
+    if any(changes.get(k, 0) is None for k in ("title", "content", "classification", "purpose", "custodian_id")):
+        raise Problem(422, "title, content, classification, purpose and custodian_id cannot be null",
+                      type="validation-error")
+    if expected != record.version:
+        raise Problem(412, "the record changed since you read it; fetch it again", type="precondition-failed")
+
+    new_class = Classification(changes.get("classification", record.classification))
+    old_class = Classification(record.classification)
+    if new_class != old_class:
+        await _check_reclassification(session, actor=actor, loaded=loaded, new_class=new_class)
+    if "custodian_id" in changes:
+        await _check_custodian(session, changes["custodian_id"])
+    requester = changes.get("access_requester_id", record.access_requester_id)
+    await _check_requester(session, requester, new_class)
+
+    values: dict[str, Any] = {"version": record.version + 1, "updated_at": now}
+    for key in ("classification", "purpose", "custodian_id", "access_requester_id", "retention_until", "review_due"):
+        if key in changes:
+            values[key] = changes[key].value if hasattr(changes[key], "value") else changes[key]
+    if "consent" in changes:
+        consent = data.consent or Consent()
+        values.update(consent_status=consent.status.value, consent_obtained_at=consent.obtained_at,
+                      consent_purpose_explained=consent.purpose_explained)
+    result = await session.execute(
+        update(Record).where(col(Record.id) == record.id, col(Record.version) == expected).values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        await session.rollback()
+        raise Problem(412, "the record changed since you read it; fetch it again", type="precondition-failed")
+
+    title, content = open_content(keyring, loaded.content)
+    if "title" in changes or "content" in changes:
+        title = changes.get("title", title)
+        content = changes.get("content", content)
+        data_key = keyring.unwrap(loaded.content.key_id, loaded.content.wrapped_key, aad=_aad(record.id, "key"))
+        await session.execute(
+            update(RecordContent).where(col(RecordContent.record_id) == record.id).values(
+                title_ct=encrypt(data_key, (title or "").encode(), _aad(record.id, "title")),
+                content_ct=encrypt(data_key, (content or "").encode(), _aad(record.id, "content")),
+            )
+        )
+    add_event(session, now=now, actor=actor, action="record.update", resource_type="record",
+              resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
+              detail={"fields": sorted(changes), "version": record.version + 1,
+                      **({"classification": [old_class.value, new_class.value]} if new_class != old_class else {})})
+    await session.commit()
+    await session.refresh(record)
+    entitled = await entitled_ids(session, record)
+    await session.commit()
+    return to_public(record, title=title, content=content, entitled=entitled, decision=decision)
+
+
+async def _check_reclassification(
+    session: AsyncSession, *, actor: Actor, loaded: LoadedRecord, new_class: Classification
+) -> None:
+    old = loaded.facts.classification
+    if old == Classification.personnel and not actor.is_director:
+        raise PolicyDenied("only a director moves a record out of personnel", rule="personnel", clause="§4.3")
+    if old == Classification.sensitive and not (
+        actor.is_director or loaded.facts.custodian_line_manager_id == actor.id
+    ):
+        raise PolicyDenied("only the custodian's line manager or a director moves a record out of sensitive",
+                           rule="line-manager", clause="§3.2")
+    if new_class == Classification.personnel:
+        subject = await session.get(Subject, loaded.record.subject_id)
+        assert subject is not None
+        await _check_personnel(session, actor=actor, subject=subject)
+
+
+# -- destroy ---------------------------------------------------------------------
+
+
+async def shred(session: AsyncSession, *, record: Record, by: uuid.UUID | None, reason: str, now: datetime) -> None:
+    """Remove the content and its key for good; keep the tombstone (§4.6). The caller audits and commits."""
+    await session.execute(delete(RecordContent).where(col(RecordContent.record_id) == record.id))
+    await session.execute(
+        update(Record).where(col(Record.id) == record.id).values(
+            destroyed_at=now, destroyed_by=by, destroy_reason=reason, version=record.version + 1, updated_at=now,
+        )
+    )
+
+
+async def destroy_record(
+    session: AsyncSession, *, record_id: uuid.UUID, reason: str, actor: Actor, now: datetime
+) -> Tombstone:
+    loaded = await load_record(session, record_id, actor=actor, now=now)
+    record = loaded.record
+    decision = await authorize(session, actor=actor, action=Action.destroy, loaded=loaded, now=now)
+    if record.destroyed_at is not None:
+        raise gone(record)
+    if record.legal_hold:
+        raise Problem(409, "the record is under a director's legal hold and cannot be destroyed",
+                      type="legal-hold", rule="legal-hold", clause="§6.5")
+    await shred(session, record=record, by=actor.id, reason=reason, now=now)
+    add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
+              resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
+              detail={"classification": record.classification, "sweep": False})
+    await session.commit()
+    await session.refresh(record)
+    return tombstone(record)

@@ -1,0 +1,71 @@
+"""The subject directory (§2.1): who information is about."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.core.errors import field_error, not_found
+from app.core.pagination import CursorCodec, Page
+from app.models.accounts import User
+from app.models.records import Subject, SubjectCreate
+from app.policy.actor import Actor
+from app.workflows.audit_trail import add_event
+
+
+async def get_subject(session: AsyncSession, subject_id: uuid.UUID) -> Subject:
+    subject = await session.get(Subject, subject_id)
+    if subject is None:
+        raise not_found("subject")
+    return subject
+
+
+async def create_subject(session: AsyncSession, *, data: SubjectCreate, actor: Actor, now: datetime) -> Subject:
+    if data.user_id is not None:
+        user = await session.get(User, data.user_id)
+        if user is None or user.role == "trustee":
+            raise field_error("user_id", "no such staff account")
+        taken = (await session.execute(select(Subject.id).where(col(Subject.user_id) == data.user_id))).first()
+        if taken:
+            raise field_error("user_id", "this account already has a subject")
+    subject = Subject(
+        kind=data.kind.value,
+        name=data.name,
+        category=data.category.value,
+        officers=[o.model_dump(mode="json") for o in data.officers],
+        user_id=data.user_id,
+        created_by=actor.id if actor.kind == "user" else None,
+        created_at=now,
+    )
+    session.add(subject)
+    await session.flush()
+    add_event(session, now=now, actor=actor, action="subject.create", resource_type="subject",
+              resource_id=subject.id, decision="allow", rule="staff", clause="§2.1")
+    await session.commit()
+    return subject
+
+
+async def list_subjects(
+    session: AsyncSession, *, cursors: CursorCodec, limit: int, cursor: str | None,
+    q: str | None, category: str | None,
+) -> Page[Subject]:
+    query = select(Subject).order_by(col(Subject.name), col(Subject.id)).limit(limit + 1)
+    if cursor:
+        name, sid = cursors.decode("subjects", cursor)
+        query = query.where(
+            (col(Subject.name) > name) | ((col(Subject.name) == name) & (col(Subject.id) > uuid.UUID(str(sid))))
+        )
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(col(Subject.name).ilike(f"%{escaped}%", escape="\\"))
+    if category:
+        query = query.where(col(Subject.category) == category)
+    rows = list((await session.execute(query)).scalars())
+    nxt = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        nxt = cursors.encode("subjects", [last.name, str(last.id)])
+    return Page(items=rows[:limit], next_cursor=nxt)
