@@ -1,5 +1,6 @@
 """Every table, imported so SQLModel.metadata (and Alembic) sees them all."""
 
+from app.models.access_requests import AccessPackageSealed, AccessRequest  # noqa: F401
 from app.models.accounts import AuthSession, LoginAttempt, RefreshToken, ServiceClient, User
 from app.models.audit import AuditEvent
 from app.models.records import (

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
+from app.workflows import access_requests
 
 # (session, now, settings) -> ids needing attention
 Check = Callable[[AsyncSession, datetime, Settings], Awaitable[list[str]]]
@@ -20,4 +21,5 @@ Check = Callable[[AsyncSession, datetime, Settings], Awaitable[list[str]]]
 def checks() -> dict[str, Check]:
     """Name -> check, in the order the summary lists them."""
     found: dict[str, Check] = {}
+    found["access_requests_overdue"] = access_requests.overdue_ids
     return found
