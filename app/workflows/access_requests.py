@@ -74,9 +74,8 @@ def overdue_sql(now: datetime) -> ColumnElement[bool]:
 
 
 def to_public(request: AccessRequest, now: datetime) -> AccessRequestPublic:
-    return AccessRequestPublic.model_validate(
-        {**request.model_dump(), "overdue": is_overdue(request, now)}
-    )
+    fields = {name: getattr(request, name, None) for name in AccessRequestPublic.model_fields if name != "overdue"}
+    return AccessRequestPublic.model_validate({**fields, "overdue": is_overdue(request, now)})
 
 
 # -- who may ask (§3.4, §3.6) -------------------------------------------------------------
