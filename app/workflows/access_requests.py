@@ -413,6 +413,10 @@ async def fulfil_request(
                       values={"fulfilled_by": actor.id, "fulfilled_at": now},
                       action="access_request.fulfil", rule=DIRECTOR_ONLY[0], clause=clause_for(request.kind))
     session.add(seal_package(keyring, package))
+    for record in package.records:  # each released record is an export on its own access log (DESIGN §6)
+        add_event(session, now=now, actor=actor, action="record.export", resource_type="record",
+                  resource_id=record.id, decision="allow", rule="access-request", clause=clause_for(request.kind),
+                  detail={"access_request_id": str(request.id), "classification": record.classification.value})
     return await _finish(session, request, now)
 
 

@@ -213,6 +213,22 @@ async def test_trustees_cannot_log_or_list_requests(client, factory: Factory, pe
     assert await _count(state) == 1
 
 
+async def test_service_clients_cannot_log_or_list_requests(client, people, state, clock):
+    r = await client.post("/service-clients", headers=people["director"].headers,
+                          json={"name": "case system", "scopes": ["subjects:read", "records:read"]})
+    assert r.status_code == 201, r.text
+    creds = r.json()
+    r = await client.post("/auth/token", data={"grant_type": "client_credentials", "client_id": creds["client_id"],
+                                               "client_secret": creds["client_secret"]})
+    assert r.status_code == 200, r.text
+    headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    sam = await _subject(client, people["colleague"].headers)
+    r = await client.post("/access-requests", headers=headers, json=letter(sam, clock))
+    assert r.status_code == 403 and r.json()["rule"] == "accounts-only"
+    assert (await client.get("/access-requests", headers=headers)).status_code == 403
+    assert await _count(state) == 0
+
+
 @pytest.mark.parametrize("change,field", [
     ({"subject_id": "6f1f8b8e-0000-4000-8000-000000000000"}, "subject_id"),
     ({"requester_subject_id": "6f1f8b8e-0000-4000-8000-000000000000"}, "requester_subject_id"),
@@ -484,6 +500,10 @@ async def test_the_package_holds_exactly_what_the_subject_may_see(client, people
         (conf["id"], str(manager.id), "line-manager", "§1.3, §3.3, §4.2")]
     assert history[0]["actor_name"] == manager.user.full_name and history[0]["at"]
     assert sens_org["id"] not in r.text and shredded["id"] not in r.text
+    exports = await _events(state, "record.export")
+    assert sorted(e.resource_id for e in exports) == sorted([general["id"], conf["id"], sens_sam["id"]])
+    assert {(e.rule, e.clause, e.detail["access_request_id"]) for e in exports} == {("access-request", "§3.4",
+                                                                                      made["id"])}
     # Stored once, encrypted: no title or content in clear.
     async with state.sessionmaker() as s:
         sealed = (await s.execute(select(AccessPackageSealed))).scalar_one()
