@@ -153,3 +153,20 @@ def test_production_without_secrets_exits_2_with_the_reason(db, command):
     assert r.exit_code == 2, r.output
     assert "KMM_ENV=production needs KMM_JWT_SECRET, KMM_MASTER_KEYS" in r.stderr
     assert not db.secrets_file.exists()
+
+
+def test_serve_migrates_first_then_runs_uvicorn(db, monkeypatch):
+    import uvicorn
+
+    calls: list[dict] = []  # type: ignore[type-arg]
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    r = kmm(db, "serve", "--host", "0.0.0.0", "--port", "8123", "--workers", "2")
+    assert r.exit_code == 0, r.output
+    assert calls == [{"app": "app.asgi:app", "host": "0.0.0.0", "port": 8123, "workers": 2, "loop": "uvloop",
+                      "http": "httptools", "access_log": False, "server_header": False, "proxy_headers": True,
+                      "log_config": None}]
+    engine = sync_engine(db)
+    with engine.connect() as conn:
+        assert {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))} == head_revisions()
+    engine.dispose()
+    assert db.secrets_file.exists()  # generated before the workers start, so they share it
