@@ -140,8 +140,9 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(data, indent=2))
         log.warning(
-            "generated local secrets",
-            extra={"path": str(path), "hint": "set KMM_JWT_SECRET and KMM_MASTER_KEYS in production"},
+            "generated local secrets in %s (development only; production sets KMM_JWT_SECRET "
+            "and KMM_MASTER_KEYS)", path,
+            extra={"path": str(path)},
         )
         return data
 

@@ -88,7 +88,9 @@ def test_development_generates_secrets_once_owner_only(tmp_path, caplog):
     first = Settings(env="development", secrets_file=path)
     key, ring = first.signing_key, first.keyring
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [r.message for r in caplog.records] == ["generated local secrets"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"generated local secrets in {path} (development only; production sets KMM_JWT_SECRET and KMM_MASTER_KEYS)"
+    ]
     caplog.clear()
     second = Settings(env="development", secrets_file=path)
     assert second.signing_key == key and second.keyring == ring

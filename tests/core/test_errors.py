@@ -247,3 +247,17 @@ async def test_metrics(client):
     r = await client.get("/metrics")
     assert r.status_code == 200
     assert 'kmm_http_requests_total{method="GET",route="/healthz",status="200"}' in r.text
+
+
+def test_log_lines_are_json_with_the_request_id_and_no_colour_codes():
+    from app.core.context import request_id_var
+
+    record = logging.makeLogRecord({"name": "uvicorn.error", "levelname": "INFO", "levelno": 20, "msg": "started",
+                                    "color_message": "\x1b[36mstarted\x1b[0m", "route": "/x"})
+    token = request_id_var.set("rid-1")
+    try:
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id_var.reset(token)
+    assert line["request_id"] == "rid-1" and line["msg"] == "started" and line["route"] == "/x"
+    assert "color_message" not in line
