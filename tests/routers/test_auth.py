@@ -202,6 +202,20 @@ async def test_five_failures_lock_the_account_even_for_the_right_password(client
     assert await _count(state, LoginAttempt) == 5
 
 
+async def test_concurrent_guesses_cannot_exceed_the_threshold(client, factory: Factory, state):
+    """Each attempt is counted before its password is checked, so a burst of parallel
+    guesses gets exactly the threshold of tries and the rest are refused as locked."""
+    import asyncio
+
+    p = await factory.user("colleague", login=False)
+    rs = await asyncio.gather(*[
+        client.post("/auth/token", data={"username": p.email, "password": f"guess number {i}"}) for i in range(9)
+    ])
+    statuses = sorted(r.status_code for r in rs)
+    assert statuses == [401] * state.settings.lockout_threshold + [429] * (9 - state.settings.lockout_threshold)
+    assert await _count(state, LoginAttempt) == state.settings.lockout_threshold
+
+
 async def test_lock_clears_after_the_window(client, factory: Factory, clock, state):
     p = await factory.user("colleague", login=False)
     await _fail(client, p, 5)
