@@ -44,10 +44,18 @@ def run_with_state(fn: Callable[..., Awaitable[T]], settings: Settings | None = 
 
 
 def _migrate(settings: Settings) -> None:
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.core.migrations import upgrade
 
+    database = make_url(settings.database_url).database if settings.is_sqlite else None
+    if database and database != ":memory:" and not Path(database).parent.is_dir():
+        typer.secho(f"cannot migrate the database: the directory of {database} does not exist",
+                    fg="red", err=True)
+        raise typer.Exit(1)
     try:
         upgrade(settings)
     except (SQLAlchemyError, OSError) as exc:

@@ -3,6 +3,9 @@ start without production secrets. Runs in-process with an environment of its own
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +17,7 @@ from app.core.config import Settings
 from app.core.migrations import head_revisions
 from app.models.accounts import User
 from app.seed import PEOPLE, email_for
+from tests.conftest import PROJECT_ROOT
 from tests.databases import env_for, fresh_database, sync_engine
 
 PASSWORD = "a long enough password"
@@ -58,11 +62,22 @@ def test_migrate_brings_a_fresh_database_to_head(db):
     assert kmm(db, "migrate").exit_code == 0  # again: nothing to do
 
 
-def test_migrate_an_unreachable_database_says_so(tmp_path):
-    s = Settings(env="test", database_url=f"sqlite:///{tmp_path}/missing/dir/x.db", secrets_file=tmp_path / "s.json")
-    r = kmm(s, "migrate")
-    assert r.exit_code == 1
-    assert "cannot migrate the database" in r.stderr and "Traceback" not in r.output
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("sqlite:///{tmp}/missing/dir/x.db", "the directory of {tmp}/missing/dir/x.db does not exist"),
+        ("postgresql://kmm@127.0.0.1:1/kmm", "connection failed"),  # nothing listens on port 1
+    ],
+    ids=["sqlite-missing-dir", "postgres-closed-port"],
+)
+def test_migrate_an_unreachable_database_says_so(tmp_path, url, reason):
+    # A process of its own, as an operator would run it, exit code and all.
+    s = Settings(env="test", database_url=url.format(tmp=tmp_path), secrets_file=tmp_path / "s.json")
+    r = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                       env={**os.environ, **env_for(s)}, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "cannot migrate the database: " + reason.format(tmp=tmp_path) in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
 
 
 def test_create_user_from_stdin_with_a_line_manager(db):
