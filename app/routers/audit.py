@@ -38,6 +38,9 @@ async def list_events(
 
 
 @router.get("/verify", response_model=ChainReport, responses=problem_responses(401, 403))
-async def verify(actor: DirectorUser, state: StateDep, now: NowDep) -> ChainReport:
+async def verify(actor: DirectorUser, session: SessionDep, state: StateDep, now: NowDep) -> ChainReport:
     """Seal pending events, then recompute the whole chain; names the first broken event."""
+    # Verify runs its own transactions: end the login check's first (on SQLite it holds
+    # the single write lock the sealer needs).
+    await session.commit()
     return await audit_chain.verify_chain(state.engine, now)
