@@ -35,7 +35,7 @@ FROM generate_series(1, :n) AS g
 """
 
 
-async def _request_cost(settings: Settings, rounds: int) -> tuple[float, float]:
+async def _request_cost(settings: Settings, rounds: int) -> tuple[float, float, float]:
     engine = make_engine(settings)
     maker = make_sessionmaker(engine)
     user_id = uuid.uuid4()
@@ -44,25 +44,27 @@ async def _request_cost(settings: Settings, rounds: int) -> tuple[float, float]:
                          password_hash="x", created_at=datetime.now(UTC)))
         await session.commit()
 
-    async def one(with_event: bool) -> None:
+    async def one(with_event: bool, durable: bool = True) -> None:
         async with maker() as session:
             # A request's usual shape: one read of the caller, then commit.
             await session.execute(select(User.id).where(User.id == user_id))
             if with_event:
+                if not durable:  # only to split the cost: the service never does this
+                    await session.execute(text("SET LOCAL synchronous_commit = off"))
                 add_event(session, now=datetime.now(UTC), action="record.read", resource_type="record",
                           resource_id=uuid.uuid4(), decision="allow", rule="custodian", clause="§4.2")
             await session.commit()
 
-    results = []
-    for with_event in (False, True, False, True):
-        start = time.perf_counter()
-        for _ in range(rounds):
-            await one(with_event)
-        results.append((time.perf_counter() - start) / rounds)
+    variants = [(False, True), (True, True), (True, False)]
+    best = {v: float("inf") for v in variants}
+    for _ in range(2):
+        for variant in variants:
+            start = time.perf_counter()
+            for _ in range(rounds):
+                await one(*variant)
+            best[variant] = min(best[variant], (time.perf_counter() - start) / rounds)
     await engine.dispose()
-    without = min(results[0], results[2])
-    with_ = min(results[1], results[3])
-    return without, with_
+    return best[(False, True)], best[(True, True)], best[(True, False)]
 
 
 async def measure(settings: Settings, n: int) -> None:
@@ -84,9 +86,10 @@ async def measure(settings: Settings, n: int) -> None:
         print(f"verify: ok={report.ok} checked={report.checked} in {elapsed:.2f}s: "
               f"{report.checked / elapsed:,.0f} events/s")
     await engine.dispose()
-    without, with_ = await _request_cost(settings, rounds=500)
-    print(f"request transaction without an event: {without * 1000:.2f} ms, with add_event: "
-          f"{with_ * 1000:.2f} ms (+{(with_ - without) * 1000:.2f} ms)")
+    without, with_, no_flush = await _request_cost(settings, rounds=500)
+    print(f"request transaction without an event: {without * 1000:.2f} ms; with add_event: "
+          f"{with_ * 1000:.2f} ms (+{(with_ - without) * 1000:.2f} ms); of which the INSERT itself "
+          f"(commit not waiting for the WAL flush): +{(no_flush - without) * 1000:.2f} ms")
 
 
 def main(n: int) -> None:
