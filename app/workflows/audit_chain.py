@@ -45,6 +45,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -219,6 +220,9 @@ async def verify_chain(engine: AsyncEngine, now: datetime) -> ChainReport:
             # One snapshot for the walk and the counts below.
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
+            if conn.dialect.name == "postgresql":
+                # A long trail takes longer than a request's statement timeout allows.
+                await conn.execute(text("SET LOCAL statement_timeout = 0"))
             # Each link is checked on its own row (a self-join to the seal before, no
             # window), so PostgreSQL can spread the hashing over parallel workers.
             s, e = SEALS.c, EVENTS.c
