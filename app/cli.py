@@ -165,6 +165,18 @@ def seed_demo() -> None:
     typer.echo(seed.describe_logins(logins))
 
 
+@cli.command("audit-verify")
+def audit_verify() -> None:
+    """Seal pending audit events and verify the hash chain; exit 1 when it is broken."""
+    from app.workflows.audit_chain import verify_chain
+
+    report = run_with_state(lambda state: verify_chain(state.engine, state.clock.now()))
+    typer.echo(report.model_dump_json())
+    if not report.ok:
+        typer.secho(f"the audit chain is broken at event {report.first_broken_id}", fg="red", err=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli()

@@ -1,6 +1,14 @@
 """One module per resource; ROUTERS is the order they are mounted in."""
 
-from app.routers import access_requests, auth, emergency_grants, health, records, service_clients, subjects, users
+from app.routers import access_requests as access_requests
+from app.routers import audit as audit
+from app.routers import auth as auth
+from app.routers import emergency_grants as emergency_grants
+from app.routers import health as health
+from app.routers import records as records
+from app.routers import service_clients as service_clients
+from app.routers import subjects as subjects
+from app.routers import users as users
 
 ROUTERS = [
     health.router,
@@ -11,4 +19,5 @@ ROUTERS = [
     records.router,
     emergency_grants.router,
     access_requests.router,
+    audit.router,
 ]
