@@ -303,3 +303,14 @@ async def test_compliance_lists_disclosures_whose_subject_is_not_told(client, st
     async with state.sessionmaker() as s:
         ids = await compliance.checks()["disclosures_subject_not_informed"](s, clock.now(), settings)
     assert ids == [untold["id"]]
+
+
+async def test_the_demo_seed_adds_cases_once(client, state):
+    from app.models.breach_reports import BreachReport
+    from app.seed import seed_demo
+
+    await seed_demo(state)
+    disclosures, reports = await count(state, Disclosure), await count(state, BreachReport)
+    assert disclosures == 3 and reports == 3
+    await seed_demo(state)
+    assert (await count(state, Disclosure), await count(state, BreachReport)) == (disclosures, reports)
