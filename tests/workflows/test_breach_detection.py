@@ -202,3 +202,28 @@ async def test_a_failing_detection_never_breaks_the_denial(client, state, org, m
     [entry, *_] = [r for r in caplog.records if r.name == "kmm.breach_reports"]
     assert entry.error == "RuntimeError" and "content-marker-5e1" not in entry.getMessage()
     assert len(await denial_ids(state, org["snoop"])) == 3
+
+
+async def test_only_denied_reads_by_accounts_are_looked_at(state, org, clock, monkeypatch):
+    from app.policy.actor import Actor
+
+    calls: list[uuid.UUID] = []
+
+    async def spy(session, user_id, now):
+        calls.append(user_id)
+
+    monkeypatch.setattr(breach_reports, "_detect", spy)
+    bot = Actor(id=uuid.uuid4(), kind="client", role=None, scopes=frozenset({"records:read"}))
+    person = actor_from_user(org["snoop"].user)
+    async with state.sessionmaker() as s:
+        record = await s.get(Record, uuid.UUID(org["records"][0]))
+        assert record is not None
+        hook = breach_reports.detect_unauthorised_access
+        await hook(s, actor=bot, record=record, action="read", now=clock.now())  # a service client
+        await hook(s, actor=person, record=record, action="update", now=clock.now())  # not a read
+        record.classification = "general"
+        await hook(s, actor=person, record=record, action="read", now=clock.now())  # a general record
+        assert calls == []
+        record.classification = "confidential"
+        await hook(s, actor=person, record=record, action="read", now=clock.now())
+        assert calls == [person.id]
