@@ -4,6 +4,7 @@ One line per module, so adding a module never conflicts with another.
 """
 
 # ruff: noqa: F401
+from app.models import breach_reports, disclosures
 from app.models.access_requests import AccessPackageSealed, AccessRequest
 from app.models.accounts import AuthSession, LoginAttempt, RefreshToken, ServiceClient, User
 from app.models.audit import AuditEvent, AuditSeal

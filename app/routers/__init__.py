@@ -3,6 +3,8 @@
 from app.routers import access_requests as access_requests
 from app.routers import audit as audit
 from app.routers import auth as auth
+from app.routers import breach_reports as breach_reports
+from app.routers import disclosures as disclosures
 from app.routers import emergency_grants as emergency_grants
 from app.routers import health as health
 from app.routers import records as records
@@ -19,5 +21,7 @@ ROUTERS = [
     records.router,
     emergency_grants.router,
     access_requests.router,
+    disclosures.router,
+    breach_reports.router,
     audit.router,
 ]
