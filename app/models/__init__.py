@@ -2,6 +2,7 @@
 
 from app.models.accounts import AuthSession, LoginAttempt, RefreshToken, ServiceClient, User
 from app.models.audit import AuditEvent
+from app.models.lifecycle import RecordReview
 from app.models.records import (
     EmergencyGrant,
     Record,
@@ -19,6 +20,7 @@ __all__ = [
     "Record",
     "RecordContent",
     "RecordNamedAccess",
+    "RecordReview",
     "RecordShare",
     "RefreshToken",
     "ServiceClient",

@@ -1,6 +1,16 @@
 """One module per resource; ROUTERS is the order they are mounted in."""
 
-from app.routers import auth, emergency_grants, health, records, service_clients, subjects, users
+from app.routers import (
+    auth,
+    data_protection,
+    emergency_grants,
+    health,
+    record_lifecycle,
+    records,
+    service_clients,
+    subjects,
+    users,
+)
 
 ROUTERS = [
     health.router,
@@ -10,4 +20,6 @@ ROUTERS = [
     subjects.router,
     records.router,
     emergency_grants.router,
+    record_lifecycle.router,
+    data_protection.router,
 ]
