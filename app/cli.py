@@ -158,8 +158,9 @@ def retention_sweep(
     from app.workflows import retention
 
     async def _sweep(state):  # type: ignore[no-untyped-def]
-        return await retention.sweep(state.sessionmaker, now=state.clock.now(), actor=None, dry_run=dry_run,
-                                     batch_size=batch_size)
+        async with state.sessionmaker() as session:
+            return await retention.sweep(session, now=state.clock.now(), actor=None, dry_run=dry_run,
+                                         batch_size=batch_size)
 
     result = run_with_state(_sweep)
     verb = "would destroy" if dry_run else "destroyed"

@@ -73,7 +73,7 @@ async def events(state: AppState, action: str, resource_id: Any = None) -> list[
         if resource_id is not None:
             query = query.where(col(AuditEvent.resource_id) == str(resource_id))
         rows = list((await session.execute(query)).scalars())
-        await session.rollback()
+        session.expunge_all()
         return rows
 
 

@@ -15,13 +15,13 @@ router = APIRouter(tags=["data protection"])
 
 
 @router.post("/retention/sweep", response_model=SweepResult, responses=problem_responses(401, 403, 422))
-async def retention_sweep(body: SweepRequest, actor: CurrentUser, state: StateDep, now: NowDep) -> SweepResult:
+async def retention_sweep(body: SweepRequest, actor: CurrentUser, session: SessionDep, now: NowDep) -> SweepResult:
     """Destroy every record past its retention date, except those under legal hold (§6.5).
 
     With `dry_run` nothing changes: the response lists what would be destroyed.
     """
     retention.require_director(actor, "runs the retention sweep")
-    return await retention.sweep(state.sessionmaker, now=now, actor=actor, dry_run=body.dry_run)
+    return await retention.sweep(session, now=now, actor=actor, dry_run=body.dry_run)
 
 
 @router.get("/compliance/summary", responses=problem_responses(401, 403))

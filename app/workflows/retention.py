@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import PolicyDenied
@@ -45,21 +45,20 @@ def require_director(actor: Actor, what: str) -> None:
 
 
 async def sweep(
-    sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime, actor: Actor | None, dry_run: bool,
-    batch_size: int = 200,
+    session: AsyncSession, *, now: datetime, actor: Actor | None, dry_run: bool, batch_size: int = 200,
 ) -> SweepResult:
     """Destroy (or, with ``dry_run``, list) every record past its retention date.
 
     ``actor`` is the director who asked, or None for ``kmm retention-sweep``. A dry run
-    writes nothing at all.
+    writes nothing at all. The session commits once per batch and ends each batch empty.
     """
     sweep_id = uuid.uuid4()
+    await session.commit()  # whatever the caller read, its transaction ends here
     if dry_run:
-        async with sessionmaker() as session:
-            ids = list((await session.execute(
-                select(Record.id).where(past_retention(now)).order_by(col(Record.id))
-            )).scalars())
-            await session.rollback()
+        ids = list((await session.execute(
+            select(Record.id).where(past_retention(now)).order_by(col(Record.id))
+        )).scalars())
+        await session.rollback()
         return SweepResult(sweep_id=sweep_id, dry_run=True, as_of=now, count=len(ids), ids=ids)
 
     by = actor.id if actor is not None else None
@@ -67,16 +66,14 @@ async def sweep(
     destroyed: list[uuid.UUID] = []
     last: uuid.UUID | None = None
     while True:
-        async with sessionmaker() as session:
-            query = (
-                select(Record).where(past_retention(now)).order_by(col(Record.id)).limit(batch_size)
-                .with_for_update()
-            )
-            if last is not None:
-                query = query.where(col(Record.id) > last)
+        query = (
+            select(Record).where(past_retention(now)).order_by(col(Record.id)).limit(batch_size)
+            .with_for_update()
+        )
+        if last is not None:
+            query = query.where(col(Record.id) > last)
+        try:
             batch = list((await session.execute(query)).scalars())
-            if not batch:
-                break
             for record in batch:
                 await shred(session, record=record, by=by, reason=reason, now=now)
                 add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
@@ -84,13 +81,19 @@ async def sweep(
                           detail={"classification": record.classification, "sweep": True,
                                   "sweep_id": str(sweep_id)})
             await session.commit()
+        except BaseException:
+            await session.rollback()  # this batch only: earlier batches are whole and committed
+            log.error("retention sweep stopped", extra={"sweep_id": str(sweep_id), "destroyed": len(destroyed)})
+            raise
+        if not batch:
+            break
         destroyed.extend(r.id for r in batch)
         last = batch[-1].id
-    async with sessionmaker() as session:
-        add_event(session, now=now, actor=actor, action="retention.sweep", resource_type="sweep",
-                  resource_id=sweep_id, decision="allow", rule=RULE, clause=CLAUSE,
-                  detail={"count": len(destroyed), "by": "director" if actor else "kmm retention-sweep"})
-        await session.commit()
+        session.expunge_all()
+    add_event(session, now=now, actor=actor, action="retention.sweep", resource_type="sweep",
+              resource_id=sweep_id, decision="allow", rule=RULE, clause=CLAUSE,
+              detail={"count": len(destroyed), "by": "director" if actor else "kmm retention-sweep"})
+    await session.commit()
     log.info("retention sweep", extra={"sweep_id": str(sweep_id), "count": len(destroyed)})
     return SweepResult(sweep_id=sweep_id, dry_run=False, as_of=now, count=len(destroyed), ids=destroyed)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, Text, insert, select, text
+from sqlalchemy import Column, Integer, MetaData, Table, insert, select, text
 
 from app.core.crypto import DecryptionError, Keyring, key_id
 from app.core.encrypted import (
