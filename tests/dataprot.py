@@ -108,3 +108,15 @@ def key_rotation_decode(text_key: str) -> bytes:
     from app.workflows.key_rotation import decode_key
 
     return decode_key(text_key)
+
+
+async def service_client(client: httpx.AsyncClient, director: Person, scopes: list[str]) -> dict[str, str]:
+    """Create a service client and return auth headers for it."""
+    r = await client.post("/service-clients", headers=director.headers,
+                          json={"name": f"sys-{uuid.uuid4().hex[:6]}", "scopes": scopes})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    r = await client.post("/auth/token", data={"grant_type": "client_credentials", "client_id": body["client_id"],
+                                               "client_secret": body["client_secret"]})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}

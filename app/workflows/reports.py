@@ -68,19 +68,16 @@ async def monitoring(session: AsyncSession, *, actor: Actor, now: datetime) -> M
     if not may_read_reports(actor):
         raise PolicyDenied("monitoring reports are for directors, trustees and clients with reports:read",
                            rule=RULE, clause=CLAUSE)
-    subjects = dict(
-        (await session.execute(select(Subject.category, func.count()).group_by(col(Subject.category)))).tuples().all()
+    by_category = await session.execute(
+        select(Subject.category, func.count()).group_by(col(Subject.category))
     )
-    records = {
-        (p, c): n
-        for p, c, n in (
-            await session.execute(
-                select(Record.purpose, Record.classification, func.count())
-                .where(col(Record.destroyed_at).is_(None))
-                .group_by(col(Record.purpose), col(Record.classification))
-            )
-        ).tuples()
-    }
+    subjects: dict[str, int] = {category: n for category, n in by_category}
+    by_purpose_class = await session.execute(
+        select(Record.purpose, Record.classification, func.count())
+        .where(col(Record.destroyed_at).is_(None))
+        .group_by(col(Record.purpose), col(Record.classification))
+    )
+    records: dict[tuple[str, str], int] = {(p, c): n for p, c, n in by_purpose_class}
     add_event(session, now=now, actor=actor, action="report.monitoring", resource_type="report",
               decision="allow", rule=RULE, clause=CLAUSE)
     await session.commit()
