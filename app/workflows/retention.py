@@ -74,12 +74,16 @@ async def sweep(
             query = query.where(col(Record.id) > last)
         try:
             batch = list((await session.execute(query)).scalars())
-            for record in batch:
-                await shred(session, record=record, by=by, reason=reason, now=now)
-                add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
-                          resource_id=record.id, decision="allow", rule=RULE, clause=CLAUSE,
-                          detail={"classification": record.classification, "sweep": True,
-                                  "sweep_id": str(sweep_id)})
+            # Detached, the rows cost shred()'s statements no identity-map bookkeeping; the
+            # batch's audit events are inserted together at commit.
+            session.expunge_all()
+            with session.no_autoflush:
+                for record in batch:
+                    await shred(session, record=record, by=by, reason=reason, now=now)
+                    add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
+                              resource_id=record.id, decision="allow", rule=RULE, clause=CLAUSE,
+                              detail={"classification": record.classification, "sweep": True,
+                                      "sweep_id": str(sweep_id)})
             await session.commit()
         except BaseException:
             await session.rollback()  # this batch only: earlier batches are whole and committed
@@ -89,7 +93,6 @@ async def sweep(
             break
         destroyed.extend(r.id for r in batch)
         last = batch[-1].id
-        session.expunge_all()
     add_event(session, now=now, actor=actor, action="retention.sweep", resource_type="sweep",
               resource_id=sweep_id, decision="allow", rule=RULE, clause=CLAUSE,
               detail={"count": len(destroyed), "by": "director" if actor else "kmm retention-sweep"})
