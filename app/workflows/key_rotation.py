@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ from app.core.config import ConfigurationError, Settings
 from app.core.crypto import DecryptionError, encrypt
 from app.core.encrypted import decrypt_text, encrypt_text, encrypted_columns, key_prefix
 from app.core.state import AppState
+from app.models.access_requests import AccessPackageSealed
 from app.models.records import RecordContent
+from app.workflows.access_requests import _aad as package_aad
 from app.workflows.records import _aad as record_aad
 
 log = logging.getLogger("kmm.key_rotation")
@@ -138,16 +141,44 @@ def remove_keys(settings: Settings, key_ids: set[str]) -> None:
 # -- re-wrapping ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class WrappedKeys:
+    """A table holding data keys wrapped by a master key: its id column and the AAD it binds."""
+
+    table_name: str
+    id_column: str
+    aad: Callable[[uuid.UUID, str], bytes]
+
+    @property
+    def table(self) -> Table:
+        return SQLModel.metadata.tables[self.table_name]  # type: ignore[return-value]
+
+
+# Every table with a ``key_id`` and ``wrapped_key``: all are re-wrapped on rotation.
+WRAPPED_KEY_TABLES = (
+    WrappedKeys(RecordContent.__tablename__, "record_id", record_aad),
+    WrappedKeys(AccessPackageSealed.__tablename__, "request_id", package_aad),
+)
+
+
 def _contents() -> Table:
-    return SQLModel.metadata.tables[RecordContent.__tablename__]  # type: ignore[return-value]
+    return WRAPPED_KEY_TABLES[0].table
 
 
 async def _rewrap_data_keys(state: AppState, kid: str, key: bytes, batch_size: int) -> int:
-    """One pass over record_contents in primary-key order; returns rows re-wrapped."""
-    table = _contents()
+    """One pass over every wrapped-key table in id order; returns rows re-wrapped."""
+    done = 0
+    for wrapped_keys in WRAPPED_KEY_TABLES:
+        done += await _rewrap_table(state, wrapped_keys, kid, key, batch_size)
+    return done
+
+
+async def _rewrap_table(state: AppState, wk: WrappedKeys, kid: str, key: bytes, batch_size: int) -> int:
+    table = wk.table
+    id_col = table.c[wk.id_column]
     stmt = (
         update(table)
-        .where(table.c.record_id == bindparam("b_id"), table.c.key_id == bindparam("b_old"))
+        .where(id_col == bindparam("b_id"), table.c.key_id == bindparam("b_old"))
         .values(key_id=bindparam("b_kid"), wrapped_key=bindparam("b_wrapped"))
     )
     done = 0
@@ -155,20 +186,20 @@ async def _rewrap_data_keys(state: AppState, kid: str, key: bytes, batch_size: i
     while True:
         async with state.sessionmaker() as session:
             query = (
-                select(table.c.record_id, table.c.key_id, table.c.wrapped_key)
+                select(id_col, table.c.key_id, table.c.wrapped_key)
                 .where(table.c.key_id != kid)
-                .order_by(table.c.record_id)
+                .order_by(id_col)
                 .limit(batch_size)
             )
             if last is not None:
-                query = query.where(table.c.record_id > last)
+                query = query.where(id_col > last)
             rows = (await session.execute(query)).all()
             if not rows:
                 return done
             params = [
                 {"b_id": rid, "b_old": old, "b_kid": kid,
-                 "b_wrapped": encrypt(key, state.keyring.unwrap(old, wrapped, aad=record_aad(rid, "key")),
-                                      record_aad(rid, "key"))}
+                 "b_wrapped": encrypt(key, state.keyring.unwrap(old, wrapped, aad=wk.aad(rid, "key")),
+                                      wk.aad(rid, "key"))}
                 for rid, old, wrapped in rows
             ]
             await session.execute(stmt, params)
@@ -234,9 +265,10 @@ async def rewrap_all(state: AppState, *, batch_size: int = 1000) -> RotationRepo
 
 async def references(state: AppState, kid: str) -> int:
     """How many stored values still need master key ``kid`` (data keys and EncryptedText)."""
-    table = _contents()
     async with state.sessionmaker() as session:
-        total = (await session.execute(select(func.count()).where(table.c.key_id == kid))).scalar_one()
+        total = 0
+        for wk in WRAPPED_KEY_TABLES:
+            total += (await session.execute(select(func.count()).where(wk.table.c.key_id == kid))).scalar_one()
         for t, column in encrypted_columns(SQLModel.metadata):
             raw: ColumnElement[str] = type_coerce(column, Text())
             total += (

@@ -192,3 +192,34 @@ async def test_a_wrong_master_key_refuses_to_start(client, factory, settings, cl
         pass
     for a in (app, right):
         await a.state.kmm.engine.dispose()
+
+
+async def test_rotation_rewraps_access_packages_too(client, factory, settings, clock, tmp_path, keep_keyring) -> None:  # type: ignore[no-untyped-def]
+    """A fulfilled access package has its own data key: retiring the old master key must not orphan it."""
+    from tests.routers.test_access_requests import _decide, _log, _subject, letter
+
+    own = dp.settings_with(settings, secrets_file=dp.copy_secrets(settings, tmp_path))
+    state = AppState.build(own)
+    try:
+        director = await factory.user("director")
+        alice = await factory.user("colleague", manager=director)
+        sam = await _subject(client, alice.headers)
+        await dp.record(client, alice, sam["id"], content="in the package")
+        req = await _log(client, alice, letter(sam, clock))
+        assert (await _decide(client, director, req["id"])).status_code == 200
+        assert (await client.post(f"/access-requests/{req['id']}/fulfil", headers=director.headers)).status_code == 200
+        first = state.keyring.current_id
+        await key_rotation.rotate_key(state)
+        await key_rotation.rotate_key(state, retire=True)
+        assert first not in state.keyring
+        (package,) = await dp.raw_rows(state, "access_request_packages")
+        assert package["key_id"] == state.keyring.current_id
+        # the service, reloading the ring from the same file, still opens the package
+        app = create_app(own, clock=clock, configure_logs=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            r = await c.get(f"/access-requests/{req['id']}/package", headers=director.headers)
+        assert r.status_code == 200, r.text
+        assert "in the package" in r.text
+        await app.state.kmm.engine.dispose()
+    finally:
+        await state.engine.dispose()
