@@ -100,7 +100,8 @@ async def test_only_directors_read_or_verify_the_trail(client, state, factory: F
         body = r.json()
         assert (body["rule"], body["clause"]) == ("director-only", "§4.5")
         assert "items" not in body and "ok" not in body
-    assert await count(state, AuditEvent) == before
+    # only the two refusals themselves were written (endpoint.denied), nothing else
+    assert await count(state, AuditEvent) == before + 2
 
 
 async def test_the_trail_needs_a_login(client):
