@@ -50,9 +50,9 @@ def holds(relation: Relation, actor: Actor, facts: RecordFacts, now: datetime) -
         case Relation.any_active:
             return actor.kind == "user" or actor.has_scope("records:read")
         case Relation.custodian:
-            return facts.custodian_id == actor.id
+            return actor.kind == "user" and facts.custodian_id == actor.id
         case Relation.custodians_line_manager:
-            return facts.custodian_line_manager_id == actor.id
+            return actor.kind == "user" and facts.custodian_line_manager_id == actor.id
         case Relation.shared_with:
             return facts.shared_with_actor
         case Relation.named:
@@ -60,7 +60,7 @@ def holds(relation: Relation, actor: Actor, facts: RecordFacts, now: datetime) -
         case Relation.director:
             return actor.is_director
         case Relation.employees_line_manager:
-            return facts.employee_line_manager_id == actor.id
+            return actor.kind == "user" and facts.employee_line_manager_id == actor.id
         case Relation.grant_holder:
             return facts.actor_grant_expires_at is not None and facts.actor_grant_expires_at > now
 

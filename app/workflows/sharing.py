@@ -30,12 +30,14 @@ from app.workflows.records import LoadedRecord, authorize, gone, load_record
 MAX_GRANT = timedelta(hours=72)
 
 
-async def _active_user(session: AsyncSession, user_id: uuid.UUID, *, staff_only: bool = False) -> User:
+async def _active_user(
+    session: AsyncSession, user_id: uuid.UUID, *, field: str = "user_id", staff_only: bool = False
+) -> User:
     user = await session.get(User, user_id)
     if user is None or not user.active:
-        raise field_error("user_id", "no such active account")
+        raise field_error(field, "no such active account")
     if staff_only and user.role not in ("colleague", "director"):
-        raise field_error("user_id", "only a colleague can be named on a sensitive record")
+        raise field_error(field, "only a colleague can be named on a sensitive record")
     return user
 
 
@@ -159,7 +161,7 @@ async def issue_grant(session: AsyncSession, *, data: GrantCreate, actor: Actor,
         raise field_error("expires_at", "must be in the future")
     if data.expires_at > now + MAX_GRANT:
         raise field_error("expires_at", "an emergency grant lasts at most 72 hours", rule="emergency", clause="§4.5")
-    await _active_user(session, data.grantee_id)
+    await _active_user(session, data.grantee_id, field="grantee_id")
     if data.record_id is not None:
         record = await session.get(Record, data.record_id)
         if record is None:
