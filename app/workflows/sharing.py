@@ -151,8 +151,11 @@ async def remove_named(
 
 
 def grant_public(grant: EmergencyGrant, now: datetime) -> GrantPublic:
-    return GrantPublic.model_validate(
-        {**grant.model_dump(), "active": grant.revoked_at is None and grant.expires_at > now}
+    # Built from attributes: model_dump() leaves out columns never set (revoked_at on a new grant).
+    return GrantPublic(
+        id=grant.id, grantee_id=grant.grantee_id, record_id=grant.record_id, subject_id=grant.subject_id,
+        reason=grant.reason, expires_at=grant.expires_at, issued_by=grant.issued_by, issued_at=grant.issued_at,
+        revoked_at=grant.revoked_at, active=grant.revoked_at is None and grant.expires_at > now,
     )
 
 
