@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import Problem, field_error, not_found
+from app.core.pagination import CursorCodec, Page
 from app.models.accounts import User
 from app.models.records import (
     Classification,
@@ -202,11 +204,24 @@ async def revoke_grant(session: AsyncSession, *, grant_id: uuid.UUID, actor: Act
 
 
 async def list_grants(
-    session: AsyncSession, *, actor: Actor, now: datetime, active_only: bool
-) -> list[EmergencyGrant]:
-    query = select(EmergencyGrant).order_by(col(EmergencyGrant.issued_at).desc()).limit(200)
+    session: AsyncSession, *, actor: Actor, now: datetime, active_only: bool, cursors: CursorCodec, limit: int,
+    cursor: str | None,
+) -> Page[GrantPublic]:
+    """Directors see every grant; anyone else the grants made to them. Newest first."""
+    query = (select(EmergencyGrant)
+             .order_by(col(EmergencyGrant.issued_at).desc(), col(EmergencyGrant.id).desc()).limit(limit + 1))
     if not actor.is_director:
         query = query.where(col(EmergencyGrant.grantee_id) == actor.id)
     if active_only:
         query = query.where(col(EmergencyGrant.revoked_at).is_(None), col(EmergencyGrant.expires_at) > now)
-    return list((await session.execute(query)).scalars())
+    if cursor:
+        issued, gid = cursors.decode("emergency-grants", cursor)
+        at, after = datetime.fromisoformat(str(issued)), uuid.UUID(str(gid))
+        query = query.where(or_(col(EmergencyGrant.issued_at) < at,
+                                and_(col(EmergencyGrant.issued_at) == at, col(EmergencyGrant.id) < after)))
+    rows = list((await session.execute(query)).scalars())
+    nxt = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        nxt = cursors.encode("emergency-grants", [last.issued_at.isoformat(), str(last.id)])
+    return Page(items=[grant_public(g, now) for g in rows[:limit]], next_cursor=nxt)

@@ -48,7 +48,8 @@ async def test_if_match_missing_is_428_and_garbage_is_412(client, factory: Facto
         assert r.status_code == status, (headers, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
     assert (await db_record(factory, rec["id"])).version == 1
-    r = await client.patch(f"/records/{rec['id']}", json={"title": "x"}, headers={**alice.headers, "If-Match": 'W/"v1"'})
+    r = await client.patch(f"/records/{rec['id']}", json={"title": "x"},
+                           headers={**alice.headers, "If-Match": 'W/"v1"'})
     assert r.status_code == 200 and r.headers["etag"] == '"v2"'
 
 

@@ -61,7 +61,8 @@ async def test_bad_update_input_changes_nothing(client, factory: Factory):
     subject = await make_subject(client, alice)
     rec = await make_record(client, alice, subject["id"], "confidential", content="keep-me")
     for change, field in (({"classification": "nope"}, "classification"), ({"title": None}, None),
-                          ({"custodian_id": UNKNOWN}, "custodian_id"), ({"review_due": "2030-01-01T00:00"}, "review_due"),
+                          ({"custodian_id": UNKNOWN}, "custodian_id"),
+                          ({"review_due": "2030-01-01T00:00"}, "review_due"),
                           ({"access_requester_id": UNKNOWN}, "access_requester_id"), ({}, None)):
         r = await client.patch(f"/records/{rec['id']}", json=change, headers={**alice.headers, "If-Match": '"v1"'})
         assert r.status_code == 422, (change, r.text)
