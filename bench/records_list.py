@@ -26,18 +26,18 @@ from sqlalchemy import create_engine, insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.core.clock import FrozenClock  # noqa: E402
-from app.core.config import Settings  # noqa: E402
-from app.core.migrations import upgrade  # noqa: E402
-from app.main import create_app  # noqa: E402
-from app.models.accounts import User  # noqa: E402
-from app.models.records import Record, RecordContent, RecordNamedAccess, RecordShare, Subject  # noqa: E402
-from app.workflows.records import seal_content  # noqa: E402
+from app.core.clock import FrozenClock
+from app.core.config import Settings
+from app.core.migrations import upgrade
+from app.main import create_app
+from app.models.accounts import User
+from app.models.records import Record, RecordContent, RecordNamedAccess, RecordShare, Subject
+from app.workflows.records import seal_content
 
 MIX = [("general", 0.15), ("confidential", 0.55), ("sensitive", 0.15), ("personnel", 0.15)]
 STAFF = 200
 NOW = datetime.now(UTC).replace(microsecond=0)
-PASSWORD = "benchmark password 1"  # noqa: S105 - a throwaway schema
+PASSWORD = "benchmark password 1"
 
 
 def _chunks(rows: list[dict[str, Any]], n: int = 5000) -> Any:
