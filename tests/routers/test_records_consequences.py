@@ -165,6 +165,8 @@ async def test_moving_out_of_sensitive_takes_line_manager_or_director(client, fa
     r = await _patch(client, factory, alice, rec["id"], {"classification": "confidential"})
     _denied(r, "line-manager", "§3.2")
     assert (await db_record(factory, rec["id"])).classification == "sensitive"
+    refused = await events(factory, action="record.reclassify", resource_id=rec["id"])
+    assert [(e.decision, e.rule, e.clause, e.actor_id) for e in refused] == [("deny", "line-manager", "§3.2", alice.id)]
     assert (await db_record(factory, rec["id"])).version == 1
     # The custodian may still change other things (and move it up to nothing else).
     assert (await _patch(client, factory, alice, rec["id"], {"title": "renamed"})).status_code == 200
