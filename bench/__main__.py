@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): measure the service on Postgres against a bare baseline.
 
-Run `python -m bench --help` for the flags; bench/README.md says what each number means.
+Run `python -m bench --help` for the flags; docs/benchmark.md says what each number means.
 """
 
 from __future__ import annotations
