@@ -24,6 +24,7 @@ from app.core.errors import PolicyDenied, Problem, field_error, not_found
 from app.core.pagination import CursorCodec
 from app.core.security import TokenClaims
 from app.models.accounts import AuthSession, User
+from app.models.lifecycle import RecordReview
 from app.models.records import (
     AccessNote,
     Classification,
@@ -512,14 +513,29 @@ async def _check_reclassification(
 # -- destroy ---------------------------------------------------------------------
 
 
-async def shred(session: AsyncSession, *, record: Record, by: uuid.UUID | None, reason: str, now: datetime) -> None:
-    """Remove the content and its key for good; keep the tombstone (§4.6). The caller audits and commits."""
-    await session.execute(delete(RecordContent).where(col(RecordContent.record_id) == record.id))
+async def shred(
+    session: AsyncSession, *, record_ids: list[uuid.UUID], by: uuid.UUID | None, reason: str, now: datetime
+) -> int:
+    """Remove content, data keys and review notes for good; keep the tombstones (§4.6).
+
+    Set-based, so a sweep shreds a batch in three statements. Only records not already
+    destroyed are stamped (so a concurrent destroy cannot win twice); returns how many.
+    The caller audits and commits.
+    """
+    if not record_ids:
+        return 0
+    await session.execute(delete(RecordContent).where(col(RecordContent.record_id).in_(record_ids)))
     await session.execute(
-        update(Record).where(col(Record.id) == record.id).values(
-            destroyed_at=now, destroyed_by=by, destroy_reason=reason, version=record.version + 1, updated_at=now,
-        )
+        update(RecordReview).where(col(RecordReview.record_id).in_(record_ids)).values(note_ct=None)
     )
+    result = await session.execute(
+        update(Record)
+        .where(col(Record.id).in_(record_ids), col(Record.destroyed_at).is_(None))
+        .values(destroyed_at=now, destroyed_by=by, destroy_reason=reason, version=col(Record.version) + 1,
+                updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def destroy_record(
@@ -533,7 +549,10 @@ async def destroy_record(
     if record.legal_hold:
         raise Problem(409, "the record is under a director's legal hold and cannot be destroyed",
                       type="legal-hold", rule="legal-hold", clause="§6.5")
-    await shred(session, record=record, by=actor.id, reason=reason, now=now)
+    if await shred(session, record_ids=[record.id], by=actor.id, reason=reason, now=now) != 1:
+        await session.rollback()  # destroyed by someone else meanwhile
+        await session.refresh(record)
+        raise gone(record)
     add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
               resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
               detail={"classification": record.classification, "sweep": False})

@@ -74,12 +74,12 @@ async def sweep(
             query = query.where(col(Record.id) > last)
         try:
             batch = list((await session.execute(query)).scalars())
-            # Detached, the rows cost shred()'s statements no identity-map bookkeeping; the
-            # batch's audit events are inserted together at commit.
+            # Detached, the rows cost no identity-map bookkeeping; the batch is shredded in
+            # three statements and its audit events are inserted together at commit.
             session.expunge_all()
             with session.no_autoflush:
+                await shred(session, record_ids=[r.id for r in batch], by=by, reason=reason, now=now)
                 for record in batch:
-                    await shred(session, record=record, by=by, reason=reason, now=now)
                     add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
                               resource_id=record.id, decision="allow", rule=RULE, clause=CLAUSE,
                               detail={"classification": record.classification, "sweep": True,

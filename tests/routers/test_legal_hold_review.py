@@ -168,3 +168,20 @@ async def test_changing_consent_is_audited_as_a_field_change(client, factory, st
     r = await client.patch(f"/records/{rec['id']}", headers={**alice.headers, "If-Match": '"v2"'},
                            json={"consent": {"status": "withdrawn"}})
     assert r.status_code == 422
+
+
+async def test_destroying_a_record_shreds_its_review_notes_and_bumps_the_version(client, factory, state) -> None:  # type: ignore[no-untyped-def]
+    director, manager, alice, *_rest, rec = await _setup(client, factory)
+    assert (await client.post(f"/records/{rec['id']}/review", headers=alice.headers,
+                              json={"note": "address checked"})).status_code == 200
+    version = (await _state_of(client, alice, rec["id"]))["version"]
+    r = await client.delete(f"/records/{rec['id']}", params={"reason": "no longer needed"}, headers=manager.headers)
+    assert r.status_code == 200, r.text
+    (review,) = await dp.raw_rows(state, "record_reviews")
+    assert review["note_ct"] is None
+    assert await dp.raw_rows(state, "record_contents") == []
+    (row,) = await dp.raw_rows(state, "records")
+    assert row["version"] == version + 1 and row["destroyed_at"] is not None
+    # a second destroy finds only the tombstone
+    r = await client.delete(f"/records/{rec['id']}", params={"reason": "again"}, headers=manager.headers)
+    assert r.status_code == 410
