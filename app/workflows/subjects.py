@@ -28,6 +28,8 @@ async def create_subject(session: AsyncSession, *, data: SubjectCreate, actor: A
         user = await session.get(User, data.user_id)
         if user is None or user.role == "trustee":
             raise field_error("user_id", "no such staff account")
+        if user.staff_type != "employee":
+            raise field_error("user_id", "an employee subject links to an employee's account (staff_type employee)")
         taken = (await session.execute(select(Subject.id).where(col(Subject.user_id) == data.user_id))).first()
         if taken:
             raise field_error("user_id", "this account already has a subject")

@@ -67,3 +67,12 @@ async def test_trustees_and_clients_without_scope_are_refused(client, factory: F
         assert (r.json()["rule"], r.json()["clause"]) == ("staff-only", "§3.1")
         assert "Private Person" not in r.text
     assert (await client.get("/subjects")).status_code == 401
+
+
+async def test_an_employee_subject_links_only_to_an_employee_account(client, factory):
+    director = await factory.user("director")
+    volunteer = await factory.user("colleague", manager=director, staff_type="volunteer")
+    r = await client.post("/subjects", headers=director.headers, json={
+        "kind": "individual", "name": "Vic Volunteer", "category": "employee", "user_id": str(volunteer.id)})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"] == ["body", "user_id"]
