@@ -1,7 +1,7 @@
 """Writing audit events (DESIGN §6).
 
-An event is added to the caller's session, so it commits (or rolls back) with the
-change it records. Events never carry record content: only ids, rules and decisions.
+An event is queued on the caller's session and inserted by its commit, so it commits
+(or rolls back) with the change it records. Events never carry record content: only ids, rules and decisions.
 Nothing here (or anywhere in the service) updates or deletes an event; the sealer in
 app/workflows/audit_chain.py chains them after they commit.
 """
@@ -12,12 +12,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col, select
 
 from app.core.context import client_ip_var, request_id_var
 from app.models.audit import AuditEvent, AuditEventFilter, AuditEventPublic, AuditSeal
 from app.policy.actor import Actor
+
+_PENDING = "kmm_audit_pending"
+_EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 
 
 def add_event(
@@ -33,25 +38,41 @@ def add_event(
     clause: str | None = None,
     emergency: bool = False,
     detail: dict[str, Any] | None = None,
-) -> AuditEvent:
-    event = AuditEvent(
-        at=now,
-        actor_id=actor.id if actor else None,
-        actor_kind=actor.kind if actor else None,
-        actor_role=actor.audit_role if actor else None,
-        action=action,
-        resource_type=resource_type,
-        resource_id=str(resource_id) if resource_id is not None else None,
-        decision=decision,
-        rule=rule,
-        clause=clause,
-        emergency=emergency,
-        request_id=request_id_var.get(),
-        client_ip=client_ip_var.get(),
-        detail=detail or {},
-    )
-    session.add(event)
-    return event
+) -> None:
+    """Queue an event on the session; it is inserted when (and only if) the session commits.
+
+    A plain row (no ORM object) inserted by one Core statement at commit: the audit
+    write is on every request's path, and this is its cheapest form.
+    """
+    session.sync_session.info.setdefault(_PENDING, []).append({
+        "at": now,
+        "actor_id": actor.id if actor else None,
+        "actor_kind": actor.kind if actor else None,
+        "actor_role": actor.audit_role if actor else None,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": str(resource_id) if resource_id is not None else None,
+        "decision": decision,
+        "rule": rule,
+        "clause": clause,
+        "emergency": emergency,
+        "request_id": request_id_var.get(),
+        "client_ip": client_ip_var.get(),
+        "detail": detail or {},
+    })
+
+
+@event.listens_for(Session, "before_commit")
+def _insert_pending_events(session: Session) -> None:
+    rows = session.info.pop(_PENDING, None)
+    if rows:
+        session.execute(insert(_EVENTS), rows)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_rolled_back_events(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction ended without a commit
+        session.info.pop(_PENDING, None)
 
 
 async def list_events(

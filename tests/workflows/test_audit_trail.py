@@ -98,13 +98,19 @@ async def test_a_failure_after_the_change_leaves_neither_change_nor_event(client
     assert await count(state, AuditEvent) == 0
 
 
-async def test_a_flushed_event_rolls_back_with_its_transaction(client, state):
+async def test_a_queued_event_is_written_by_the_commit_and_dropped_by_a_rollback(client, state):
     async with state.sessionmaker() as session:
         add_event(session, now=state.clock.now(), action="test.change", resource_type="user")
         await session.flush()
-        assert (await session.execute(select(func.count()).select_from(AuditEvent))).scalar_one() == 1
+        # queued on the session, inserted inside the commit's own transaction
+        assert (await session.execute(select(func.count()).select_from(AuditEvent))).scalar_one() == 0
         await session.rollback()
+        await session.commit()  # nothing left to write after the rollback
     assert await count(state, AuditEvent) == 0
+    async with state.sessionmaker() as session:
+        add_event(session, now=state.clock.now(), action="test.change", resource_type="user")
+        await session.commit()
+    assert await count(state, AuditEvent) == 1
 
 
 def _actor(user: User) -> Actor:
