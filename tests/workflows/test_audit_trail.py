@@ -256,8 +256,9 @@ async def test_two_sealers_cannot_write_the_same_position_or_event(client, state
 @pytest.mark.postgres_only
 async def test_a_late_commit_is_sealed_later_with_a_higher_seq(client, state):
     async with state.sessionmaker() as slow, state.sessionmaker() as fast:
-        add_event(slow, now=state.clock.now(), action="test.slow")
-        await slow.flush()  # takes the lower id, commits last
+        # inserted now (so it takes the lower id), committed last
+        await slow.execute(insert(AuditEvent).values(at=state.clock.now(), action="test.slow", emergency=False,
+                                                     detail={}))
         add_event(fast, now=state.clock.now(), action="test.fast")
         await fast.commit()
         assert await seal_all(state.engine, state.clock.now()) == 1
