@@ -44,6 +44,9 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    # Drivers log statements with their parameters at DEBUG: never, whatever our level.
+    for name in ("aiosqlite", "sqlalchemy.engine", "psycopg"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # Our middleware writes the access log; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

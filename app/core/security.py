@@ -81,6 +81,8 @@ class Tokens:
         self._key = settings.signing_key
         self._alg = settings.jwt_algorithm
         self._iss = settings.jwt_issuer
+        # Per instance (so per key): a verified token is not verified again.
+        self._verify_cached = lru_cache(maxsize=4096)(self._verify)
 
     def issue(
         self,
@@ -109,12 +111,29 @@ class Tokens:
         return jwt.encode(claims, self._key, algorithm=self._alg)
 
     def decode(self, token: str, *, expected: TokenType, now: datetime) -> TokenClaims:
+        """Verify a token and check its type and expiry against the service clock.
+
+        The signature check is cached per token string (bounded): a token presented again
+        is not re-verified, but its type and expiry are checked on every call, and whether
+        its session and account are still live is the caller's query.
+        """
+        claims = self._verify_cached(token)
+        if isinstance(claims, InvalidToken):
+            raise claims
+        if claims.typ != expected:
+            raise InvalidToken(f"not an {expected} token" if expected == "access" else "wrong token type")
+        if claims.exp <= int(now.timestamp()):
+            raise InvalidToken("token expired")
+        return claims
+
+    def _verify(self, token: str) -> TokenClaims | InvalidToken:
+        """The signature and shape of a token: its claims, or why it is refused."""
         try:
             header = jwt.get_unverified_header(token)
-        except JWTError as exc:
-            raise InvalidToken("malformed token") from exc
+        except JWTError:
+            return InvalidToken("malformed token")
         if header.get("alg") != self._alg:
-            raise InvalidToken("unexpected signing algorithm")
+            return InvalidToken("unexpected signing algorithm")
         try:
             claims = jwt.decode(
                 token,
@@ -127,27 +146,24 @@ class Tokens:
                     "require_iat": True,
                     "require_sub": True,
                     "require_jti": True,
-                    # expiry is checked below against the service clock
+                    # expiry is checked by decode() against the service clock
                     "verify_exp": False,
                 },
             )
-        except JWTError as exc:
-            raise InvalidToken("invalid token") from exc
-        missing = [c for c in REQUIRED_CLAIMS if c not in claims]
-        if missing:
-            raise InvalidToken("token lacks required claims")
-        if claims["typ"] != expected:
-            raise InvalidToken(f"not an {expected} token" if expected == "access" else "wrong token type")
-        if not isinstance(claims["exp"], int) or claims["exp"] <= int(now.timestamp()):
-            raise InvalidToken("token expired")
+        except JWTError:
+            return InvalidToken("invalid token")
+        if any(c not in claims for c in REQUIRED_CLAIMS):
+            return InvalidToken("token lacks required claims")
+        if claims["typ"] not in ("access", "refresh") or not isinstance(claims["exp"], int):
+            return InvalidToken("invalid token claims")
         try:
             return TokenClaims(
                 sub=str(claims["sub"]),
                 sid=uuid.UUID(str(claims["sid"])),
                 jti=uuid.UUID(str(claims["jti"])),
-                typ=expected,
+                typ=claims["typ"],
                 exp=claims["exp"],
                 kind=str(claims.get("knd", "user")),
             )
-        except ValueError as exc:
-            raise InvalidToken("invalid token claims") from exc
+        except ValueError:
+            return InvalidToken("invalid token claims")

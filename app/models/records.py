@@ -181,6 +181,26 @@ class RecordPublic(RecordSummary):
     access: AccessNote | None = None
 
 
+class AccessLogEntry(BaseModel):
+    """One allowed read of a record: who, when, and by which rule (no content)."""
+
+    event_id: int
+    at: datetime
+    actor_id: uuid.UUID | None
+    actor_role: str | None
+    rule: str | None
+    clause: str | None
+    emergency: bool
+
+
+class AccessLog(BaseModel):
+    record_id: uuid.UUID
+    custodian_id: uuid.UUID
+    custodian_line_manager_id: uuid.UUID | None
+    items: list[AccessLogEntry]
+    next_cursor: str | None = None
+
+
 class Tombstone(BaseModel):
     id: uuid.UUID
     subject_id: uuid.UUID
@@ -256,7 +276,7 @@ class RecordShare(SQLModel, table=True):
 
     record_id: uuid.UUID = Field(foreign_key="records.id", primary_key=True)
     user_id: uuid.UUID = Field(foreign_key="users.id", primary_key=True)
-    reason: str = Field(max_length=REASON_MAX)
+    reason: str = Field(sa_column=Column(EncryptedText(), nullable=False))  # free text: encrypted (§6.6)
     shared_by: uuid.UUID = Field(foreign_key="users.id")
     shared_at: datetime = created_at_field()
 
@@ -323,7 +343,7 @@ class EmergencyGrant(SQLModel, table=True):
     grantee_id: uuid.UUID = Field(foreign_key="users.id")
     record_id: uuid.UUID | None = Field(default=None, foreign_key="records.id")
     subject_id: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
-    reason: str = Field(max_length=REASON_MAX)
+    reason: str = Field(sa_column=Column(EncryptedText(), nullable=False))  # free text: encrypted (§6.6)
     expires_at: datetime = utc_column()
     issued_by: uuid.UUID = Field(foreign_key="users.id")
     issued_at: datetime = created_at_field()

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from app.core.pagination import Page
 from app.deps import ClaimsDep, CurrentActor, CurrentUser, LimitDep, NowDep, SessionDep, StaffUser, StateDep, load_actor
 from app.models.records import (
+    AccessLog,
     Classification,
     NamedAccessCreate,
     NamedAccessPublic,
@@ -85,6 +86,17 @@ async def read_record(
     protect(response, record.classification)
     response.headers["ETag"] = records.etag(record.version)
     return record
+
+
+@router.get("/{record_id}/access-log", response_model=AccessLog,
+            responses=problem_responses(400, 401, 403, 404, 422))
+async def access_log(
+    record_id: uuid.UUID, actor: CurrentActor, session: SessionDep, state: StateDep, now: NowDep, limit: LimitDep,
+    cursor: str | None = Query(default=None, max_length=512),
+) -> AccessLog:
+    """Who read this record, when and by which rule; emergency reads are flagged (DESIGN §6)."""
+    return await records.access_log(session, record_id=record_id, actor=actor, now=now, cursors=state.cursors,
+                                    limit=limit, cursor=cursor)
 
 
 @router.patch("/{record_id}", response_model=RecordPublic,

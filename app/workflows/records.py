@@ -24,8 +24,11 @@ from app.core.errors import PolicyDenied, Problem, field_error, not_found
 from app.core.pagination import CursorCodec
 from app.core.security import TokenClaims
 from app.models.accounts import AuthSession, User
+from app.models.audit import AuditEvent
 from app.models.lifecycle import RecordReview
 from app.models.records import (
+    AccessLog,
+    AccessLogEntry,
     AccessNote,
     Classification,
     Consent,
@@ -400,6 +403,46 @@ async def list_records(
               detail={"count": len(items), "filters": sorted(k for k, v in filters.items() if v is not None)})
     await session.commit()
     return items, nxt
+
+
+async def access_log(
+    session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime, cursors: CursorCodec,
+    limit: int, cursor: str | None,
+) -> AccessLog:
+    """Who read the record, when and by which rule, newest first, emergency reads flagged (DESIGN §6).
+
+    For those answerable for it: whoever may update it (its custodian, their line manager,
+    for personnel the employee's line manager), and directors, who oversee the policy.
+    """
+    loaded = await load_record(session, record_id, actor=actor, now=now)
+    decision = decide(actor, Action.update, loaded.facts, now)
+    if not (decision.allowed or actor.is_director):
+        add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
+                  resource_id=record_id, decision="deny", rule=decision.rule, clause=decision.clause)
+        await session.commit()
+        raise PolicyDenied("only those answerable for a record, and directors, see who read it",
+                           rule=decision.rule, clause=decision.clause)
+    query = (
+        sa_select(col(AuditEvent.id), col(AuditEvent.at), col(AuditEvent.actor_id), col(AuditEvent.actor_role),
+                  col(AuditEvent.rule), col(AuditEvent.clause), col(AuditEvent.emergency))
+        .where(col(AuditEvent.resource_type) == "record", col(AuditEvent.resource_id) == str(record_id),
+               col(AuditEvent.action) == "record.read", col(AuditEvent.decision) == "allow")
+        .order_by(col(AuditEvent.id).desc())
+        .limit(limit + 1)
+    )
+    if cursor:
+        (before,) = cursors.decode("access-log", cursor)
+        query = query.where(col(AuditEvent.id) < int(before))
+    rows = (await session.execute(query)).all()
+    items = [AccessLogEntry(event_id=r[0], at=r[1], actor_id=r[2], actor_role=r[3], rule=r[4], clause=r[5],
+                            emergency=r[6]) for r in rows[:limit]]
+    nxt = cursors.encode("access-log", [items[-1].event_id]) if len(rows) > limit else None
+    add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
+              resource_id=record_id, decision="allow", rule="director" if not decision.allowed else decision.rule,
+              clause="§3.1, §3.4" if not decision.allowed else decision.clause)
+    await session.commit()
+    return AccessLog(record_id=record_id, custodian_id=loaded.record.custodian_id,
+                     custodian_line_manager_id=loaded.facts.custodian_line_manager_id, items=items, next_cursor=nxt)
 
 
 # -- update ----------------------------------------------------------------------
