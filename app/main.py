@@ -14,7 +14,7 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestMiddleware
 from app.core.state import AppState
-from app.routers import ROUTERS
+from app.routers import ROUTERS, docs
 
 DESCRIPTION = """
 KMM's confidentiality policy as a service. Every decision about a record names the
@@ -47,11 +47,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         description=DESCRIPTION,
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
+        # The docs explorer is served from local files (app/routers/docs.py), never a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.kmm = state
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(docs.router)
     if settings.bench_endpoints:
         import importlib
 
