@@ -12,8 +12,10 @@ import typer
 
 from app.core.config import ConfigurationError, Settings, get_settings
 
+# Plain tracebacks: rich ones print local variables, which may hold secrets.
 cli = typer.Typer(help="KMM Confidential Records Service", no_args_is_help=True,
-                  add_completion=False)
+                  add_completion=False, pretty_exceptions_enable=False,
+                  pretty_exceptions_show_locals=False)
 T = TypeVar("T")
 
 
@@ -41,13 +43,32 @@ def run_with_state(fn: Callable[..., Awaitable[T]], settings: Settings | None = 
     return asyncio.run(_go())
 
 
+def _migrate(settings: Settings) -> None:
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.core.migrations import upgrade
+
+    database = make_url(settings.database_url).database if settings.is_sqlite else None
+    if database and database != ":memory:" and not Path(database).parent.is_dir():
+        typer.secho(f"cannot migrate the database: the directory of {database} does not exist",
+                    fg="red", err=True)
+        raise typer.Exit(1)
+    try:
+        upgrade(settings)
+    except (SQLAlchemyError, OSError) as exc:
+        # The driver's first line says what failed (host, port, file); no values or secrets.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
+        typer.secho(f"cannot migrate the database: {reason}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
 @cli.command()
 def migrate() -> None:
     """Bring the database schema to the latest migration."""
-    from app.core.migrations import upgrade
-
-    settings = _settings()
-    upgrade(settings)
+    _migrate(_settings())
     typer.echo("database migrated to head")
 
 
@@ -63,9 +84,7 @@ def serve(
 
     settings = _settings()
     if migrate_first:
-        from app.core.migrations import upgrade
-
-        upgrade(settings)
+        _migrate(settings)
     # Make sure generated local secrets exist before workers start (they all read one file).
     _ = settings.signing_key, settings.keyring
     uvicorn.run(
@@ -101,7 +120,10 @@ def create_user(
     from app.workflows import accounts
 
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
+        if password:
+            typer.secho("give --password or --password-stdin, not both", fg="red", err=True)
+            raise typer.Exit(2)
+        password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         typer.secho("a password is required: --password or --password-stdin", fg="red", err=True)
         raise typer.Exit(2)
@@ -114,7 +136,7 @@ def create_user(
                     await session.execute(select(User.id).where(User.email == line_manager.lower()))
                 ).scalar_one_or_none()
                 if manager_id is None:
-                    raise Problem(422, f"no account with email {line_manager}")
+                    raise Problem(422, f"line_manager: no account with email {line_manager}")
             data = UserCreate.model_validate({"email": email, "full_name": name, "role": role,
                                               "staff_type": staff_type, "line_manager_id": manager_id,
                                               "password": password})
@@ -124,8 +146,9 @@ def create_user(
     try:
         user = run_with_state(_create)
     except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        typer.secho(f"invalid input: {fields}", fg="red", err=True)
+        # The messages name the field and the rule, never the value given.
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        typer.secho(f"invalid input: {problems}", fg="red", err=True)
         raise typer.Exit(2) from exc
     except Problem as exc:
         typer.secho(f"refused: {exc.detail}", fg="red", err=True)
@@ -140,6 +163,18 @@ def seed_demo() -> None:
 
     logins = run_with_state(seed.seed_demo)
     typer.echo(seed.describe_logins(logins))
+
+
+@cli.command("audit-verify")
+def audit_verify() -> None:
+    """Seal pending audit events and verify the hash chain; exit 1 when it is broken."""
+    from app.workflows.audit_chain import verify_chain
+
+    report = run_with_state(lambda state: verify_chain(state.engine, state.clock.now()))
+    typer.echo(report.model_dump_json())
+    if not report.ok:
+        typer.secho(f"the audit chain is broken at event {report.first_broken_id}", fg="red", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

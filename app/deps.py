@@ -21,7 +21,7 @@ from app.policy.actor import Actor
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.kmm
     return state
 
@@ -37,7 +37,7 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def get_now(state: StateDep) -> datetime:
+async def get_now(state: StateDep) -> datetime:
     return state.clock.now()
 
 
@@ -138,7 +138,7 @@ async def get_director(actor: CurrentUser) -> Actor:
 DirectorUser = Annotated[Actor, Depends(get_director)]
 
 
-def limit_param(limit: int = 50) -> int:
+async def limit_param(limit: int = 50) -> int:
     if limit < 1 or limit > 200:
         raise Problem(422, "limit must be between 1 and 200", type="validation-error",
                       errors=[{"loc": ["query", "limit"], "msg": "must be 1..200", "type": "value_error"}])

@@ -79,9 +79,11 @@ async def seed_accounts(state: AppState) -> dict[str, User]:
 
 def _steps() -> list:  # type: ignore[type-arg]
     """Seed steps after the accounts, in order; each takes (state, users) and is idempotent."""
+    from app.seed_access_requests import seed_access_requests
+    from app.seed_cases import seed_cases
     from app.seed_records import seed_records
 
-    return [seed_records]
+    return [seed_records, seed_access_requests, seed_cases]
 
 
 async def seed_demo(state: AppState) -> list[DemoLogin]:

@@ -15,10 +15,10 @@ import secrets
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger("kmm.config")
 
@@ -67,9 +67,9 @@ class Settings(BaseSettings):
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
     refresh_token_days: int = Field(default=14, ge=1, le=90)
     # base64 (urlsafe) 32-byte keys; the first is current, later ones still decrypt.
-    master_keys: list[SecretStr] = Field(default_factory=list)
+    master_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     lockout_threshold: int = 5
@@ -102,6 +102,17 @@ class Settings(BaseSettings):
             v = "sqlite+aiosqlite://" + v.removeprefix("sqlite://")
         return v
 
+    @field_validator("master_keys", "cors_origins", mode="before")
+    @classmethod
+    def _list_from_env(cls, v: Any) -> Any:
+        """Lists from the environment: a JSON array, or comma-separated values."""
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return v
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -118,18 +129,23 @@ class Settings(BaseSettings):
     def _local_secrets(self) -> dict[str, object]:
         """Load (or create once) the git-ignored local secrets file."""
         path = self.secrets_file
-        if path.exists():
-            data: dict[str, object] = json.loads(path.read_text())
-            return data
-        data = {
+        data: dict[str, object] = {
             "jwt_secret": secrets.token_urlsafe(48),
             "master_keys": [base64.urlsafe_b64encode(os.urandom(32)).decode()],
         }
-        path.write_text(json.dumps(data, indent=2))
-        path.chmod(0o600)
+        try:
+            # Created owner-only from the first byte; O_EXCL so two processes starting
+            # together cannot both write one (the loser reads the winner's file).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            loaded: dict[str, object] = json.loads(path.read_text())
+            return loaded
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(data, indent=2))
         log.warning(
-            "generated local secrets",
-            extra={"path": str(path), "hint": "set KMM_JWT_SECRET and KMM_MASTER_KEYS in production"},
+            "generated local secrets in %s (development only; production sets KMM_JWT_SECRET "
+            "and KMM_MASTER_KEYS)", path,
+            extra={"path": str(path)},
         )
         return data
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,8 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=10000")
         cur.close()
+        # Postgres has sha256() built in; the audit chain's verify query needs it here too.
+        dbapi_conn.create_function("kmm_sha256_hex", 1, _sql_sha256_hex, deterministic=True)
         # We open transactions ourselves (below), so the driver must not.
         dbapi_conn.isolation_level = None
 
@@ -79,6 +82,15 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # Every request writes (at least its audit event): take the write lock up front,
         # so two transactions never deadlock upgrading from read to write.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def sha256_hex(text: str) -> str:
+    """Hex SHA-256 of UTF-8 text (the audit chain's hash)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _sql_sha256_hex(text: str | None) -> str | None:
+    return None if text is None else sha256_hex(text)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -13,7 +13,8 @@ from typing import Any
 
 from app.core.context import request_id_var
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn adds ``color_message`` (the message with ANSI colours): noise in JSON.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -8,7 +8,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
@@ -35,6 +35,9 @@ def head_revisions() -> frozenset[str]:
 
 
 async def current_revisions(engine: AsyncEngine) -> frozenset[str]:
+    """The revisions the database is at; empty when it was never migrated."""
     async with engine.connect() as conn:
+        if not await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
+            return frozenset()
         rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
         return frozenset(r[0] for r in rows)

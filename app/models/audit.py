@@ -1,15 +1,18 @@
-"""Audit events (DESIGN §6): append-only; chained by hash (see app/workflows/audit_trail.py)."""
+"""Audit events (DESIGN §6): append-only; chained by hash by the sealer (app/workflows/audit_chain.py)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import JSON, Index
+from pydantic import AwareDatetime, BaseModel
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String
 from sqlmodel import Column, Field, SQLModel
 
 from app.models.base import BigIntPK, utc_column
+
+GENESIS_HASH = "0" * 64
 
 
 class AuditEventBase(SQLModel):
@@ -53,7 +56,49 @@ class AuditEvent(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class AuditSeal(SQLModel, table=True):
+    """An event's place in the hash chain; written only by the sealer, never changed.
+
+    ``seq`` runs 1..n in the order events were sealed; ``hash`` is SHA-256 over
+    ``prev_hash`` and the event's canonical serialisation.
+    """
+
+    __tablename__ = "audit_seals"
+
+    seq: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
+    event_id: int = Field(
+        sa_column=Column(BigInteger(), ForeignKey("audit_events.id"), nullable=False, unique=True)
+    )
+    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+    sealed_at: datetime = utc_column()
+
+
 class AuditEventPublic(AuditEventBase):
     id: int
+    seq: int | None = None  # None until the sealer has chained the event
     prev_hash: str | None = None
     hash: str | None = None
+
+
+class AuditEventFilter(BaseModel):
+    """Query filters of ``GET /audit-events``; every one is optional and they combine with AND."""
+
+    actor_id: uuid.UUID | None = None
+    resource_type: str | None = Field(default=None, min_length=1, max_length=32)
+    resource_id: str | None = Field(default=None, min_length=1, max_length=64)
+    action: str | None = Field(default=None, min_length=1, max_length=64)
+    decision: Literal["allow", "deny"] | None = None
+    since: AwareDatetime | None = None  # inclusive
+    until: AwareDatetime | None = None  # exclusive
+
+
+class ChainReport(BaseModel):
+    """What ``verify_chain`` found."""
+
+    ok: bool
+    checked: int  # sealed events whose hash and links were recomputed
+    first_broken_id: int | None = None  # the event at the first broken link, in seal order
+    pending: int = 0  # events committed after the sealing pass, not yet chained
+    last_seq: int = 0
+    head_hash: str = GENESIS_HASH  # record it elsewhere to detect a truncated tail later

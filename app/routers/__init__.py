@@ -1,6 +1,16 @@
 """One module per resource; ROUTERS is the order they are mounted in."""
 
-from app.routers import auth, emergency_grants, health, records, service_clients, subjects, users
+from app.routers import access_requests as access_requests
+from app.routers import audit as audit
+from app.routers import auth as auth
+from app.routers import breach_reports as breach_reports
+from app.routers import disclosures as disclosures
+from app.routers import emergency_grants as emergency_grants
+from app.routers import health as health
+from app.routers import records as records
+from app.routers import service_clients as service_clients
+from app.routers import subjects as subjects
+from app.routers import users as users
 
 ROUTERS = [
     health.router,
@@ -10,4 +20,8 @@ ROUTERS = [
     subjects.router,
     records.router,
     emergency_grants.router,
+    access_requests.router,
+    disclosures.router,
+    breach_reports.router,
+    audit.router,
 ]

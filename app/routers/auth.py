@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Annotated
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.security.utils import get_authorization_scheme_param
@@ -28,10 +29,13 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     if scheme.lower() != "basic" or not param:
         return None
     try:
-        user, _, pw = base64.b64decode(param).decode().partition(":")
+        user, sep, pw = base64.b64decode(param, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return user, pw
+    if not sep:
+        return None
+    # RFC 6749 §2.3.1: both parts are form-urlencoded before they are joined.
+    return unquote_plus(user), unquote_plus(pw)
 
 
 @router.post(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Query
-from sqlmodel import select
 
 from app.core.pagination import Page
 from app.deps import CurrentUser, DirectorUser, LimitDep, NowDep, SessionDep, StateDep
@@ -39,15 +38,8 @@ async def list_users(
     cursor: str | None = Query(default=None, max_length=512),
     active: bool | None = None,
 ) -> Page[User]:
-    query = select(User).order_by(User.email).limit(limit + 1)
-    if cursor:
-        (after,) = state.cursors.decode("users", cursor)
-        query = query.where(User.email > str(after))
-    if active is not None:
-        query = query.where(User.active == active)
-    rows = list((await session.execute(query)).scalars())
-    next_cursor = state.cursors.encode("users", [rows[limit - 1].email]) if len(rows) > limit else None
-    return Page(items=rows[:limit], next_cursor=next_cursor)
+    return await accounts.list_users(session, cursors=state.cursors, limit=limit, cursor=cursor,
+                                     active=active)
 
 
 @router.get("/{user_id}", response_model=UserPublic, responses=problem_responses(401, 403, 404, 422))

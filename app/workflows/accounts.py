@@ -1,18 +1,33 @@
-"""Managing accounts (DESIGN §2): line management, roles, deactivation (§7.2)."""
+"""Managing accounts and service clients (DESIGN §2): line management, roles,
+deactivation (§7.2), client secrets shown once and stored hashed."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import uuid
 from datetime import datetime
 
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import field_error, not_found
-from app.core.security import Passwords
-from app.models.accounts import AuthSession, User, UserCreate, UserUpdate
+from app.core.pagination import CursorCodec, Page
+from app.core.security import Passwords, hash_secret
+from app.models.accounts import (
+    AuthSession,
+    ServiceClient,
+    ServiceClientCreate,
+    ServiceClientCreated,
+    ServiceClientPublic,
+    User,
+    UserCreate,
+    UserUpdate,
+)
 from app.policy.actor import Actor
+from app.policy.scopes import SCOPES
 from app.workflows.audit_trail import add_event
 
 MAX_DEPTH = 1000
@@ -77,15 +92,35 @@ async def create_user(
         role=data.role.value,
         staff_type=data.staff_type.value if data.staff_type else None,
         line_manager_id=data.line_manager_id,
-        password_hash=passwords.hash(data.password),
+        password_hash=await asyncio.to_thread(passwords.hash, data.password),
         created_at=now,
     )
     session.add(user)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        # Another request took the email between our check and the insert.
+        await session.rollback()
+        raise field_error("email", "an account with this email already exists") from exc
     add_event(session, now=now, actor=actor, action="account.create", resource_type="user",
               resource_id=user.id, decision="allow", rule="director", clause="§2")
     await session.commit()
     return user
+
+
+async def list_users(
+    session: AsyncSession, *, cursors: CursorCodec, limit: int, cursor: str | None, active: bool | None
+) -> Page[User]:
+    """Accounts in email order, keyset-paginated."""
+    query = select(User).order_by(col(User.email)).limit(limit + 1)
+    if cursor:
+        (after,) = cursors.decode("users", cursor)
+        query = query.where(col(User.email) > str(after))
+    if active is not None:
+        query = query.where(col(User.active) == active)
+    rows = list((await session.execute(query)).scalars())
+    next_cursor = cursors.encode("users", [rows[limit - 1].email]) if len(rows) > limit else None
+    return Page(items=rows[:limit], next_cursor=next_cursor)
 
 
 async def update_user(
@@ -93,6 +128,9 @@ async def update_user(
 ) -> User:
     user = await get_user(session, user_id)
     changes = data.model_dump(exclude_unset=True)
+    for key in ("full_name", "role", "active"):
+        if key in changes and changes[key] is None:
+            raise field_error(key, "cannot be null")
     if "line_manager_id" in changes and changes["line_manager_id"] is not None:
         await _check_line_manager(session, user_id=user.id, manager_id=changes["line_manager_id"])
     if changes.get("role") is not None:
@@ -107,12 +145,16 @@ async def update_user(
         changes["role"] = str(changes["role"])
     if changes.get("staff_type") is not None:
         changes["staff_type"] = str(changes["staff_type"])
-    if changes.get("active") is False and user.id == actor.id:
-        raise field_error("active", "a director cannot deactivate their own account")
+    if user.id == actor.id:
+        # A director who demotes or deactivates themself could leave nobody to manage accounts.
+        if changes.get("active") is False:
+            raise field_error("active", "a director cannot deactivate their own account")
+        if changes.get("role") not in (None, user.role):
+            raise field_error("role", "a director cannot change their own role")
     for key in ("full_name", "role", "staff_type", "line_manager_id"):
-        if key in changes and (changes[key] is not None or key in ("line_manager_id", "staff_type")):
+        if key in changes:
             setattr(user, key, changes[key])
-    if "active" in changes and changes["active"] is not None and changes["active"] != user.active:
+    if "active" in changes and changes["active"] != user.active:
         user.active = changes["active"]
         if not user.active:
             user.deactivated_at = now
@@ -130,3 +172,64 @@ async def update_user(
               detail={"fields": sorted(changes)})
     await session.commit()
     return user
+
+
+# -- service clients ------------------------------------------------------------
+
+
+async def create_client(
+    session: AsyncSession, *, data: ServiceClientCreate, now: datetime, actor: Actor
+) -> ServiceClientCreated:
+    """A new client; its secret is returned this once and only its hash is kept."""
+    unknown = sorted(set(data.scopes) - set(SCOPES))
+    if unknown:
+        raise field_error("scopes", f"unknown scopes: {', '.join(unknown)}")
+    secret = secrets.token_urlsafe(32)
+    client = ServiceClient(
+        client_id="kmm-" + secrets.token_hex(8),
+        name=data.name,
+        scopes=sorted(set(data.scopes)),
+        secret_hash=hash_secret(secret),
+        created_by=actor.id,
+        created_at=now,
+    )
+    session.add(client)
+    await session.flush()
+    add_event(session, now=now, actor=actor, action="service_client.create",
+              resource_type="service_client", resource_id=client.id, decision="allow",
+              rule="director", clause="§6.6", detail={"scopes": client.scopes})
+    await session.commit()
+    return ServiceClientCreated(**ServiceClientPublic.model_validate(client).model_dump(),
+                                client_secret=secret)
+
+
+async def list_clients(
+    session: AsyncSession, *, cursors: CursorCodec, limit: int, cursor: str | None
+) -> Page[ServiceClient]:
+    query = select(ServiceClient).order_by(col(ServiceClient.client_id)).limit(limit + 1)
+    if cursor:
+        (after,) = cursors.decode("service-clients", cursor)
+        query = query.where(col(ServiceClient.client_id) > str(after))
+    rows = list((await session.execute(query)).scalars())
+    nxt = cursors.encode("service-clients", [rows[limit - 1].client_id]) if len(rows) > limit else None
+    return Page(items=rows[:limit], next_cursor=nxt)
+
+
+async def deactivate_client(
+    session: AsyncSession, *, client_id: uuid.UUID, now: datetime, actor: Actor
+) -> None:
+    """The client can no longer log in, and the tokens it holds fail on their next use."""
+    client = await session.get(ServiceClient, client_id)
+    if client is None:
+        raise not_found("service client")
+    client.active = False
+    session.add(client)
+    await session.execute(
+        update(AuthSession)
+        .where(col(AuthSession.client_id) == client.id, col(AuthSession.revoked_at).is_(None))
+        .values(revoked_at=now, revoked_reason="deactivated")
+    )
+    add_event(session, now=now, actor=actor, action="service_client.deactivate",
+              resource_type="service_client", resource_id=client.id, decision="allow",
+              rule="director", clause="§6.6")
+    await session.commit()

@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 
 from app.core.state import AppState
+from app.workflows import audit_chain
 
 # Each entry: a coroutine function taking the AppState and running until cancelled.
-TASKS: list = []
+TASKS: list = [
+    audit_chain.run_sealer,
+]
 
 
 def start(state: AppState) -> list[asyncio.Task[None]]:

@@ -40,6 +40,7 @@ from app.policy.actor import Actor
 from app.policy.decide import Decision, RecordFacts, decide, facts_columns, records_filter
 from app.policy.rules import Action
 from app.workflows.audit_trail import add_event
+from app.workflows.breach_reports import detect_unauthorised_access
 
 LABEL = "CONFIDENTIAL"
 
@@ -152,6 +153,7 @@ async def after_denial(
 
 # Coroutines called after a denial has been committed: (session, actor=, record=, action=, now=).
 DENIAL_HOOKS: list[Any] = []
+DENIAL_HOOKS.append(detect_unauthorised_access)  # three denials open a report (§7.2)
 
 
 # -- shaping -------------------------------------------------------------------------

@@ -3,6 +3,8 @@ reuse detection and lockout. Every outcome is an audit event."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import uuid
 from datetime import datetime, timedelta
 
@@ -103,9 +105,20 @@ async def _issue(
 async def login_with_password(
     session: AsyncSession, *, state: AppState, email: str, password: str, now: datetime
 ) -> TokenPair:
+    """The password grant, in two short transactions around the (slow) hash check.
+
+    The first locks the account row (Postgres; SQLite's write lock does the same), checks
+    the lockout and records the attempt as a failure *before* the password is checked, so
+    concurrent guesses all count and no more than the threshold are ever tried. The hash
+    check runs in a worker thread with no transaction open; the second transaction turns
+    the attempt into a success, or audits the failure and a lockout it causes.
+    """
     user = (
-        await session.execute(select(User).where(User.email == email.strip().lower()))
+        await session.execute(
+            select(User).where(User.email == email.strip().lower()).with_for_update()
+        )
     ).scalar_one_or_none()
+    attempt: LoginAttempt | None = None
     if user is not None:
         until = await locked_until(session, user_id=user.id, now=now, state=state)
         if until is not None:
@@ -113,19 +126,21 @@ async def login_with_password(
                       resource_type="user", resource_id=user.id, decision="deny",
                       rule="lockout", clause="§6.6")
             await session.commit()
-            retry = max(1, int((until - now).total_seconds()))
+            retry = max(1, math.ceil((until - now).total_seconds()))
             raise Problem(429, "too many failed logins; the account is locked for a while",
                           type="account-locked", headers={"Retry-After": str(retry)},
                           rule="lockout", clause="§6.6")
-    ok = state.passwords.verify(password, user.password_hash if user else None)
-    if user is None or not ok or not user.active:
-        if user is not None:
-            session.add(LoginAttempt(user_id=user.id, at=now, success=False))
+        attempt = LoginAttempt(user_id=user.id, at=now, success=False)
+        session.add(attempt)
+    await session.commit()
+
+    ok = await asyncio.to_thread(state.passwords.verify, password, user.password_hash if user else None)
+
+    if user is None or attempt is None or not ok or not user.active:
+        former = user is not None and not user.active
         add_event(session, now=now, actor=_actor(user) if user else None, action="auth.login_failed",
                   resource_type="user", resource_id=user.id if user else None, decision="deny",
-                  rule="former" if user is not None and not user.active else "credentials",
-                  clause="§7.2" if user is not None and not user.active else "§6.6")
-        await session.flush()
+                  rule="former" if former else "credentials", clause="§7.2" if former else "§6.6")
         if user is not None and user.active:
             until = await locked_until(session, user_id=user.id, now=now, state=state)
             if until is not None:
@@ -134,7 +149,9 @@ async def login_with_password(
                           rule="lockout", clause="§6.6")
         await session.commit()
         raise _bad_grant()
-    session.add(LoginAttempt(user_id=user.id, at=now, success=True))
+    await session.execute(
+        update(LoginAttempt).where(col(LoginAttempt.id) == attempt.id).values(success=True)
+    )
     pair = await _start_session(session, state=state, now=now, user=user)
     add_event(session, now=now, actor=_actor(user), action="auth.login", resource_type="user",
               resource_id=user.id, decision="allow", rule="credentials", clause="§6.6")

@@ -14,7 +14,7 @@ import app.core.db  # noqa: F401  (UTCDateTime)
 
 
 revision: str = '0003'
-down_revision: str | None = '0001'
+down_revision: str | None = '0002'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

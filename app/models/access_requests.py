@@ -1,0 +1,182 @@
+"""Subject and personnel access requests (DESIGN §5 "Access requests", §10; policy §3.4 to §3.6)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel
+from sqlalchemy import CheckConstraint, Index, LargeBinary
+from sqlmodel import Column, Field, SQLModel
+
+from app.models.base import created_at_field, utc_column, uuid_pk
+from app.models.records import NAME_MAX, Classification, Purpose
+
+
+class AccessRequestKind(StrEnum):
+    subject_access = "subject_access"  # records about a person or organisation (§3.4, §3.5)
+    personnel_access = "personnel_access"  # an employee's own personnel records (§3.6)
+
+
+class SignatoryCapacity(StrEnum):
+    individual = "individual"
+    chair = "chair"
+    executive_officer = "executive_officer"
+    manager = "manager"
+
+
+class AccessRequestStatus(StrEnum):
+    received = "received"
+    approved = "approved"
+    refused = "refused"
+    fulfilled = "fulfilled"
+    withdrawn = "withdrawn"
+
+
+# A request is open (and can become overdue) until it is fulfilled, refused or withdrawn.
+OPEN_STATUSES = (AccessRequestStatus.received.value, AccessRequestStatus.approved.value)
+NOTICE_DAYS = 14  # "giving 14 days' notice" (§3.4, §3.6)
+REFERENCE_MAX = 200
+REASON_MAX = 1000
+
+
+class AccessRequestCreate(BaseModel):
+    kind: AccessRequestKind
+    subject_id: uuid.UUID
+    requester_subject_id: uuid.UUID
+    signed_by: str = Field(min_length=1, max_length=NAME_MAX, description="the name the letter is signed with")
+    signatory_capacity: SignatoryCapacity
+    in_writing: bool = Field(description="a request must be a signed letter to the Director (§3.4, §3.6)")
+    letter_reference: str = Field(min_length=1, max_length=REFERENCE_MAX)
+    received_at: AwareDatetime = Field(description="when the Director received the letter; not in the future")
+
+
+class AccessRequestPublic(BaseModel):
+    id: uuid.UUID
+    kind: AccessRequestKind
+    subject_id: uuid.UUID
+    requester_subject_id: uuid.UUID
+    signed_by: str
+    signatory_capacity: SignatoryCapacity
+    in_writing: bool
+    letter_reference: str
+    received_at: datetime
+    due_at: datetime
+    status: AccessRequestStatus
+    overdue: bool
+    logged_by: uuid.UUID
+    created_at: datetime
+    decided_by: uuid.UUID | None
+    decided_at: datetime | None
+    decision_reason: str | None
+    fulfilled_by: uuid.UUID | None
+    fulfilled_at: datetime | None
+    withdrawn_by: uuid.UUID | None
+    withdrawn_at: datetime | None
+
+
+class AccessDecision(BaseModel):
+    approve: bool
+    reason: str = Field(min_length=1, max_length=REASON_MAX)
+
+
+class AccessWithdrawal(BaseModel):
+    reason: str | None = Field(default=None, max_length=REASON_MAX)
+
+
+class AccessRequest(SQLModel, table=True):
+    __tablename__ = "access_requests"
+    __table_args__ = (
+        Index("ix_access_requests_status_due", "status", "due_at"),
+        Index("ix_access_requests_due_id", "due_at", "id"),
+        Index("ix_access_requests_logged_by", "logged_by"),
+        Index("ix_access_requests_subject", "subject_id"),
+        CheckConstraint("status IN ('received', 'approved', 'refused', 'fulfilled', 'withdrawn')",
+                        name="ck_access_requests_status"),
+        CheckConstraint("kind IN ('subject_access', 'personnel_access')", name="ck_access_requests_kind"),
+        CheckConstraint("signatory_capacity IN ('individual', 'chair', 'executive_officer', 'manager')",
+                        name="ck_access_requests_capacity"),
+        CheckConstraint("due_at > received_at", name="ck_access_requests_due"),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    kind: str = Field(max_length=24)
+    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
+    requester_subject_id: uuid.UUID = Field(foreign_key="subjects.id")
+    signed_by: str = Field(max_length=NAME_MAX)
+    signatory_capacity: str = Field(max_length=24)
+    in_writing: bool = True
+    letter_reference: str = Field(max_length=REFERENCE_MAX)
+    received_at: datetime = utc_column()
+    due_at: datetime = utc_column()
+    status: str = Field(default=AccessRequestStatus.received.value, max_length=16)
+    logged_by: uuid.UUID = Field(foreign_key="users.id")
+    created_at: datetime = created_at_field()
+    decided_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    decided_at: datetime | None = utc_column(nullable=True)
+    decision_reason: str | None = Field(default=None, max_length=REASON_MAX)
+    fulfilled_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    fulfilled_at: datetime | None = utc_column(nullable=True)
+    withdrawn_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    withdrawn_at: datetime | None = utc_column(nullable=True)
+    withdrawal_reason: str | None = Field(default=None, max_length=REASON_MAX)
+
+
+class AccessPackageSealed(SQLModel, table=True):
+    """The fulfilled package, as JSON encrypted under its own data key (§6.6).
+
+    Only counts and ids sit beside it in clear; titles, contents and who read what do not.
+    """
+
+    __tablename__ = "access_request_packages"
+
+    request_id: uuid.UUID = Field(foreign_key="access_requests.id", primary_key=True)
+    key_id: str = Field(max_length=32)
+    wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    package_ct: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    record_count: int
+    withheld_count: int
+    generated_at: datetime = utc_column()
+
+
+# -- the package as clients receive it ---------------------------------------------------
+
+
+class PackageRecord(BaseModel):
+    id: uuid.UUID
+    title: str
+    content: str
+    classification: Classification
+    purpose: Purpose
+    label: Literal["CONFIDENTIAL"] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AccessHistoryEntry(BaseModel):
+    """One read of a record in the package: who, when, by which rule. Never what was read."""
+
+    record_id: uuid.UUID
+    at: datetime
+    actor_id: uuid.UUID | None
+    actor_name: str | None
+    actor_role: str | None
+    rule: str | None
+    clause: str | None
+    emergency: bool
+
+
+class AccessPackage(BaseModel):
+    label: Literal["CONFIDENTIAL"] = "CONFIDENTIAL"
+    confidentiality: Classification
+    request_id: uuid.UUID
+    kind: AccessRequestKind
+    subject_id: uuid.UUID
+    requester_subject_id: uuid.UUID
+    generated_at: datetime
+    generated_by: uuid.UUID
+    records: list[PackageRecord]
+    withheld_count: int
+    access_history: list[AccessHistoryEntry]

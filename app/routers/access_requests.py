@@ -1,0 +1,111 @@
+"""/access-requests: subject and personnel access requests (§3.4 to §3.6)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, Response
+
+from app.core.pagination import Page
+from app.deps import CurrentUser, LimitDep, NowDep, SessionDep, StateDep
+from app.models.access_requests import (
+    AccessDecision,
+    AccessPackage,
+    AccessRequestCreate,
+    AccessRequestPublic,
+    AccessRequestStatus,
+    AccessWithdrawal,
+)
+from app.routers.responses import problem_responses
+from app.workflows import access_requests
+
+router = APIRouter(prefix="/access-requests", tags=["access requests"])
+
+
+def _private(response: Response, classification: str = "confidential") -> None:
+    """Requests name people and packages carry their records: never cached (§3.7, §4.4)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Confidentiality"] = classification
+
+
+@router.post("", status_code=201, response_model=AccessRequestPublic, responses=problem_responses(401, 403, 422))
+async def log_request(
+    body: AccessRequestCreate, actor: CurrentUser, session: SessionDep, now: NowDep, response: Response
+) -> AccessRequestPublic:
+    """Log a signed letter the Director received; a verbal or wrongly signed one is refused (422)."""
+    created = await access_requests.log_request(session, data=body, actor=actor, now=now)
+    _private(response)
+    response.headers["Location"] = f"/access-requests/{created.id}"
+    return created
+
+
+@router.get("", response_model=Page[AccessRequestPublic], responses=problem_responses(400, 401, 403, 422))
+async def list_requests(
+    actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep, limit: LimitDep, response: Response,
+    cursor: str | None = Query(default=None, max_length=512),
+    status: AccessRequestStatus | None = None,
+    overdue: bool | None = None,
+) -> Page[AccessRequestPublic]:
+    """By due date. Directors see all; other staff those they logged and their own personnel requests."""
+    page = await access_requests.list_requests(session, actor=actor, now=now, cursors=state.cursors, limit=limit,
+                                               cursor=cursor, status=status, overdue=overdue)
+    _private(response)
+    return page
+
+
+@router.get("/{request_id}", response_model=AccessRequestPublic, responses=problem_responses(401, 403, 404, 422))
+async def get_request(
+    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep, response: Response
+) -> AccessRequestPublic:
+    found = await access_requests.get_request(session, request_id=request_id, actor=actor, now=now)
+    _private(response)
+    return found
+
+
+@router.post("/{request_id}/decision", response_model=AccessRequestPublic,
+             responses=problem_responses(401, 403, 404, 409, 422))
+async def decide(
+    request_id: uuid.UUID, body: AccessDecision, actor: CurrentUser, session: SessionDep, now: NowDep,
+    response: Response,
+) -> AccessRequestPublic:
+    """A director approves or refuses a received request, with a reason."""
+    decided = await access_requests.decide_request(session, request_id=request_id, data=body, actor=actor, now=now)
+    _private(response)
+    return decided
+
+
+@router.post("/{request_id}/withdraw", response_model=AccessRequestPublic,
+             responses=problem_responses(401, 403, 404, 409, 422))
+async def withdraw(
+    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep, response: Response,
+    body: AccessWithdrawal | None = None,
+) -> AccessRequestPublic:
+    """Withdraw an open request: directors, whoever logged it, or the employee it is about."""
+    done = await access_requests.withdraw_request(session, request_id=request_id, data=body or AccessWithdrawal(),
+                                                  actor=actor, now=now)
+    _private(response)
+    return done
+
+
+@router.post("/{request_id}/fulfil", response_model=AccessRequestPublic,
+             responses=problem_responses(401, 403, 404, 409, 422))
+async def fulfil(
+    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep, response: Response
+) -> AccessRequestPublic:
+    """A director fulfils an approved request: the package is built and stored, encrypted."""
+    done = await access_requests.fulfil_request(session, request_id=request_id, actor=actor, now=now,
+                                                keyring=state.keyring)
+    _private(response)
+    return done
+
+
+@router.get("/{request_id}/package", response_model=AccessPackage,
+            responses=problem_responses(401, 403, 404, 409, 422))
+async def package(
+    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep, response: Response
+) -> AccessPackage:
+    """The fulfilled package (JSON), stamped CONFIDENTIAL: directors, and the employee of a personnel request."""
+    found = await access_requests.download_package(session, request_id=request_id, actor=actor, now=now,
+                                                   keyring=state.keyring)
+    _private(response, found.confidentiality.value)
+    return found

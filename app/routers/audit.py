@@ -1,0 +1,46 @@
+"""/audit-events: directors read the audit trail and check its hash chain (DESIGN §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.core.errors import Problem
+from app.core.pagination import Page
+from app.deps import DirectorUser, LimitDep, NowDep, SessionDep, StateDep
+from app.models.audit import AuditEventFilter, AuditEventPublic, ChainReport
+from app.routers.responses import problem_responses
+from app.workflows import audit_chain, audit_trail
+
+router = APIRouter(prefix="/audit-events", tags=["audit"])
+
+
+@router.get("", response_model=Page[AuditEventPublic], responses=problem_responses(400, 401, 403, 422))
+async def list_events(
+    actor: DirectorUser,
+    session: SessionDep,
+    state: StateDep,
+    limit: LimitDep,
+    filters: Annotated[AuditEventFilter, Query()],
+    cursor: str | None = Query(default=None, max_length=512),
+) -> Page[AuditEventPublic]:
+    """Events newest first; ``since`` is inclusive, ``until`` exclusive (both need a timezone)."""
+    if filters.since is not None and filters.until is not None and filters.since >= filters.until:
+        raise Problem(422, "since must be before until", type="validation-error",
+                      errors=[{"loc": ["query", "until"], "msg": "must be after since", "type": "value_error"}])
+    before_id = None
+    if cursor:
+        (before_id,) = state.cursors.decode("audit-events", cursor)
+    items = await audit_trail.list_events(session, filters=filters, limit=limit + 1, before_id=before_id)
+    next_cursor = state.cursors.encode("audit-events", [items[limit - 1].id]) if len(items) > limit else None
+    return Page(items=items[:limit], next_cursor=next_cursor)
+
+
+@router.get("/verify", response_model=ChainReport, responses=problem_responses(401, 403))
+async def verify(actor: DirectorUser, session: SessionDep, state: StateDep, now: NowDep) -> ChainReport:
+    """Seal pending events, then recompute the whole chain; names the first broken event."""
+    # Verify runs its own transactions: end the login check's first (on SQLite it holds
+    # the single write lock the sealer needs).
+    await session.commit()
+    return await audit_chain.verify_chain(state.engine, now)

@@ -1,0 +1,290 @@
+"""Chaining the audit trail (DESIGN §6): the sealer, the canonical form, verification.
+
+Requests insert events unsealed, in their own transactions, and never wait for each
+other. The sealer (a background task in every service process, and the first step of
+verify) takes one exclusive lock, reads the last seal, and gives each committed, still
+unsealed event the next ``seq`` with
+
+    hash = SHA-256(prev_hash || canonical(event))
+
+so the chain runs in seal order. An event whose transaction commits late (a lower id,
+committed after a higher one was sealed) is simply sealed later with a higher ``seq``.
+Unique ``seq`` and ``event_id`` make two racing sealers fail safely.
+
+The canonical form is built by the database from the stored row (one SQL expression,
+the same bytes on SQLite and PostgreSQL), so sealing and verifying read the event the
+same way. It is ``v1`` followed by the fields below, each after a ``|``:
+
+- fixed formats, as they are: id (decimal); at (microseconds since the Unix epoch,
+  decimal: UTC by definition, exact, and independent of DateStyle and TimeZone);
+  actor_id (32 lowercase hex digits, or ``~`` for none); emergency (``1`` or ``0``);
+- free text, each as ``<length in characters>:<text>`` or ``~`` for NULL, so no value
+  can shift into its neighbour: actor_kind, actor_role, action, resource_type,
+  resource_id, decision, rule, clause, request_id, client_ip, detail (the stored JSON
+  text, exactly as written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    Table,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from app.core.db import sha256_hex
+from app.core.state import AppState
+from app.models.audit import GENESIS_HASH, AuditEvent, AuditSeal, ChainReport
+
+log = logging.getLogger("kmm.audit")
+
+EVENTS = cast(Table, AuditEvent.__table__)  # type: ignore[attr-defined]
+SEALS = cast(Table, AuditSeal.__table__)  # type: ignore[attr-defined]
+
+SEAL_BATCH = 5000
+# The background sealer looks this many ids below the newest sealed event for late
+# commits; every FULL_SWEEP_EVERY passes (and on every verify) it looks at all events.
+LOOKBACK_IDS = 10_000
+FULL_SWEEP_EVERY = 120
+# pg_advisory_xact_lock key: every sealer in every process takes the same one.
+SEAL_LOCK_KEY = int.from_bytes(b"kmmaudit", "big")
+
+
+# -- the canonical form, in SQL -----------------------------------------------------------
+
+class _Sha256Hex(FunctionElement[str]):
+    """Hex SHA-256 of a text's UTF-8 bytes, computed by the database."""
+
+    type = String()
+    inherit_cache = True
+    name = "sha256_hex"
+
+
+@compiles(_Sha256Hex, "postgresql")
+def _sha256_pg(element: _Sha256Hex, compiler: SQLCompiler, **kw: Any) -> str:
+    arg = compiler.process(element.clauses, **kw)
+    return f"pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to({arg}, 'UTF8')), 'hex')"
+
+
+@compiles(_Sha256Hex, "sqlite")
+def _sha256_sqlite(element: _Sha256Hex, compiler: SQLCompiler, **kw: Any) -> str:
+    # Registered on every SQLite connection by app.core.db.
+    return f"kmm_sha256_hex({compiler.process(element.clauses, **kw)})"
+
+
+def _text(sql: str) -> ColumnElement[str]:
+    return literal_column(sql, String)
+
+
+def _free_text(value: ColumnElement[Any]) -> ColumnElement[str]:
+    """``<length>:<text>``, or ``~`` for NULL (``||`` with NULL is NULL on both backends)."""
+    as_text = sql_cast(value, String)
+    return func.coalesce(sql_cast(func.length(as_text), String) + _text("':'") + as_text, _text("'~'"))
+
+
+def canonical_event(dialect: str) -> ColumnElement[str]:
+    """The SQL expression for an event's canonical serialisation (see the module doc)."""
+    c = EVENTS.c
+    at_us: ColumnElement[int]
+    if dialect == "postgresql":
+        at_us = sql_cast(func.extract("epoch", c.at) * 1_000_000, BigInteger)
+    else:  # SQLite stores "YYYY-MM-DD HH:MM:SS.ffffff" in UTC, always six digits
+        at_us = (sql_cast(func.strftime(_text("'%s'"), c.at), BigInteger) * 1_000_000
+                 + sql_cast(func.substr(c.at, 21, 6), BigInteger))
+    # Fixed formats first (no separator can occur in them), then the free-text fields.
+    fixed: list[ColumnElement[str]] = [
+        sql_cast(c.id, String),
+        sql_cast(at_us, String),
+        func.coalesce(func.replace(sql_cast(c.actor_id, String), _text("'-'"), _text("''")), _text("'~'")),
+        case((c.emergency, _text("'1'")), else_=_text("'0'")),
+    ]
+    free = [c.actor_kind, c.actor_role, c.action, c.resource_type, c.resource_id, c.decision, c.rule,
+            c.clause, c.request_id, c.client_ip, c.detail]
+    expr: ColumnElement[str] = _text("'v1'")
+    for part in [*fixed, *(_free_text(f) for f in free)]:
+        expr = expr + _text("'|'") + part
+    return expr
+
+
+def link_hash(prev_hash: str, canonical: str) -> str:
+    return sha256_hex(prev_hash + canonical)
+
+
+# -- sealing --------------------------------------------------------------------------------
+
+async def _lock(conn: AsyncConnection, *, wait: bool) -> bool:
+    """Take the sealer's exclusive lock for this transaction (SQLite: BEGIN IMMEDIATE has)."""
+    if conn.dialect.name != "postgresql":
+        return True
+    if wait:
+        await conn.execute(select(func.pg_advisory_xact_lock(SEAL_LOCK_KEY)))
+        return True
+    return bool((await conn.execute(select(func.pg_try_advisory_xact_lock(SEAL_LOCK_KEY)))).scalar())
+
+
+async def seal_pending(
+    engine: AsyncEngine,
+    now: datetime,
+    *,
+    limit: int = SEAL_BATCH,
+    full: bool = True,
+    wait: bool = True,
+) -> int:
+    """Chain up to ``limit`` committed, unsealed events in one transaction; return how many.
+
+    ``full=False`` looks only near the newest sealed event (the cheap background pass);
+    ``wait=False`` returns 0 at once when another sealer holds the lock.
+    """
+    async with engine.begin() as conn:
+        if not await _lock(conn, wait=wait):
+            return 0
+        last = (
+            await conn.execute(select(SEALS.c.seq, SEALS.c.hash).order_by(SEALS.c.seq.desc()).limit(1))
+        ).first()
+        seq, prev = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
+        is_sealed = SEALS.c.event_id == EVENTS.c.id
+        if full:
+            unsealed = ~exists().where(is_sealed)
+        else:
+            newest = (await conn.execute(select(func.max(SEALS.c.event_id)))).scalar() or 0
+            low = newest - LOOKBACK_IDS
+            unsealed = and_(EVENTS.c.id > low, ~exists().where(is_sealed, SEALS.c.event_id > low))
+        rows = (
+            await conn.execute(
+                select(EVENTS.c.id, canonical_event(conn.dialect.name))
+                .where(unsealed)
+                .order_by(EVENTS.c.id)
+                .limit(limit)
+            )
+        ).all()
+        if not rows:
+            return 0
+        seals = []
+        for event_id, canonical in rows:
+            seq += 1
+            digest = link_hash(prev, canonical)
+            seals.append({"seq": seq, "event_id": event_id, "prev_hash": prev, "hash": digest,
+                          "sealed_at": now})
+            prev = digest
+        await conn.execute(insert(SEALS), seals)
+    return len(seals)
+
+
+async def seal_all(engine: AsyncEngine, now: datetime) -> int:
+    """Seal every committed event (waiting for the lock); return how many were sealed."""
+    total = 0
+    # Cheap passes from the newest seal on, then one over every event for late commits.
+    for full in (False, True):
+        while True:
+            n = await seal_pending(engine, now, full=full)
+            total += n
+            if n < SEAL_BATCH:
+                break
+    return total
+
+
+# -- verifying --------------------------------------------------------------------------------
+
+async def verify_chain(engine: AsyncEngine, now: datetime) -> ChainReport:
+    """Seal what is pending, then recompute every link in seq order, in the database.
+
+    A link is broken where its seq does not follow the one before, its prev_hash is not
+    the previous seal's hash, its event is missing, or the hash recomputed from the
+    event row and prev_hash differs from the stored one. The report names the event of
+    the first broken link.
+    """
+    await seal_all(engine, now)
+    async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # One snapshot for the walk and the counts below.
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            if conn.dialect.name == "postgresql":
+                # A long trail takes longer than a request's statement timeout allows.
+                await conn.execute(text("SET LOCAL statement_timeout = 0"))
+            # Each link is checked on its own row (a self-join to the seal before, no
+            # window), so PostgreSQL can spread the hashing over parallel workers.
+            s, e = SEALS.c, EVENTS.c
+            before = SEALS.alias("before")
+            expected_prev = case((s.seq == 1, _text(f"'{GENESIS_HASH}'")), else_=before.c.hash)
+            broken = or_(
+                e.id.is_(None),
+                s.prev_hash.is_distinct_from(expected_prev),
+                s.hash != _Sha256Hex(s.prev_hash + canonical_event(conn.dialect.name)),
+            )
+            checked, found, first_broken_seq, last_seq = (
+                await conn.execute(
+                    select(func.count(), func.count(e.id), func.min(case((broken, s.seq))), func.max(s.seq))
+                    .select_from(
+                        SEALS.outerjoin(before, before.c.seq == s.seq - 1).outerjoin(EVENTS, e.id == s.event_id)
+                    )
+                )
+            ).one()
+            first_broken_id = None
+            if first_broken_seq is not None:
+                first_broken_id = (
+                    await conn.execute(select(s.event_id).where(s.seq == first_broken_seq))
+                ).scalar_one()
+            head = None
+            if last_seq is not None:
+                head = (await conn.execute(select(s.hash).where(s.seq == last_seq))).scalar_one()
+            # Each seal names a distinct event, so the events no seal names are the rest.
+            pending = (await conn.execute(select(func.count()).select_from(EVENTS))).scalar_one() - found
+    return ChainReport(
+        ok=first_broken_id is None,
+        checked=checked,
+        first_broken_id=first_broken_id,
+        pending=pending,
+        last_seq=last_seq or 0,
+        head_hash=head or GENESIS_HASH,
+    )
+
+
+# -- the background sealer ---------------------------------------------------------------------
+
+async def run_sealer(state: AppState) -> None:
+    """Seal every ``audit_seal_interval_seconds`` until cancelled; never let an error escape.
+
+    A pass that ends while the process is told to stop finishes first (it is one short
+    transaction), so shutdown never leaves a half-written batch or a held lock.
+    """
+    interval = state.settings.audit_seal_interval_seconds
+    passes = 0
+    while True:
+        sealed = 0
+        work = asyncio.ensure_future(
+            seal_pending(state.engine, state.clock.now(), full=passes % FULL_SWEEP_EVERY == 0, wait=False)
+        )
+        try:
+            sealed = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await work
+            raise
+        except Exception as exc:
+            # The type only: a database error's message can hold values.
+            log.warning("audit sealer pass failed; retrying", extra={"error": type(exc).__name__})
+        passes += 1
+        if sealed < SEAL_BATCH:
+            await asyncio.sleep(interval)

@@ -1,0 +1,68 @@
+"""Fresh, empty databases on the backend under test, for tests that need their own
+(migrations, readiness, the CLI): a SQLite file, or a new Postgres schema."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, text
+
+from app.core.config import Settings
+
+BACKEND = os.environ.get("KMM_TEST_BACKEND", "sqlite")
+IS_POSTGRES = BACKEND == "postgres"
+
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024}
+
+
+def sync_url(settings: Settings) -> str:
+    return settings.database_url.replace("+aiosqlite", "")
+
+
+def sync_engine(settings: Settings) -> Engine:
+    args: dict[str, Any] = {}
+    if settings.database_schema:
+        args["options"] = f"-c search_path={settings.database_schema}"
+    return create_engine(sync_url(settings), connect_args=args)
+
+
+@contextmanager
+def fresh_database(tmp: Path, **overrides: Any) -> Iterator[Settings]:
+    """Settings for an empty database of its own; dropped afterwards on Postgres."""
+    schema = None
+    if IS_POSTGRES:
+        url = os.environ["TEST_DATABASE_URL"]
+        schema = f"kmm_fresh_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    else:
+        url = f"sqlite:///{tmp / 'fresh.db'}"
+    settings = Settings(env="test", database_url=url, database_schema=schema,
+                        secrets_file=tmp / "secrets.json", **{**FAST_ARGON2, **overrides})
+    try:
+        yield settings
+    finally:
+        if IS_POSTGRES:
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The environment that makes the `kmm` command use these settings."""
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "KMM_SECRETS_FILE": str(settings.secrets_file),
+        "KMM_ENV": settings.env,
+        "KMM_ARGON2_TIME_COST": str(settings.argon2_time_cost),
+        "KMM_ARGON2_MEMORY_KIB": str(settings.argon2_memory_kib),
+    }
+    if settings.database_schema:
+        env["KMM_DATABASE_SCHEMA"] = settings.database_schema
+    return env

@@ -1,0 +1,77 @@
+"""/service-clients: directors create, list and deactivate other KMM systems."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from app.models.accounts import ServiceClient
+from app.models.audit import AuditEvent
+from tests.factory import Factory
+
+PROBLEM = "application/problem+json"
+
+
+async def _count(state) -> int:  # type: ignore[no-untyped-def]
+    async with state.sessionmaker() as s:
+        return (await s.execute(select(func.count()).select_from(ServiceClient))).scalar_one()
+
+
+async def test_create_returns_the_secret_and_audits_without_it(client, factory: Factory, state):
+    d = await factory.user("director")
+    body = {"name": "Funder reports", "scopes": ["reports:read", "reports:read"]}
+    r = await client.post("/service-clients", json=body, headers=d.headers)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["client_id"].startswith("kmm-") and len(body["client_secret"]) >= 40
+    assert body["scopes"] == ["reports:read"] and body["active"] is True
+    async with state.sessionmaker() as s:
+        events = list((await s.execute(select(AuditEvent).where(AuditEvent.action == "service_client.create")))
+                      .scalars())
+    assert len(events) == 1 and events[0].actor_id == d.id
+    assert body["client_secret"] not in str(events[0].detail)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "x", "scopes": ["records:destroy"]}, "scopes"),
+        ({"name": "", "scopes": []}, "name"),
+        ({"scopes": []}, "name"),
+        ({"name": "x", "scopes": "reports:read"}, "scopes"),
+    ],
+)
+async def test_bad_clients_are_422_and_nothing_is_written(client, factory: Factory, state, body, field):
+    d = await factory.user("director")
+    r = await client.post("/service-clients", json=body, headers=d.headers)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == PROBLEM
+    assert any(e["loc"][-1] == field for e in r.json()["errors"])
+    assert await _count(state) == 0
+
+
+async def test_list_pages(client, factory: Factory, state):
+    d = await factory.user("director")
+    for i in range(3):
+        assert (await client.post("/service-clients", json={"name": f"c{i}", "scopes": []},
+                                  headers=d.headers)).status_code == 201
+    r1 = (await client.get("/service-clients", params={"limit": 2}, headers=d.headers)).json()
+    r2 = (await client.get("/service-clients", params={"limit": 2, "cursor": r1["next_cursor"]},
+                           headers=d.headers)).json()
+    assert len(r1["items"]) == 2 and len(r2["items"]) == 1 and r2["next_cursor"] is None
+    ids = [c["client_id"] for c in r1["items"] + r2["items"]]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    r = await client.get("/service-clients", params={"cursor": "forged.cursor"}, headers=d.headers)
+    assert r.status_code == 400
+
+
+async def test_deactivate(client, factory: Factory, state):
+    d = await factory.user("director")
+    c = (await client.post("/service-clients", json={"name": "c", "scopes": []}, headers=d.headers)).json()
+    assert (await client.delete(f"/service-clients/{c['id']}", headers=d.headers)).status_code == 204
+    listed = (await client.get("/service-clients", headers=d.headers)).json()["items"]
+    assert [x["active"] for x in listed] == [False]
+    r = await client.delete(f"/service-clients/{uuid.uuid4()}", headers=d.headers)
+    assert r.status_code == 404 and r.headers["content-type"] == PROBLEM

@@ -1,0 +1,133 @@
+"""Deployment wiring, checked without a Docker engine: the compose file and Dockerfile."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT_ROOT
+
+SECRET_NAMES = re.compile(r"PASSWORD|SECRET|KEY", re.I)
+REQUIRED_VAR = re.compile(r"\$\{(\w+):\?[^}]*\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = (PROJECT_ROOT / "Dockerfile").read_text()
+    text = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instr, _, args = line.partition(" ")
+            out.append((instr.upper(), args.strip()))
+    return out
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_postgres_16_with_a_health_check_and_a_named_volume(compose):
+    db = compose["services"]["db"]
+    assert db["image"] == "postgres:16"
+    test = db["healthcheck"]["test"]
+    assert "pg_isready" in (test if isinstance(test, str) else " ".join(test))
+    mounts = [v.split(":") for v in db["volumes"]]
+    assert any(src in compose["volumes"] and dst == "/var/lib/postgresql/data" for src, dst, *_ in mounts)
+
+
+def test_the_service_waits_for_a_healthy_database(compose):
+    api = compose["services"]["api"]
+    assert api["depends_on"]["db"]["condition"] == "service_healthy"
+    assert api["build"] in (".", {"context": "."})
+
+
+def test_database_url_points_at_the_compose_postgres(compose):
+    api_env = _env(compose["services"]["api"])
+    db_env = _env(compose["services"]["db"])
+    url = urlsplit(api_env["DATABASE_URL"].replace("${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}", "pw"))
+    assert url.scheme == "postgresql+psycopg"
+    assert (url.hostname, url.port) == ("db", 5432)
+    assert url.username == db_env["POSTGRES_USER"]
+    assert url.path == "/" + db_env["POSTGRES_DB"]
+    assert "${POSTGRES_PASSWORD:?" in api_env["DATABASE_URL"]
+
+
+def test_production_with_every_secret_from_the_environment(compose):
+    api_env = _env(compose["services"]["api"])
+    assert api_env["KMM_ENV"] == "production"
+    for name in ("KMM_JWT_SECRET", "KMM_MASTER_KEYS"):
+        assert REQUIRED_VAR.fullmatch(api_env[name]), name
+
+
+def test_no_literal_secrets(compose):
+    for name, service in compose["services"].items():
+        for key, value in _env(service).items():
+            if SECRET_NAMES.search(key):
+                assert REQUIRED_VAR.fullmatch(value), f"{name}.{key} must come from ${{VAR:?}}"
+            # A URL may carry a password only by reference.
+            netloc = urlsplit(value).netloc if "://" in value else ""
+            if "@" in netloc and ":" in netloc.split("@")[0]:
+                assert REQUIRED_VAR.search(netloc.split("@")[0]), f"{name}.{key} has a literal password"
+
+
+def test_the_example_env_file_holds_no_values():
+    lines = (PROJECT_ROOT / ".env.example").read_text().splitlines()
+    assignments = [line for line in lines if line and not line.startswith("#")]
+    assert assignments and all(line.endswith("=") for line in assignments)
+
+
+def test_dockerfile_slim_base_production_and_non_root(dockerfile):
+    assert dockerfile[0] == ("FROM", "python:3.11-slim")
+    env = " ".join(args for instr, args in dockerfile if instr == "ENV")
+    assert "KMM_ENV=production" in env
+    users = [args for instr, args in dockerfile if instr == "USER"]
+    assert users and users[-1] not in ("root", "0", "0:0")
+    # Nothing runs as root after the switch, and the service starts after it.
+    last_user = max(i for i, (instr, _) in enumerate(dockerfile) if instr == "USER")
+    assert all(instr != "RUN" for instr, _ in dockerfile[last_user:])
+    assert any(instr == "CMD" for instr, _ in dockerfile[last_user:])
+
+
+def test_dockerfile_installs_and_serves_migrating_first(dockerfile):
+    runs = " ".join(args for instr, args in dockerfile if instr == "RUN")
+    assert re.search(r"pip install (-e )?\.", runs)
+    copied = [shlex.split(args)[0] for instr, args in dockerfile if instr == "COPY"]
+    for needed in ("app", "migrations", "pyproject.toml"):
+        assert any(needed in c for c in copied), needed
+    cmd = [args for instr, args in dockerfile if instr == "CMD"][-1]
+    argv = yaml.safe_load(cmd)  # exec form is a JSON array
+    assert argv[:2] == ["kmm", "serve"] and "--no-migrate" not in argv
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    health = [args for instr, args in dockerfile if instr == "HEALTHCHECK"]
+    assert health and "/healthz" in health[0]
+
+
+def test_every_copied_path_exists(dockerfile):
+    for instr, args in dockerfile:
+        if instr == "COPY":
+            *sources, _ = shlex.split(args)
+            for src in sources:
+                assert (PROJECT_ROOT / src).exists(), src
+
+
+def test_dockerignore_keeps_local_state_out():
+    ignored = set((PROJECT_ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", ".env", "*.db", ".kmm-secrets.json", ".kmm-demo-logins.json"} <= ignored
+
