@@ -28,7 +28,7 @@ REQUESTS = Counter("kmm_http_requests_total", "HTTP requests", ["method", "route
 LATENCY = Histogram("kmm_http_request_seconds", "HTTP request latency", ["method", "route"])
 
 _VALID_RID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
-_CSP_API = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+_CSP_API = "default-src 'none'; frame-ancestors 'none'"
 # The docs explorer (app/routers/docs.py) is served from this origin alone: its scripts are
 # files, never inline. Swagger UI sets style attributes, and shows data: images.
 _CSP_DOCS = (
