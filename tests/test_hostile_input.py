@@ -151,10 +151,9 @@ def _unbounded_strings(doc: dict[str, Any], schema: dict[str, Any], where: str, 
     for key in ("anyOf", "oneOf", "allOf"):
         for sub in schema.get(key, []):
             yield from _unbounded_strings(doc, sub, where, seen)
-    if schema.get("type") == "string":
-        if "maxLength" not in schema and "enum" not in schema and "const" not in schema \
-                and schema.get("format") not in BOUNDED_FORMATS:
-            yield where
+    bounded = {"maxLength", "enum", "const"} & set(schema) or schema.get("format") in BOUNDED_FORMATS
+    if schema.get("type") == "string" and not bounded:
+        yield where
     if schema.get("type") == "array":
         if "maxItems" not in schema:
             yield where + "[] (no maxItems)"
