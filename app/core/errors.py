@@ -104,6 +104,8 @@ def problem_response(
     if rid:
         body["request_id"] = rid
     body.update(extra)
+    if status == 503:  # every "unavailable" says when to try again (RFC 9110 §10.2.3)
+        headers = {"Retry-After": "1", **(headers or {})}
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
