@@ -47,8 +47,15 @@ lint: install
 fuzz: install
 	KMM_FUZZ_EXAMPLES=$${KMM_FUZZ_EXAMPLES:-500} $(BIN)/pytest -q tests/test_contract.py
 
+# make bench BENCH_ARGS="--records 20000 --duration 5"  (python -m bench --help lists the flags)
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python -m bench
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+	      || echo "could not install wrk: the Python load generator will be used"; \
+	  else echo "wrk not found (apt-get install wrk): the Python load generator will be used"; fi; }
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 soak: install
 	$(BIN)/python -m bench.soak

@@ -87,6 +87,13 @@ def serve(
         _migrate(settings)
     # Make sure generated local secrets exist before workers start (they all read one file).
     _ = settings.signing_key, settings.keyring
+    from app.workflows.key_rotation import verify_master_keys
+
+    try:  # the lifespan checks again; this says it in one line before uvicorn starts
+        run_with_state(verify_master_keys, settings)
+    except ConfigurationError as exc:
+        typer.secho(f"refusing to start: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
     uvicorn.run(
         "app.asgi:app",
         host=host,
@@ -175,6 +182,68 @@ def audit_verify() -> None:
     if not report.ok:
         typer.secho(f"the audit chain is broken at event {report.first_broken_id}", fg="red", err=True)
         raise typer.Exit(1)
+
+
+@cli.command("retention-sweep")
+def retention_sweep(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be destroyed; change nothing")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="records per transaction")] = 200,
+) -> None:
+    """Destroy every record past its retention date, except those under legal hold (§6.5)."""
+    from app.workflows import retention
+
+    async def _sweep(state):  # type: ignore[no-untyped-def]
+        async with state.sessionmaker() as session:
+            return await retention.sweep(session, now=state.clock.now(), actor=None, dry_run=dry_run,
+                                         batch_size=batch_size)
+
+    result = run_with_state(_sweep)
+    verb = "would destroy" if dry_run else "destroyed"
+    typer.echo(f"sweep {result.sweep_id}: {verb} {result.count} record(s) past their retention date")
+    for rid in result.ids:
+        typer.echo(f"  {rid}")
+
+
+@cli.command("rotate-key")
+def rotate_key(
+    new_key_stdin: Annotated[bool, typer.Option("--new-key-stdin", "--new-key",
+                                                help="read the new base64 key from standard input")] = False,
+    rewrap_only: Annotated[bool, typer.Option("--rewrap-only",
+                                              help="re-wrap under the current key; add no key")] = False,
+    retire: Annotated[bool, typer.Option("--retire/--keep-old",
+                                         help="drop keys older than the previous one once unused")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="rows per transaction")] = 1000,
+) -> None:
+    """Make a new master key current and re-wrap every data key under it (§6.6).
+
+    Content is never re-encrypted. The service keeps serving throughout.
+    """
+    import json as _json
+
+    from app.workflows import key_rotation
+
+    settings = _settings()
+    new_key = None
+    try:
+        if new_key_stdin:
+            new_key = key_rotation.decode_key(sys.stdin.readline())
+        if settings.keys_from_environment and not rewrap_only:
+            key = new_key or key_rotation.generate_key()
+            typer.echo(f"new master key (keep it secret): {key_rotation.encode_key(key)}")
+            typer.echo(key_rotation.ENVIRONMENT_STEPS)
+            return
+
+        async def _rotate(state):  # type: ignore[no-untyped-def]
+            await key_rotation.verify_master_keys(state)
+            if rewrap_only:
+                return await key_rotation.rewrap_all(state, batch_size=batch_size)
+            return await key_rotation.rotate_key(state, new_key=new_key, retire=retire, batch_size=batch_size)
+
+        report = run_with_state(_rotate, settings)
+    except ConfigurationError as exc:
+        typer.secho(f"refused: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(_json.dumps(report.as_dict(), indent=2))
 
 
 def main() -> None:

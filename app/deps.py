@@ -18,6 +18,7 @@ from app.core.security import InvalidToken
 from app.core.state import AppState
 from app.models.accounts import AuthSession, ServiceClient, User
 from app.policy.actor import Actor
+from app.workflows.audit_trail import add_event
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
@@ -110,29 +111,41 @@ async def get_actor(
 CurrentActor = Annotated[Actor, Depends(get_actor)]
 
 
-async def get_user(actor: CurrentActor) -> Actor:
+async def _refuse(request: Request, session: AsyncSession, actor: Actor, now: datetime, denial: PolicyDenied) -> None:
+    """Audit a refusal at the door (a role check), then raise it."""
+    route = request.scope.get("route")
+    add_event(session, now=now, actor=actor, action="endpoint.denied", resource_type="endpoint",
+              resource_id=getattr(route, "path", request.url.path)[:64], decision="deny",
+              rule=denial.extra["rule"], clause=denial.extra["clause"], detail={"method": request.method})
+    await session.commit()
+    raise denial
+
+
+async def get_user(request: Request, actor: CurrentActor, session: SessionDep, now: NowDep) -> Actor:
     if actor.kind != "user":
-        raise PolicyDenied("this endpoint is for accounts, not service clients",
-                           rule="accounts-only", clause="§2")
+        await _refuse(request, session, actor, now, PolicyDenied(
+            "this endpoint is for accounts, not service clients", rule="accounts-only", clause="§6.6"))
     return actor
 
 
 CurrentUser = Annotated[Actor, Depends(get_user)]
 
 
-async def get_staff(actor: CurrentUser) -> Actor:
+async def get_staff(request: Request, actor: CurrentUser, session: SessionDep, now: NowDep) -> Actor:
     if not actor.is_staff:
-        raise PolicyDenied("only staff accounts (colleagues and directors) may do this",
-                           rule="staff-only", clause="§4.2")
+        await _refuse(request, session, actor, now, PolicyDenied(
+            "only staff accounts (colleagues and directors) may do this", rule="staff-only", clause="§4.2"))
     return actor
 
 
 StaffUser = Annotated[Actor, Depends(get_staff)]
 
 
-async def get_director(actor: CurrentUser) -> Actor:
+async def get_director(request: Request, actor: CurrentUser, session: SessionDep, now: NowDep) -> Actor:
     if not actor.is_director:
-        raise PolicyDenied("only a director may do this", rule="director-only", clause="§3.4")
+        # Directors decide who may reach what (§4.5) and answer for the policy (§3.4).
+        await _refuse(request, session, actor, now, PolicyDenied(
+            "only a director may do this", rule="director-only", clause="§4.5"))
     return actor
 
 

@@ -35,7 +35,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from app.workflows import background
+        from app.workflows.key_rotation import verify_master_keys
 
+        await verify_master_keys(state)  # wrong master keys: refuse to start (§6.6)
         tasks = background.start(state)
         try:
             yield

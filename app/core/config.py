@@ -172,27 +172,47 @@ class Settings(BaseSettings):
         self.require_secrets()
         return str(self._local_secrets()["jwt_secret"])
 
-    @cached_property
-    def keyring(self) -> dict[str, bytes]:
-        """Master keys by key id; the first listed is the one new data keys are wrapped with."""
-        from app.core.crypto import key_id  # local: crypto imports nothing from here
+    @property
+    def keys_from_environment(self) -> bool:
+        """True when KMM_MASTER_KEYS is set; otherwise the local secrets file holds the keys."""
+        return bool(self.master_keys)
 
+    def read_keyring(self) -> dict[str, bytes]:
+        """Master keys by key id, read now from their source (the first is current).
+
+        The environment is fixed for a process; the local secrets file is read afresh,
+        so a running process learns a key that ``kmm rotate-key`` added to it.
+        """
         raw: list[str]
         if self.master_keys:
             raw = [k.get_secret_value() for k in self.master_keys]
         else:
             self.require_secrets()
             raw = [str(k) for k in self._local_secrets()["master_keys"]]  # type: ignore[attr-defined]
-        keys: dict[str, bytes] = {}
-        for text in raw:
-            try:
-                key = base64.urlsafe_b64decode(text.encode())
-            except ValueError as exc:
-                raise ConfigurationError("a master key is not valid base64") from exc
-            if len(key) != 32:
-                raise ConfigurationError("a master key must decode to 32 bytes")
-            keys[key_id(key)] = key
-        return keys
+        return decode_master_keys(raw)
+
+    @cached_property
+    def keyring(self) -> dict[str, bytes]:
+        """Master keys by key id as read at first use; the first listed wraps new data keys."""
+        return self.read_keyring()
+
+
+def decode_master_keys(raw: list[str]) -> dict[str, bytes]:
+    """base64 (urlsafe) 32-byte keys, in order, by key id."""
+    from app.core.crypto import key_id  # local: crypto imports nothing from here
+
+    keys: dict[str, bytes] = {}
+    for text in raw:
+        try:
+            key = base64.urlsafe_b64decode(text.encode())
+        except ValueError as exc:
+            raise ConfigurationError("a master key is not valid base64") from exc
+        if len(key) != 32:
+            raise ConfigurationError("a master key must decode to 32 bytes")
+        keys[key_id(key)] = key
+    if not keys:
+        raise ConfigurationError("no master key is configured")
+    return keys
 
 
 def get_settings() -> Settings:

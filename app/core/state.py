@@ -13,6 +13,7 @@ from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Keyring
 from app.core.db import make_engine, make_sessionmaker
+from app.core.encrypted import install_keyring
 from app.core.pagination import CursorCodec
 from app.core.security import Passwords, Tokens
 
@@ -33,6 +34,9 @@ class AppState:
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> AppState:
         settings.require_secrets()
         engine = make_engine(settings)
+        # Reloads from its source when it meets a key id it lacks (see `kmm rotate-key`).
+        keyring = Keyring(settings.keyring, source=settings.read_keyring)
+        install_keyring(keyring)
         return cls(
             settings=settings,
             engine=engine,
@@ -41,5 +45,5 @@ class AppState:
             tokens=Tokens(settings),
             passwords=Passwords(settings),
             cursors=CursorCodec(settings.signing_key),
-            keyring=Keyring(settings.keyring),
+            keyring=keyring,
         )

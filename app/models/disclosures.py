@@ -13,9 +13,10 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel
-from sqlalchemy import JSON, Index, String
+from sqlalchemy import JSON, Index
 from sqlmodel import Column, Field, SQLModel
 
+from app.core.encrypted import EncryptedText
 from app.models.base import created_at_field, utc_column, uuid_pk
 
 # -- free text --------------------------------------------------------------------
@@ -25,7 +26,11 @@ from app.models.base import created_at_field, utc_column, uuid_pk
 
 
 def free_text_column(max_length: int, *, nullable: bool) -> Any:
-    column = Column(String(max_length), nullable=nullable)
+    """Free text that can hold personal detail: encrypted at rest (§6.6).
+
+    ``max_length`` is enforced by the request schemas; the stored ciphertext is longer.
+    """
+    column: Column[str] = Column(EncryptedText(), nullable=nullable)
     return Field(default=None, sa_column=column) if nullable else Field(sa_column=column)
 
 

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, model_validator
 from sqlalchemy import JSON, CheckConstraint, Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel
 
+from app.core.encrypted import EncryptedText
 from app.models.base import created_at_field, utc_column, uuid_pk
 
 # -- vocabularies --------------------------------------------------------------
@@ -210,14 +211,15 @@ class Record(SQLModel, table=True):
     review_due: datetime | None = utc_column(nullable=True)
     last_verified_at: datetime | None = utc_column(nullable=True)
     legal_hold: bool = False
-    legal_hold_reason: str | None = Field(default=None, max_length=REASON_MAX)
+    # Free text that can name people: encrypted at rest (§6.6); input models cap it at REASON_MAX.
+    legal_hold_reason: str | None = Field(default=None, sa_column=Column(EncryptedText(), nullable=True))
     version: int = 1
     created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = created_at_field()
     updated_at: datetime = created_at_field()
     destroyed_at: datetime | None = utc_column(nullable=True)
     destroyed_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
-    destroy_reason: str | None = Field(default=None, max_length=REASON_MAX)
+    destroy_reason: str | None = Field(default=None, sa_column=Column(EncryptedText(), nullable=True))
 
 
 class RecordContent(SQLModel, table=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,39 +46,61 @@ class Decision:
     emergency: bool = False
 
 
+def _is_user(actor: Actor) -> bool:
+    return actor.kind == "user"
+
+
+# What each relation means in Python; relation_sql below says the same in SQL.
+_HOLDS: dict[Relation, Callable[[Actor, RecordFacts, datetime], bool]] = {
+    Relation.any_active: lambda a, f, now: a.kind == "user" or a.has_scope("records:read"),
+    Relation.custodian: lambda a, f, now: _is_user(a) and f.custodian_id == a.id,
+    Relation.custodians_line_manager: lambda a, f, now: _is_user(a) and f.custodian_line_manager_id == a.id,
+    Relation.shared_with: lambda a, f, now: f.shared_with_actor,
+    Relation.named: lambda a, f, now: f.actor_named,
+    Relation.director: lambda a, f, now: a.is_director,
+    Relation.employees_line_manager: lambda a, f, now: _is_user(a) and f.employee_line_manager_id == a.id,
+    Relation.grant_holder: lambda a, f, now: f.actor_grant_expires_at is not None and f.actor_grant_expires_at > now,
+}
+
+
 def holds(relation: Relation, actor: Actor, facts: RecordFacts, now: datetime) -> bool:
-    match relation:
-        case Relation.any_active:
-            return actor.kind == "user" or actor.has_scope("records:read")
-        case Relation.custodian:
-            return facts.custodian_id == actor.id
-        case Relation.custodians_line_manager:
-            return facts.custodian_line_manager_id == actor.id
-        case Relation.shared_with:
-            return facts.shared_with_actor
-        case Relation.named:
-            return facts.actor_named
-        case Relation.director:
-            return actor.is_director
-        case Relation.employees_line_manager:
-            return facts.employee_line_manager_id == actor.id
-        case Relation.grant_holder:
-            return facts.actor_grant_expires_at is not None and facts.actor_grant_expires_at > now
+    return _HOLDS[relation](actor, facts, now)
+
+
+_Candidates = tuple[tuple[Callable[[Actor, RecordFacts, datetime], bool], Decision], ...]
+_Key = tuple[Action, Classification]
+
+
+def _compile() -> tuple[dict[_Key, _Candidates], dict[_Key, Decision]]:
+    """Precompute, per action and class, the (relation test, decision) pairs to try in table order."""
+    candidates: dict[_Key, _Candidates] = {}
+    denials: dict[_Key, Decision] = {}
+    for action in Action:
+        for cls in Classification:
+            candidates[action, cls] = tuple(
+                (_HOLDS[relation], Decision(True, rule.id, rule.clause, f"{relation.value} may {action.value}",
+                                            emergency=rule.emergency))
+                for rule in RULES if action in rule.actions and cls in rule.classifications
+                for relation in sorted(rule.relations)
+            )
+            denials[action, cls] = Decision(False, *DENIAL[cls],
+                                            f"no rule lets this account {action.value} a {cls.value} record")
+    return candidates, denials
+
+
+_CANDIDATES, _DENIALS = _compile()
+_FORMER = Decision(False, *FORMER, "a deactivated account can do nothing")
 
 
 def decide(actor: Actor, action: Action, facts: RecordFacts, now: datetime) -> Decision:
     """Allow or deny one action; deny is the default. Always names a rule and clause."""
     if not actor.active:
-        return Decision(False, *FORMER, "a deactivated account can do nothing")
-    cls = facts.classification
-    for rule in RULES:
-        if action in rule.actions and cls in rule.classifications:
-            for relation in rule.relations:
-                if holds(relation, actor, facts, now):
-                    return Decision(True, rule.id, rule.clause, f"{relation.value} may {action.value}",
-                                    emergency=rule.emergency)
-    rule_id, clause = DENIAL[cls]
-    return Decision(False, rule_id, clause, f"no rule lets this account {action.value} a {cls.value} record")
+        return _FORMER
+    key = (action, facts.classification)
+    for test, decision in _CANDIDATES[key]:
+        if test(actor, facts, now):
+            return decision
+    return _DENIALS[key]
 
 
 # -- SQL -----------------------------------------------------------------------

@@ -4,9 +4,11 @@ from app.routers import access_requests as access_requests
 from app.routers import audit as audit
 from app.routers import auth as auth
 from app.routers import breach_reports as breach_reports
+from app.routers import data_protection as data_protection
 from app.routers import disclosures as disclosures
 from app.routers import emergency_grants as emergency_grants
 from app.routers import health as health
+from app.routers import record_lifecycle as record_lifecycle
 from app.routers import records as records
 from app.routers import service_clients as service_clients
 from app.routers import subjects as subjects
@@ -19,9 +21,11 @@ ROUTERS = [
     service_clients.router,
     subjects.router,
     records.router,
+    record_lifecycle.router,
     emergency_grants.router,
     access_requests.router,
     disclosures.router,
     breach_reports.router,
+    data_protection.router,
     audit.router,
 ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
-from app.deps import CurrentUser, DirectorUser, NowDep, SessionDep
+from app.core.pagination import Page
+from app.deps import CurrentUser, DirectorUser, LimitDep, NowDep, SessionDep, StateDep
 from app.models.records import GrantCreate, GrantPublic
 from app.routers.responses import problem_responses
 from app.workflows import sharing
@@ -20,11 +21,15 @@ async def issue_grant(body: GrantCreate, actor: DirectorUser, session: SessionDe
     return sharing.grant_public(grant, now)
 
 
-@router.get("", response_model=list[GrantPublic], responses=problem_responses(401, 403, 422))
-async def list_grants(actor: CurrentUser, session: SessionDep, now: NowDep, active: bool = False) -> list[GrantPublic]:
+@router.get("", response_model=Page[GrantPublic], responses=problem_responses(400, 401, 403, 422))
+async def list_grants(
+    actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep, limit: LimitDep,
+    cursor: str | None = Query(default=None, max_length=512),
+    active: bool = Query(default=False, description="only grants that are neither revoked nor expired"),
+) -> Page[GrantPublic]:
     """Directors see every grant; anyone else sees the grants made to them."""
-    grants = await sharing.list_grants(session, actor=actor, now=now, active_only=active)
-    return [sharing.grant_public(g, now) for g in grants]
+    return await sharing.list_grants(session, actor=actor, now=now, active_only=active, cursors=state.cursors,
+                                     limit=limit, cursor=cursor)
 
 
 @router.delete("/{grant_id}", response_model=GrantPublic, responses=problem_responses(401, 403, 404, 409, 422))

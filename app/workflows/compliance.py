@@ -8,23 +8,68 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.workflows import access_requests
+from app.models.records import ConsentStatus, Record
+from app.policy.actor import Actor
+from app.workflows.audit_trail import add_event
+from app.workflows.retention import past_retention
 
 # (session, now, settings) -> ids needing attention
 Check = Callable[[AsyncSession, datetime, Settings], Awaitable[list[str]]]
 
 
+async def _record_ids(session: AsyncSession, condition: ColumnElement[bool]) -> list[str]:
+    rows = await session.execute(select(Record.id).where(condition).order_by(col(Record.id)))
+    return [str(i) for i in rows.scalars()]
+
+
+async def records_past_retention(session: AsyncSession, now: datetime, settings: Settings) -> list[str]:
+    """Due for the retention sweep (§6.5): past the date, not destroyed, not held."""
+    return await _record_ids(session, past_retention(now))
+
+
+async def reviews_overdue(session: AsyncSession, now: datetime, settings: Settings) -> list[str]:
+    """Due for verification (§6.4)."""
+    return await _record_ids(session, (col(Record.review_due) < now) & col(Record.destroyed_at).is_(None))
+
+
+async def consent_pending(session: AsyncSession, now: datetime, settings: Settings) -> list[str]:
+    """Consent asked for but not yet given or refused (§1.2)."""
+    return await _record_ids(
+        session, (col(Record.consent_status) == ConsentStatus.pending.value) & col(Record.destroyed_at).is_(None)
+    )
+
+
 def checks() -> dict[str, Check]:
     """Name -> check, in the order the summary lists them."""
-    from app.workflows import breach_reports, disclosures
+    from app.workflows import access_requests, breach_reports, disclosures
 
-    found: dict[str, Check] = {}
-    found["access_requests_overdue"] = access_requests.overdue_ids
-    found["disclosures_subject_not_informed"] = disclosures.subject_not_informed
-    found["complaints_without_procedure_advised"] = breach_reports.complaints_without_procedure_advised
-    found["breach_reports_open_too_long"] = breach_reports.open_too_long
+    found: dict[str, Check] = {
+        "records_past_retention": records_past_retention,
+        "reviews_overdue": reviews_overdue,
+        "consent_pending": consent_pending,
+        "access_requests_overdue": access_requests.overdue_ids,
+        "disclosures_subject_not_informed": disclosures.subject_not_informed,
+        "complaints_without_procedure_advised": breach_reports.complaints_without_procedure_advised,
+        "breach_reports_open_too_long": breach_reports.open_too_long,
+    }
     return found
+
+
+async def summary(session: AsyncSession, *, actor: Actor, now: datetime, settings: Settings) -> dict[str, Any]:
+    """Every check's ids and count; the read is audited (it lists record ids)."""
+    result: dict[str, Any] = {}
+    for name, check in checks().items():
+        ids = await check(session, now, settings)
+        result[name] = {"ids": ids, "count": len(ids)}
+    add_event(session, now=now, actor=actor, action="compliance.summary", resource_type="compliance",
+              decision="allow", rule="director", clause="§6",
+              detail={name: item["count"] for name, item in result.items()})
+    await session.commit()
+    return result

@@ -384,7 +384,15 @@ async def update_record(
     new_class = Classification(changes.get("classification", record.classification))
     old_class = Classification(record.classification)
     if new_class != old_class:
-        await _check_reclassification(session, actor=actor, loaded=loaded, new_class=new_class)
+        try:
+            await _check_reclassification(session, actor=actor, loaded=loaded, new_class=new_class)
+        except PolicyDenied as denied:  # a refused move is a decision about the record: audit it
+            # Nothing has been written yet, so committing the event alone is safe.
+            add_event(session, now=now, actor=actor, action="record.reclassify", resource_type="record",
+                      resource_id=record_id, decision="deny", rule=denied.extra["rule"],
+                      clause=denied.extra["clause"], detail={"classification": [old_class.value, new_class.value]})
+            await session.commit()
+            raise
     if "custodian_id" in changes:
         await _check_custodian(session, changes["custodian_id"])
     requester = changes.get("access_requester_id", record.access_requester_id)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import Problem, field_error, not_found
+from app.core.pagination import CursorCodec, Page
 from app.models.accounts import User
 from app.models.records import (
     Classification,
@@ -30,12 +32,14 @@ from app.workflows.records import LoadedRecord, authorize, gone, load_record
 MAX_GRANT = timedelta(hours=72)
 
 
-async def _active_user(session: AsyncSession, user_id: uuid.UUID, *, staff_only: bool = False) -> User:
+async def _active_user(
+    session: AsyncSession, user_id: uuid.UUID, *, field: str = "user_id", staff_only: bool = False
+) -> User:
     user = await session.get(User, user_id)
     if user is None or not user.active:
-        raise field_error("user_id", "no such active account")
+        raise field_error(field, "no such active account")
     if staff_only and user.role not in ("colleague", "director"):
-        raise field_error("user_id", "only a colleague can be named on a sensitive record")
+        raise field_error(field, "only a colleague can be named on a sensitive record")
     return user
 
 
@@ -149,8 +153,11 @@ async def remove_named(
 
 
 def grant_public(grant: EmergencyGrant, now: datetime) -> GrantPublic:
-    return GrantPublic.model_validate(
-        {**grant.model_dump(), "active": grant.revoked_at is None and grant.expires_at > now}
+    # Built from attributes: model_dump() leaves out columns never set (revoked_at on a new grant).
+    return GrantPublic(
+        id=grant.id, grantee_id=grant.grantee_id, record_id=grant.record_id, subject_id=grant.subject_id,
+        reason=grant.reason, expires_at=grant.expires_at, issued_by=grant.issued_by, issued_at=grant.issued_at,
+        revoked_at=grant.revoked_at, active=grant.revoked_at is None and grant.expires_at > now,
     )
 
 
@@ -159,7 +166,7 @@ async def issue_grant(session: AsyncSession, *, data: GrantCreate, actor: Actor,
         raise field_error("expires_at", "must be in the future")
     if data.expires_at > now + MAX_GRANT:
         raise field_error("expires_at", "an emergency grant lasts at most 72 hours", rule="emergency", clause="§4.5")
-    await _active_user(session, data.grantee_id)
+    await _active_user(session, data.grantee_id, field="grantee_id")
     if data.record_id is not None:
         record = await session.get(Record, data.record_id)
         if record is None:
@@ -197,11 +204,24 @@ async def revoke_grant(session: AsyncSession, *, grant_id: uuid.UUID, actor: Act
 
 
 async def list_grants(
-    session: AsyncSession, *, actor: Actor, now: datetime, active_only: bool
-) -> list[EmergencyGrant]:
-    query = select(EmergencyGrant).order_by(col(EmergencyGrant.issued_at).desc()).limit(200)
+    session: AsyncSession, *, actor: Actor, now: datetime, active_only: bool, cursors: CursorCodec, limit: int,
+    cursor: str | None,
+) -> Page[GrantPublic]:
+    """Directors see every grant; anyone else the grants made to them. Newest first."""
+    query = (select(EmergencyGrant)
+             .order_by(col(EmergencyGrant.issued_at).desc(), col(EmergencyGrant.id).desc()).limit(limit + 1))
     if not actor.is_director:
         query = query.where(col(EmergencyGrant.grantee_id) == actor.id)
     if active_only:
         query = query.where(col(EmergencyGrant.revoked_at).is_(None), col(EmergencyGrant.expires_at) > now)
-    return list((await session.execute(query)).scalars())
+    if cursor:
+        issued, gid = cursors.decode("emergency-grants", cursor)
+        at, after = datetime.fromisoformat(str(issued)), uuid.UUID(str(gid))
+        query = query.where(or_(col(EmergencyGrant.issued_at) < at,
+                                and_(col(EmergencyGrant.issued_at) == at, col(EmergencyGrant.id) < after)))
+    rows = list((await session.execute(query)).scalars())
+    nxt = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        nxt = cursors.encode("emergency-grants", [last.issued_at.isoformat(), str(last.id)])
+    return Page(items=[grant_public(g, now) for g in rows[:limit]], next_cursor=nxt)

@@ -98,9 +98,10 @@ async def test_only_directors_read_or_verify_the_trail(client, state, factory: F
         assert r.status_code == 403, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
         body = r.json()
-        assert (body["rule"], body["clause"]) == ("director-only", "§3.4")
+        assert (body["rule"], body["clause"]) == ("director-only", "§4.5")
         assert "items" not in body and "ok" not in body
-    assert await count(state, AuditEvent) == before
+    # only the two refusals themselves were written (endpoint.denied), nothing else
+    assert await count(state, AuditEvent) == before + 2
 
 
 async def test_the_trail_needs_a_login(client):

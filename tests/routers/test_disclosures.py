@@ -314,3 +314,22 @@ async def test_the_demo_seed_adds_cases_once(client, state):
     assert disclosures == 3 and reports == 3
     await seed_demo(state)
     assert (await count(state, Disclosure), await count(state, BreachReport)) == (disclosures, reports)
+
+
+async def test_free_text_is_encrypted_at_rest(client, state, org):
+    """§6.6: the summary of a disclosure and a breach report's description never sit in clear."""
+    from tests import dataprot as dp
+
+    marker = "Marker-Disclosure-9d2e"
+    subj = await subject(client, org["alice"].headers)
+    r = await client.post("/disclosures", headers=org["alice"].headers,
+                          json={"subject_id": subj["id"], "category": "child_abuse", "summary": marker})
+    assert r.status_code == 201, r.text
+    r = await client.post("/breach-reports", headers=org["alice"].headers,
+                          json={"kind": "grievance", "description": marker + "-breach"})
+    assert r.status_code == 201, r.text
+    found = [(t, c) for t, c, v in await dp.all_raw_values(state) if marker in str(v)]
+    assert found == []
+    r = await client.get(f"/disclosures/{(await raise_one(client, org['alice'], subj['id']))['id']}",
+                         headers=org["director"].headers)
+    assert r.status_code == 200 and r.json()["summary"] == SUMMARY

@@ -329,3 +329,19 @@ async def test_the_password_is_never_in_any_response(client, factory: Factory):
     r = await client.get("/users", headers=d.headers)
     assert PASSWORD not in r.text and "password_hash" not in r.text and "$argon2" not in r.text
 
+
+
+async def test_a_refused_director_only_call_is_audited(client, factory, state):
+    from sqlmodel import select
+
+    from app.models.audit import AuditEvent
+
+    colleague = await factory.user("colleague")
+    r = await client.get("/users", headers=colleague.headers)
+    assert r.status_code == 403
+    assert (r.json()["rule"], r.json()["clause"]) == ("director-only", "§4.5")
+    async with state.sessionmaker() as session:
+        events = list((await session.execute(
+            select(AuditEvent).where(AuditEvent.action == "endpoint.denied"))).scalars())
+    assert [(e.actor_id, e.decision, e.rule, e.resource_id) for e in events] == [
+        (colleague.id, "deny", "director-only", "/users")]

@@ -1,0 +1,134 @@
+"""Retention (§6.5): the sweep that destroys what is past its date, and legal holds.
+
+Candidates are chosen in SQL (``past_retention``). The sweep works in batches, one
+transaction each: a batch's records are locked, shredded and audited together, so a
+failure leaves every record either whole or destroyed, never half. A record under a
+director's legal hold is never a candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.core.errors import PolicyDenied
+from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, SweepResult
+from app.models.records import Record
+from app.policy.actor import Actor
+from app.workflows.audit_trail import add_event
+from app.workflows.records import gone, load_record, shred
+
+log = logging.getLogger("kmm.retention")
+
+RULE, CLAUSE = "retention", "§6.5"
+HOLD_RULE = "legal-hold"
+
+
+def past_retention(now: datetime) -> ColumnElement[bool]:
+    """Records past their retention date that may be destroyed: not yet destroyed, not held."""
+    return and_(
+        col(Record.destroyed_at).is_(None),
+        col(Record.legal_hold).is_(False),
+        col(Record.retention_until).is_not(None),
+        col(Record.retention_until) < now,
+    )
+
+
+def require_director(actor: Actor, what: str) -> None:
+    if not actor.is_director:
+        raise PolicyDenied(f"only a director {what}", rule=RULE, clause=CLAUSE)
+
+
+async def sweep(
+    session: AsyncSession, *, now: datetime, actor: Actor | None, dry_run: bool, batch_size: int = 200,
+) -> SweepResult:
+    """Destroy (or, with ``dry_run``, list) every record past its retention date.
+
+    ``actor`` is the director who asked, or None for ``kmm retention-sweep``. A dry run
+    writes nothing at all. The session commits once per batch and ends each batch empty.
+    """
+    sweep_id = uuid.uuid4()
+    await session.commit()  # whatever the caller read, its transaction ends here
+    if dry_run:
+        ids = list((await session.execute(
+            select(Record.id).where(past_retention(now)).order_by(col(Record.id))
+        )).scalars())
+        await session.rollback()
+        return SweepResult(sweep_id=sweep_id, dry_run=True, as_of=now, count=len(ids), ids=ids)
+
+    by = actor.id if actor is not None else None
+    reason = f"retention period ended (sweep {sweep_id})"
+    destroyed: list[uuid.UUID] = []
+    last: uuid.UUID | None = None
+    while True:
+        query = (
+            select(Record).where(past_retention(now)).order_by(col(Record.id)).limit(batch_size)
+            .with_for_update()
+        )
+        if last is not None:
+            query = query.where(col(Record.id) > last)
+        try:
+            batch = list((await session.execute(query)).scalars())
+            # Detached, the rows cost shred()'s statements no identity-map bookkeeping; the
+            # batch's audit events are inserted together at commit.
+            session.expunge_all()
+            with session.no_autoflush:
+                for record in batch:
+                    await shred(session, record=record, by=by, reason=reason, now=now)
+                    add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
+                              resource_id=record.id, decision="allow", rule=RULE, clause=CLAUSE,
+                              detail={"classification": record.classification, "sweep": True,
+                                      "sweep_id": str(sweep_id)})
+            await session.commit()
+        except BaseException:
+            await session.rollback()  # this batch only: earlier batches are whole and committed
+            log.error("retention sweep stopped", extra={"sweep_id": str(sweep_id), "destroyed": len(destroyed)})
+            raise
+        if not batch:
+            break
+        destroyed.extend(r.id for r in batch)
+        last = batch[-1].id
+    add_event(session, now=now, actor=actor, action="retention.sweep", resource_type="sweep",
+              resource_id=sweep_id, decision="allow", rule=RULE, clause=CLAUSE,
+              detail={"count": len(destroyed), "by": "director" if actor else "kmm retention-sweep"})
+    await session.commit()
+    log.info("retention sweep", extra={"sweep_id": str(sweep_id), "count": len(destroyed)})
+    return SweepResult(sweep_id=sweep_id, dry_run=False, as_of=now, count=len(destroyed), ids=destroyed)
+
+
+async def set_legal_hold(
+    session: AsyncSession, *, record_id: uuid.UUID, data: LegalHoldChange, actor: Actor, now: datetime
+) -> LegalHoldPublic:
+    """Place or lift a director's legal hold (§6.5); a held record is never destroyed."""
+    loaded = await load_record(session, record_id, actor=actor, now=now)
+    record = loaded.record
+    if not actor.is_director:
+        add_event(session, now=now, actor=actor, action="record.legal_hold", resource_type="record",
+                  resource_id=record.id, decision="deny", rule=HOLD_RULE, clause=CLAUSE,
+                  detail={"legal_hold": data.legal_hold})
+        await session.commit()
+        raise PolicyDenied("only a director places or lifts a legal hold", rule=HOLD_RULE, clause=CLAUSE)
+    if record.destroyed_at is not None:
+        raise gone(record)
+    result = await session.execute(
+        update(Record)
+        .where(col(Record.id) == record.id, col(Record.destroyed_at).is_(None))
+        .values(legal_hold=data.legal_hold, legal_hold_reason=data.reason, version=col(Record.version) + 1,
+                updated_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]  # destroyed since we loaded it
+        await session.rollback()
+        await session.refresh(record)
+        raise gone(record)
+    add_event(session, now=now, actor=actor, action="record.legal_hold", resource_type="record",
+              resource_id=record.id, decision="allow", rule=HOLD_RULE, clause=CLAUSE,
+              detail={"legal_hold": data.legal_hold})
+    await session.commit()
+    await session.refresh(record)
+    return LegalHoldPublic(record_id=record.id, legal_hold=record.legal_hold, reason=data.reason,
+                           version=record.version, changed_by=actor.id, changed_at=now)

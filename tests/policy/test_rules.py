@@ -1,0 +1,101 @@
+"""The rule table itself: every rule cites real clauses, and decide always names one."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from app.models.records import Classification
+from app.policy.actor import Actor
+from app.policy.decide import RecordFacts, decide
+from app.policy.rules import DENIAL, FORMER, RULES, Action
+
+# DESIGN §1: how many bullets each section of the policy has.
+SECTIONS = {1: 9, 2: 3, 3: 7, 4: 6, 5: 4, 6: 6, 7: 2}
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def _clause_ok(clause: str) -> bool:
+    parts = clause.split(", ")
+    for part in parts:
+        m = re.fullmatch(r"§(\d)\.(\d)", part)
+        if not m or not 1 <= int(m.group(2)) <= SECTIONS.get(int(m.group(1)), 0):
+            return False
+    return bool(parts)
+
+
+def test_clause_checker_can_fail() -> None:
+    assert _clause_ok("§3.2") and _clause_ok("§1.3, §3.3, §4.2")
+    assert not _clause_ok("§3.8") and not _clause_ok("§8.1") and not _clause_ok("3.2") and not _clause_ok("")
+
+
+def test_every_rule_cites_clauses_that_exist() -> None:
+    cited = [r.clause for r in RULES] + [c for _, c in DENIAL.values()] + [FORMER[1]]
+    bad = [c for c in cited if not _clause_ok(c)]
+    assert bad == []
+
+
+def test_rule_ids_are_unique_and_cover_the_design_table() -> None:
+    ids = [r.id for r in RULES]
+    assert len(ids) == len(set(ids))
+    assert set(ids) | {FORMER[0]} == {"general", "custodian", "line-manager", "shared", "named", "director",
+                                      "personnel", "emergency", "former"}
+    assert set(DENIAL) == set(Classification)
+
+
+def _actors() -> list[Actor]:
+    me, boss = uuid.uuid4(), uuid.uuid4()
+    users = [Actor(id=me, kind="user", role=role, active=active, line_manager_id=boss)
+             for role in ("colleague", "director", "trustee") for active in (True, False)]
+    clients = [Actor(id=uuid.uuid4(), kind="client", role=None, scopes=frozenset(s))
+               for s in ((), ("records:read",))]
+    return users + clients
+
+
+def test_decide_always_names_a_rule_and_clause() -> None:
+    """Every combination of actor, action and facts gives a decision with a rule and a real clause."""
+    valid_rules = {r.id for r in RULES} | {rule for rule, _ in DENIAL.values()} | {FORMER[0]}
+    grants = (None, NOW - timedelta(seconds=1), NOW, NOW + timedelta(seconds=1))
+    checked = 0
+    for actor in _actors():
+        other = uuid.uuid4()
+        for action, cls, custodian, clm, elm, shared, named, grant in itertools.product(
+            Action, Classification, (actor.id, other), (actor.id, other, None), (actor.id, other, None),
+            (False, True), (False, True), grants,
+        ):
+            facts = RecordFacts(cls, custodian, clm, elm, shared, named, grant)
+            d = decide(actor, action, facts, NOW)
+            assert d.rule in valid_rules and _clause_ok(d.clause) and d.reason, (actor, action, facts, d)
+            if not actor.active:
+                assert (d.allowed, d.rule, d.clause) == (False, "former", "§7.2")
+            if d.emergency:
+                assert d.allowed and d.rule == "emergency" and grant is not None and grant > NOW
+            checked += 1
+    assert checked > 10_000
+
+
+def _facts(cls: Classification, **kw: object) -> RecordFacts:
+    base: dict[str, object] = {"classification": cls, "custodian_id": uuid.uuid4(), "custodian_line_manager_id": None,
+                               "employee_line_manager_id": None, "shared_with_actor": False, "actor_named": False,
+                               "actor_grant_expires_at": None}
+    base.update(kw)
+    return RecordFacts(**base)  # type: ignore[arg-type]
+
+
+def test_grant_expiring_now_is_expired() -> None:
+    actor = Actor(id=uuid.uuid4(), kind="user", role="colleague")
+    assert not decide(actor, Action.read, _facts(Classification.sensitive, actor_grant_expires_at=NOW), NOW).allowed
+    d = decide(actor, Action.read, _facts(Classification.sensitive,
+                                          actor_grant_expires_at=NOW + timedelta(microseconds=1)), NOW)
+    assert (d.allowed, d.rule, d.clause, d.emergency) == (True, "emergency", "§4.5", True)
+
+
+def test_service_client_is_never_custodian_or_manager() -> None:
+    client = Actor(id=uuid.uuid4(), kind="client", role=None, scopes=frozenset({"records:read"}))
+    facts = _facts(Classification.confidential, custodian_id=client.id, custodian_line_manager_id=client.id)
+    assert not decide(client, Action.read, facts, NOW).allowed
+    assert decide(client, Action.read, _facts(Classification.general), NOW).allowed
+    no_scope = Actor(id=uuid.uuid4(), kind="client", role=None)
+    assert not decide(no_scope, Action.read, _facts(Classification.general), NOW).allowed

@@ -1,0 +1,119 @@
+"""/emergency-grants (§4.5): directors only; time-limited; revocable; reads through one are flagged."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from app.models.records import EmergencyGrant
+from tests.factory import Factory, Person
+from tests.policy.org import count, events, make_record, make_subject
+
+
+async def _grant(factory: Factory, director: Person, grantee: Person, hours: float = 2, **target: Any):  # type: ignore[no-untyped-def]
+    expires = factory.state.clock.now() + timedelta(hours=hours)
+    return await factory.client.post("/emergency-grants", headers=director.headers, json={
+        "grantee_id": str(grantee.id), "reason": "crisis call", "expires_at": expires.isoformat(), **target})
+
+
+async def _org(client, factory: Factory):  # type: ignore[no-untyped-def]
+    director = await factory.user("director")
+    manager = await factory.user("colleague", manager=director)
+    alice = await factory.user("colleague", manager=manager)
+    helper = await factory.user("colleague", manager=director)
+    employee = await factory.user("colleague", manager=manager)
+    subject = await make_subject(client, alice)
+    sens = await make_record(client, alice, subject["id"], "sensitive", content="sens-marker")
+    conf = await make_record(client, alice, subject["id"], "confidential")
+    emp = await make_subject(client, director, category="employee", user_id=str(employee.id))
+    personnel = await make_record(client, manager, emp["id"], "personnel")
+    return director, manager, alice, helper, subject, sens, conf, emp, personnel
+
+
+async def test_only_directors_issue_and_revoke(client, factory: Factory):
+    director, manager, alice, helper, subject, sens, *_ = await _org(client, factory)
+    trustee = await factory.user("trustee")
+    for who in (manager, alice, trustee):
+        r = await _grant(factory, who, helper, record_id=sens["id"])
+        assert r.status_code == 403 and (r.json()["rule"], r.json()["clause"]) == ("director-only", "§3.4")
+    assert await count(factory, EmergencyGrant) == 0
+    r = await _grant(factory, director, helper, record_id=sens["id"])
+    assert r.status_code == 201, r.text
+    grant = r.json()
+    assert grant["issued_by"] == str(director.id) and grant["active"] and grant["revoked_at"] is None
+    r = await client.delete(f"/emergency-grants/{grant['id']}", headers=manager.headers)
+    assert r.status_code == 403 and r.json()["rule"] == "director-only"
+
+
+async def test_a_live_grant_reads_flagged_and_revoking_ends_it(client, factory: Factory):
+    director, manager, alice, helper, subject, sens, *_ = await _org(client, factory)
+    r = await client.get(f"/records/{sens['id']}", headers=helper.headers)
+    assert r.status_code == 403 and r.json()["rule"] == "named"
+    grant = (await _grant(factory, director, helper, record_id=sens["id"])).json()
+    r = await client.get(f"/records/{sens['id']}", headers=helper.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["access"] == {"rule": "emergency", "clause": "§4.5", "emergency": True}
+    listed = (await client.get("/records", headers=helper.headers)).json()["items"]
+    assert [i["id"] for i in listed] == [sens["id"]]
+    allowed = [e for e in await events(factory, action="record.read", actor_id=helper.id) if e.decision == "allow"]
+    assert len(allowed) == 1 and allowed[0].emergency and allowed[0].rule == "emergency"
+    # Only the read through the grant is flagged: the custodian's own read is not.
+    r = await client.get(f"/records/{sens['id']}", headers=alice.headers)
+    assert r.json()["access"]["emergency"] is False
+    r = await client.delete(f"/emergency-grants/{grant['id']}", headers=director.headers)
+    assert r.status_code == 200 and r.json()["revoked_at"] is not None and r.json()["active"] is False
+    r = await client.get(f"/records/{sens['id']}", headers=helper.headers)
+    assert r.status_code == 403 and "sens-marker" not in r.text
+    assert (await client.get("/records", headers=helper.headers)).json()["items"] == []
+    assert (await client.delete(f"/emergency-grants/{grant['id']}", headers=director.headers)).status_code == 409
+    revoked = await events(factory, action="emergency_grant.revoke")
+    assert len(revoked) == 1 and revoked[0].emergency
+    r = await client.delete(f"/emergency-grants/{subject['id']}", headers=director.headers)
+    assert r.status_code == 404
+
+
+async def test_a_subject_grant_covers_all_its_records_until_it_expires(client, factory: Factory, clock):
+    director, manager, alice, helper, subject, sens, conf, emp, personnel = await _org(client, factory)
+    assert (await _grant(factory, director, helper, hours=1, subject_id=emp["id"])).status_code == 201
+    r = await client.get(f"/records/{personnel['id']}", headers=helper.headers)
+    assert r.status_code == 200 and r.json()["access"]["rule"] == "emergency"
+    r = await client.get(f"/records/{sens['id']}", headers=helper.headers)  # another subject: not covered
+    assert r.status_code == 403
+    clock.advance(minutes=61)
+    await factory.login(helper)  # the old access token has expired too
+    r = await client.get(f"/records/{personnel['id']}", headers=helper.headers)
+    assert r.status_code == 403 and r.json()["rule"] == "personnel"
+    assert (await client.get("/records", headers=helper.headers)).json()["items"] == []
+
+
+async def test_listing_grants(client, factory: Factory):
+    director, manager, alice, helper, subject, sens, conf, *_ = await _org(client, factory)
+    other_director = await factory.user("director")
+    g1 = (await _grant(factory, director, helper, record_id=sens["id"])).json()
+    g2 = (await _grant(factory, director, alice, record_id=conf["id"])).json()
+    g3 = (await _grant(factory, other_director, helper, subject_id=subject["id"])).json()
+    await client.delete(f"/emergency-grants/{g3['id']}", headers=director.headers)
+
+    async def ids(who: Person, **params: Any) -> set[str]:
+        r = await client.get("/emergency-grants", headers=who.headers, params=params)
+        assert r.status_code == 200, r.text
+        return {g["id"] for g in r.json()["items"]}
+
+    assert await ids(director) == await ids(other_director) == {g1["id"], g2["id"], g3["id"]}
+    assert await ids(helper) == {g1["id"], g3["id"]}
+    assert await ids(helper, active="true") == {g1["id"]}
+    assert await ids(alice) == {g2["id"]}
+    assert await ids(manager) == set()
+    # Pages: newest first, no duplicates, a forged cursor refused.
+    seen: list[str] = []
+    cursor = None
+    while True:
+        r = await client.get("/emergency-grants", headers=director.headers,
+                             params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        seen += [g["id"] for g in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted({g1["id"], g2["id"], g3["id"]}) and len(seen) == 3
+    assert (await client.get("/emergency-grants", headers=director.headers,
+                             params={"cursor": "forged.cursor"})).status_code == 400
