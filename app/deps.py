@@ -12,13 +12,14 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import PolicyDenied, Problem
+from app.core.errors import PolicyDenied
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from app.core.security import InvalidToken
+from app.core.security import InvalidToken, TokenClaims
 from app.core.state import AppState
 from app.models.accounts import AuthSession, ServiceClient, User
 from app.policy.actor import Actor
 from app.workflows.audit_trail import add_event
+from app.workflows.sessions import session_actor, unauthorized
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
@@ -46,17 +47,28 @@ async def get_now(state: StateDep) -> datetime:
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-def unauthorized(detail: str) -> Problem:
-    return Problem(401, detail, type="not-authenticated", headers={"WWW-Authenticate": "Bearer"})
-
-
-async def load_actor(session: AsyncSession, state: AppState, token: str, now: datetime) -> Actor:
-    """Decode the access token and check its account and session in one query."""
+async def get_claims(
+    state: StateDep, now: NowDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> TokenClaims:
+    """The verified claims of the bearer access token (no database work)."""
+    if not token:
+        raise unauthorized("a bearer token is required")
     try:
         claims = state.tokens.decode(token, expected="access", now=now)
-        subject_id = uuid.UUID(claims.sub)
-    except (InvalidToken, ValueError) as exc:
-        raise unauthorized(str(exc) if isinstance(exc, InvalidToken) else "invalid token") from exc
+        uuid.UUID(claims.sub)
+    except InvalidToken as exc:
+        raise unauthorized(str(exc)) from exc
+    except ValueError as exc:
+        raise unauthorized("invalid token") from exc
+    return claims
+
+
+ClaimsDep = Annotated[TokenClaims, Depends(get_claims)]
+
+
+async def load_actor(session: AsyncSession, claims: TokenClaims) -> Actor:
+    """Check the token's account (or service client) and session in one query."""
+    subject_id = uuid.UUID(claims.sub)
     if claims.kind == "client":
         row = (
             await session.execute(
@@ -77,35 +89,11 @@ async def load_actor(session: AsyncSession, state: AppState, token: str, now: da
             .where(User.id == subject_id, AuthSession.id == claims.sid)
         )
     ).first()
-    if row is None or row[1] is not None:
-        raise unauthorized("the session has ended")
-    user: User = row[0]
-    if not user.active:
-        raise unauthorized("the account is deactivated (§7.2)")
-    return actor_from_user(user, session_id=claims.sid)
+    return session_actor(row[0] if row else None, row[1] if row else None, claims.sid)
 
 
-def actor_from_user(user: User, *, session_id: uuid.UUID | None = None) -> Actor:
-    return Actor(
-        id=user.id,
-        kind="user",
-        role=user.role,
-        active=user.active,
-        line_manager_id=user.line_manager_id,
-        staff_type=user.staff_type,
-        session_id=session_id,
-    )
-
-
-async def get_actor(
-    session: SessionDep,
-    state: StateDep,
-    now: NowDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> Actor:
-    if not token:
-        raise unauthorized("a bearer token is required")
-    return await load_actor(session, state, token, now)
+async def get_actor(session: SessionDep, claims: ClaimsDep) -> Actor:
+    return await load_actor(session, claims)
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]

@@ -11,10 +11,10 @@ from datetime import timedelta
 from sqlmodel import col, select
 
 from app.core.state import AppState
-from app.deps import actor_from_user
 from app.models.access_requests import AccessDecision, AccessRequest, AccessRequestCreate, AccessWithdrawal
 from app.models.accounts import User
 from app.models.records import Subject
+from app.policy.actor import Actor
 from app.workflows import access_requests
 
 # subject name, kind, signed by, capacity, days since the Director received it, what happens next
@@ -29,7 +29,7 @@ DEMO: list[tuple[str, str, str, str, int, str]] = [
 
 async def seed_access_requests(state: AppState, users: dict[str, User]) -> None:
     now = state.clock.now()
-    director, alice = actor_from_user(users["director"]), actor_from_user(users["alice"])
+    director, alice = Actor.for_user(users["director"]), Actor.for_user(users["alice"])
     async with state.sessionmaker() as session:
         if (await session.execute(select(AccessRequest.id).limit(1))).first():
             return  # already seeded

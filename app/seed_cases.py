@@ -9,11 +9,11 @@ from datetime import timedelta
 from sqlmodel import select
 
 from app.core.state import AppState
-from app.deps import actor_from_user
 from app.models.accounts import User
 from app.models.breach_reports import BreachFinding, BreachReportCreate
 from app.models.disclosures import Disclosure, DisclosureCreate, DisclosureReport, SubjectInformed
 from app.models.records import Subject
+from app.policy.actor import Actor
 from app.workflows import breach_reports, disclosures
 
 
@@ -26,8 +26,8 @@ async def seed_cases(state: AppState, users: dict[str, User]) -> None:
         sam, priya = subjects.get("Sam Okafor"), subjects.get("Priya Shah")
         if sam is None or priya is None:
             return  # the records step did not run
-        director, alice, ben = (actor_from_user(users[k]) for k in ("director", "alice", "ben"))
-        cai, dev = actor_from_user(users["cai"]), actor_from_user(users["dev"])
+        director, alice, ben = (Actor.for_user(users[k]) for k in ("director", "alice", "ben"))
+        cai, dev = Actor.for_user(users["cai"]), Actor.for_user(users["dev"])
 
         closed = await disclosures.raise_disclosure(session, actor=alice, now=now, data=DisclosureCreate(
             subject_id=sam.id, category="child_abuse",  # type: ignore[arg-type]

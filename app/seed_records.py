@@ -8,7 +8,6 @@ from datetime import timedelta
 from sqlmodel import select
 
 from app.core.state import AppState
-from app.deps import actor_from_user
 from app.models.accounts import User
 from app.models.records import (
     EmergencyGrant,
@@ -18,6 +17,7 @@ from app.models.records import (
     Subject,
     SubjectCreate,
 )
+from app.policy.actor import Actor
 from app.workflows import records, sharing, subjects
 
 SUBJECTS = [
@@ -37,8 +37,8 @@ async def seed_records(state: AppState, users: dict[str, User]) -> None:
     async with state.sessionmaker() as session:
         if (await session.execute(select(Subject.id).limit(1))).first():
             return  # already seeded
-        alice, amir = actor_from_user(users["alice"]), actor_from_user(users["manager.a"])
-        director = actor_from_user(users["director"])
+        alice, amir = Actor.for_user(users["alice"]), Actor.for_user(users["manager.a"])
+        director = Actor.for_user(users["director"])
         made: dict[str, Subject] = {}
         for body in SUBJECTS:
             made[body["name"]] = await subjects.create_subject(  # type: ignore[index]

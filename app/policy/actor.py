@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from app.models.accounts import User
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +20,11 @@ class Actor:
     staff_type: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     session_id: uuid.UUID | None = None
+
+    @classmethod
+    def for_user(cls, user: User, *, session_id: uuid.UUID | None = None) -> Actor:
+        return cls(id=user.id, kind="user", role=user.role, active=user.active,
+                   line_manager_id=user.line_manager_id, staff_type=user.staff_type, session_id=session_id)
 
     @property
     def is_director(self) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, true
+from sqlalchemy import BindParameter, ColumnElement, and_, false, func, or_, true
 from sqlmodel import col, select
 
 from app.models.accounts import User
@@ -173,26 +173,28 @@ def records_filter(actor: Actor, now: datetime, action: Action = Action.read) ->
     return or_(*clauses) if clauses else false()
 
 
-def facts_columns(actor: Actor, now: datetime) -> dict[str, Any]:
-    """Correlated expressions that, selected with a record, give its actor-relative facts."""
+def facts_columns(actor_id: uuid.UUID | BindParameter[Any]) -> dict[str, Any]:
+    """Correlated expressions that, selected with a record, give its facts relative to ``actor_id``.
+
+    ``actor_id`` may be a bind parameter, so a statement built once serves every actor.
+    """
     shared = (
         select(RecordShare.record_id)
-        .where(col(RecordShare.record_id) == Record.id, col(RecordShare.user_id) == actor.id)
+        .where(col(RecordShare.record_id) == Record.id, col(RecordShare.user_id) == actor_id)
         .exists()
     )
     named = (
         select(RecordNamedAccess.record_id)
-        .where(col(RecordNamedAccess.record_id) == Record.id, col(RecordNamedAccess.user_id) == actor.id)
+        .where(col(RecordNamedAccess.record_id) == Record.id, col(RecordNamedAccess.user_id) == actor_id)
         .exists()
     )
     grant = (
         select(func.max(EmergencyGrant.expires_at))
         .where(
-            col(EmergencyGrant.grantee_id) == actor.id,
+            col(EmergencyGrant.grantee_id) == actor_id,
             col(EmergencyGrant.revoked_at).is_(None),
             or_(col(EmergencyGrant.record_id) == Record.id, col(EmergencyGrant.subject_id) == Record.subject_id),
         )
         .scalar_subquery()
     )
     return {"shared": shared.label("shared"), "named": named.label("named"), "grant": grant.label("grant")}
-

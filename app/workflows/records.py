@@ -6,13 +6,14 @@ encrypted at rest with the record's own data key (§6.6).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import BindParameter, Select, bindparam, update
 from sqlalchemy import select as sa_select
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, select
@@ -21,7 +22,8 @@ from app.core.config import Settings
 from app.core.crypto import Keyring, decrypt, encrypt
 from app.core.errors import PolicyDenied, Problem, field_error, not_found
 from app.core.pagination import CursorCodec
-from app.models.accounts import User
+from app.core.security import TokenClaims
+from app.models.accounts import AuthSession, User
 from app.models.records import (
     AccessNote,
     Classification,
@@ -41,6 +43,7 @@ from app.policy.decide import Decision, RecordFacts, decide, facts_columns, reco
 from app.policy.rules import Action
 from app.workflows.audit_trail import add_event
 from app.workflows.breach_reports import detect_unauthorised_access
+from app.workflows.sessions import session_actor
 
 LABEL = "CONFIDENTIAL"
 
@@ -80,32 +83,47 @@ def open_content(keyring: Keyring, rc: RecordContent, *, with_content: bool = Tr
 # -- loading and deciding ------------------------------------------------------------
 
 
-async def load_record(session: AsyncSession, record_id: uuid.UUID, *, actor: Actor, now: datetime) -> LoadedRecord:
-    """The record, its encrypted content and the actor-relative facts, in one query."""
-    custodian = aliased(User)
-    employee = aliased(User)
-    facts = facts_columns(actor, now)
-    row = (
-        await session.execute(
-            sa_select(
-                Record,
-                RecordContent,
-                col(custodian.line_manager_id),
-                col(employee.line_manager_id),
-                facts["shared"],
-                facts["named"],
-                facts["grant"],
-            )
+@functools.cache
+def _record_statement(*, with_actor: bool) -> Select[Any]:
+    """The record, its encrypted content and its facts relative to ``:actor_id``; built once.
+
+    With ``with_actor`` the same statement also checks the caller's account and session
+    (``:actor_id``, ``:session_id``), so an authorised read is one round trip (DESIGN §11).
+    """
+    custodian = aliased(User, name="custodian")
+    employee = aliased(User, name="employee")
+    actor_id: BindParameter[Any] = bindparam("actor_id")
+    facts = facts_columns(actor_id)
+    columns = (Record, RecordContent, col(custodian.line_manager_id), col(employee.line_manager_id),
+               facts["shared"], facts["named"], facts["grant"])
+    on_record = col(Record.id) == bindparam("record_id")
+    if not with_actor:
+        stmt = (
+            sa_select(*columns)
             .join(custodian, col(custodian.id) == Record.custodian_id)
             .join(Subject, col(Subject.id) == Record.subject_id)
-            .outerjoin(employee, col(employee.id) == Subject.user_id)
-            .outerjoin(RecordContent, col(RecordContent.record_id) == Record.id)
-            .where(col(Record.id) == record_id)
+            .where(on_record)
         )
-    ).first()
-    if row is None:
-        raise not_found("record")
+    else:
+        stmt = (
+            sa_select(User, col(AuthSession.revoked_at), *columns)
+            .select_from(User)
+            .join(AuthSession, (col(AuthSession.user_id) == User.id) & (col(AuthSession.id) == bindparam("session_id")))
+            .outerjoin(Record, on_record)
+            .outerjoin(custodian, col(custodian.id) == Record.custodian_id)
+            .outerjoin(Subject, col(Subject.id) == Record.subject_id)
+            .where(col(User.id) == actor_id)
+        )
+    return (
+        stmt.outerjoin(employee, col(employee.id) == Subject.user_id)
+        .outerjoin(RecordContent, col(RecordContent.record_id) == Record.id)
+    )
+
+
+def _loaded(row: Any) -> LoadedRecord:
     record, content, custodian_lm, employee_lm, shared, named, grant = row
+    if record is None:
+        raise not_found("record")
     return LoadedRecord(
         record=record,
         content=content,
@@ -119,6 +137,31 @@ async def load_record(session: AsyncSession, record_id: uuid.UUID, *, actor: Act
             actor_grant_expires_at=grant,
         ),
     )
+
+
+async def load_record(session: AsyncSession, record_id: uuid.UUID, *, actor: Actor, now: datetime) -> LoadedRecord:
+    """The record, its encrypted content and the actor-relative facts, in one query."""
+    row = (
+        await session.execute(_record_statement(with_actor=False), {"record_id": record_id, "actor_id": actor.id})
+    ).first()
+    if row is None:
+        raise not_found("record")
+    return _loaded(row)
+
+
+async def load_actor_and_record(
+    session: AsyncSession, record_id: uuid.UUID, *, claims: TokenClaims
+) -> tuple[Actor, LoadedRecord]:
+    """The caller's account and session checked, and the record loaded, in one query."""
+    row = (
+        await session.execute(
+            _record_statement(with_actor=True),
+            {"record_id": record_id, "actor_id": uuid.UUID(claims.sub), "session_id": claims.sid},
+        )
+    ).first()
+    actor = session_actor(row[0] if row else None, row[1] if row else None, claims.sid)
+    assert row is not None
+    return actor, _loaded(row[2:])
 
 
 async def authorize(
@@ -300,6 +343,20 @@ async def read_record(
     session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime, keyring: Keyring
 ) -> RecordPublic:
     loaded = await load_record(session, record_id, actor=actor, now=now)
+    return await _read_loaded(session, loaded=loaded, actor=actor, now=now, keyring=keyring)
+
+
+async def read_record_with_token(
+    session: AsyncSession, *, record_id: uuid.UUID, claims: TokenClaims, now: datetime, keyring: Keyring
+) -> RecordPublic:
+    """GET /records/{id} for an account: the token's session and the record in one round trip."""
+    actor, loaded = await load_actor_and_record(session, record_id, claims=claims)
+    return await _read_loaded(session, loaded=loaded, actor=actor, now=now, keyring=keyring)
+
+
+async def _read_loaded(
+    session: AsyncSession, *, loaded: LoadedRecord, actor: Actor, now: datetime, keyring: Keyring
+) -> RecordPublic:
     decision = await authorize(session, actor=actor, action=Action.read, loaded=loaded, now=now, audit_allow=True)
     if loaded.record.destroyed_at is not None or loaded.content is None:
         await session.commit()

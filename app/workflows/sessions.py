@@ -27,17 +27,21 @@ from app.policy.actor import Actor
 from app.workflows.audit_trail import add_event
 
 
-def _unauthorized(detail: str) -> Problem:
+def unauthorized(detail: str) -> Problem:
     return Problem(401, detail, type="not-authenticated", headers={"WWW-Authenticate": "Bearer"})
+
+
+def session_actor(user: User | None, revoked_at: datetime | None, session_id: uuid.UUID) -> Actor:
+    """The actor of a live session of an active account; anything else is 401 (§7.2)."""
+    if user is None or revoked_at is not None:
+        raise unauthorized("the session has ended")
+    if not user.active:
+        raise unauthorized("the account is deactivated (§7.2)")
+    return Actor.for_user(user, session_id=session_id)
 
 
 def _bad_grant(detail: str = "incorrect email or password") -> Problem:
     return Problem(401, detail, type="invalid-grant", headers={"WWW-Authenticate": "Bearer"})
-
-
-def _actor(user: User) -> Actor:
-    return Actor(id=user.id, kind="user", role=user.role, active=user.active,
-                 line_manager_id=user.line_manager_id, staff_type=user.staff_type)
 
 
 async def locked_until(
@@ -122,7 +126,7 @@ async def login_with_password(
     if user is not None:
         until = await locked_until(session, user_id=user.id, now=now, state=state)
         if until is not None:
-            add_event(session, now=now, actor=_actor(user), action="auth.login_locked",
+            add_event(session, now=now, actor=Actor.for_user(user), action="auth.login_locked",
                       resource_type="user", resource_id=user.id, decision="deny",
                       rule="lockout", clause="§6.6")
             await session.commit()
@@ -138,13 +142,13 @@ async def login_with_password(
 
     if user is None or attempt is None or not ok or not user.active:
         former = user is not None and not user.active
-        add_event(session, now=now, actor=_actor(user) if user else None, action="auth.login_failed",
+        add_event(session, now=now, actor=Actor.for_user(user) if user else None, action="auth.login_failed",
                   resource_type="user", resource_id=user.id if user else None, decision="deny",
                   rule="former" if former else "credentials", clause="§7.2" if former else "§6.6")
         if user is not None and user.active:
             until = await locked_until(session, user_id=user.id, now=now, state=state)
             if until is not None:
-                add_event(session, now=now, actor=_actor(user), action="auth.lockout",
+                add_event(session, now=now, actor=Actor.for_user(user), action="auth.lockout",
                           resource_type="user", resource_id=user.id, decision="deny",
                           rule="lockout", clause="§6.6")
         await session.commit()
@@ -153,7 +157,7 @@ async def login_with_password(
         update(LoginAttempt).where(col(LoginAttempt.id) == attempt.id).values(success=True)
     )
     pair = await _start_session(session, state=state, now=now, user=user)
-    add_event(session, now=now, actor=_actor(user), action="auth.login", resource_type="user",
+    add_event(session, now=now, actor=Actor.for_user(user), action="auth.login", resource_type="user",
               resource_id=user.id, decision="allow", rule="credentials", clause="§6.6")
     await session.commit()
     return pair
@@ -187,7 +191,7 @@ async def refresh(
     try:
         claims = state.tokens.decode(token, expected="refresh", now=now)
     except InvalidToken as exc:
-        raise _unauthorized(str(exc)) from exc
+        raise unauthorized(str(exc)) from exc
     row = (
         await session.execute(
             select(RefreshToken, AuthSession, User)
@@ -197,21 +201,21 @@ async def refresh(
         )
     ).first()
     if row is None:
-        raise _unauthorized("unknown refresh token")
+        raise unauthorized("unknown refresh token")
     rt, auth, user = row
     if auth.revoked_at is not None or not user.active:
-        raise _unauthorized("the session has ended")
+        raise unauthorized("the session has ended")
     if rt.used_at is not None:
         # A rotated token came back: someone holds a copy. End the whole family.
         await session.execute(
             update(AuthSession).where(AuthSession.id == auth.id)  # type: ignore[arg-type]
             .values(revoked_at=now, revoked_reason="refresh_reuse")
         )
-        add_event(session, now=now, actor=_actor(user), action="auth.refresh_reuse",
+        add_event(session, now=now, actor=Actor.for_user(user), action="auth.refresh_reuse",
                   resource_type="session", resource_id=auth.id, decision="deny",
                   rule="refresh-rotation", clause="§6.6")
         await session.commit()
-        raise _unauthorized("refresh token already used; the session has been ended")
+        raise unauthorized("refresh token already used; the session has been ended")
     # Mark used only if nobody else did in the meantime (two concurrent refreshes).
     marked = await session.execute(
         update(RefreshToken).where(RefreshToken.id == rt.id, RefreshToken.used_at.is_(None))  # type: ignore[arg-type,union-attr]
@@ -219,9 +223,9 @@ async def refresh(
     )
     if marked.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        raise _unauthorized("refresh token already used")
+        raise unauthorized("refresh token already used")
     pair = await _issue(session, state=state, now=now, auth=auth, with_refresh=True)
-    add_event(session, now=now, actor=_actor(user), action="auth.refresh", resource_type="session",
+    add_event(session, now=now, actor=Actor.for_user(user), action="auth.refresh", resource_type="session",
               resource_id=auth.id, decision="allow", rule="refresh-rotation", clause="§6.6")
     await session.commit()
     return pair

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event
 
-from app.deps import actor_from_user
+from app.policy.actor import Actor
 from app.workflows import compliance
 from tests import dataprot as dp
 
@@ -63,7 +63,7 @@ async def test_each_check_is_one_sql_query(client, factory, clock, state, settin
     event.listen(state.engine.sync_engine, "before_cursor_execute", count)
     try:
         async with state.sessionmaker() as session:
-            await compliance.summary(session, actor=actor_from_user(director.user), now=clock.now(),
+            await compliance.summary(session, actor=Actor.for_user(director.user), now=clock.now(),
                                      settings=settings)
     finally:
         event.remove(state.engine.sync_engine, "before_cursor_execute", count)

@@ -35,7 +35,7 @@ async def test_only_directors_issue_and_revoke(client, factory: Factory):
     trustee = await factory.user("trustee")
     for who in (manager, alice, trustee):
         r = await _grant(factory, who, helper, record_id=sens["id"])
-        assert r.status_code == 403 and (r.json()["rule"], r.json()["clause"]) == ("director-only", "§3.4")
+        assert r.status_code == 403 and (r.json()["rule"], r.json()["clause"]) == ("director-only", "§4.5")
     assert await count(factory, EmergencyGrant) == 0
     r = await _grant(factory, director, helper, record_id=sens["id"])
     assert r.status_code == 201, r.text

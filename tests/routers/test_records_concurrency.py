@@ -11,8 +11,8 @@ import pytest
 
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import Problem
-from app.deps import actor_from_user
 from app.models.records import RecordUpdate
+from app.policy.actor import Actor
 from app.workflows import records
 from tests.factory import Factory
 from tests.policy.org import db_record, events, make_record, make_subject
@@ -59,7 +59,7 @@ async def test_twenty_threads_on_separate_connections_one_wins(client, factory: 
     alice = await factory.user("colleague")
     subject = await make_subject(client, alice)
     rec = await make_record(client, alice, subject["id"], "confidential")
-    actor = actor_from_user(alice.user)
+    actor = Actor.for_user(alice.user)
     state = factory.state
     barrier = threading.Barrier(N)
     outcomes: list[Any] = []

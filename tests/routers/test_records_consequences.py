@@ -312,4 +312,4 @@ async def test_service_client_with_records_read_reads_general_only(client, facto
     assert (await client.get("/records", headers=nothing)).json()["items"] == []
     # A client never updates or destroys.
     r = await client.patch(f"/records/{general['id']}", headers={**reader, "If-Match": '"v1"'}, json={"title": "x"})
-    _denied(r, "accounts-only", "§2")
+    _denied(r, "accounts-only", "§6.6")

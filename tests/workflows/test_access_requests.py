@@ -12,9 +12,9 @@ from sqlmodel import col, select
 
 from app.core.crypto import DecryptionError
 from app.core.errors import Problem
-from app.deps import actor_from_user
 from app.models.access_requests import AccessDecision, AccessPackageSealed, AccessRequest
 from app.models.accounts import User
+from app.policy.actor import Actor
 from app.seed import seed_demo
 from app.workflows import access_requests
 from app.workflows.compliance import checks
@@ -35,7 +35,7 @@ async def test_a_decision_on_a_stale_read_cannot_overwrite_a_newer_one(client, f
     # A second decision that read the request before the first committed: its UPDATE matches no row.
     async with state.sessionmaker() as s:
         with pytest.raises(Problem) as err:
-            await access_requests.apply_decision(s, request=stale, actor=actor_from_user(director.user),
+            await access_requests.apply_decision(s, request=stale, actor=Actor.for_user(director.user),
                                                  now=clock.now(), data=AccessDecision(approve=False, reason="late"))
     assert err.value.status == 409
     async with state.sessionmaker() as s:
@@ -105,6 +105,6 @@ async def test_demo_seed_has_one_request_in_each_state_and_is_idempotent(client,
     # The employee it is about may download it.
     async with state.sessionmaker() as s:
         alice = (await s.execute(select(User).where(col(User.email).startswith("alice@")))).scalar_one()
-        package = await access_requests.download_package(s, request_id=fulfilled.id, actor=actor_from_user(alice),
+        package = await access_requests.download_package(s, request_id=fulfilled.id, actor=Actor.for_user(alice),
                                                          now=clock.now(), keyring=state.keyring)
     assert package.records and all(r.classification == "personnel" for r in package.records)

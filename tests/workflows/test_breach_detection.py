@@ -10,10 +10,10 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from app.deps import actor_from_user
 from app.models.audit import AuditEvent
 from app.models.breach_reports import BreachReport, BreachReportEvent
 from app.models.records import Record
+from app.policy.actor import Actor
 from app.workflows import breach_reports
 from app.workflows.audit_trail import add_event
 from tests.factory import Factory, Person
@@ -124,7 +124,7 @@ async def test_denials_spread_over_more_than_24_hours_open_nothing(client, state
 async def test_denials_of_general_records_do_not_count(client, state, org, clock):
     """A user is never denied a general record (§4.1), so write the events as if they had been."""
     snoop = org["snoop"]
-    actor = actor_from_user(snoop.user)
+    actor = Actor.for_user(snoop.user)
     general = Record(id=uuid.uuid4(), subject_id=uuid.uuid4(), classification="general", purpose="service_delivery",
                      custodian_id=org["alice"].id)
     async with state.sessionmaker() as s:
@@ -214,7 +214,7 @@ async def test_only_denied_reads_by_accounts_are_looked_at(state, org, clock, mo
 
     monkeypatch.setattr(breach_reports, "_detect", spy)
     bot = Actor(id=uuid.uuid4(), kind="client", role=None, scopes=frozenset({"records:read"}))
-    person = actor_from_user(org["snoop"].user)
+    person = Actor.for_user(org["snoop"].user)
     async with state.sessionmaker() as s:
         record = await s.get(Record, uuid.UUID(org["records"][0]))
         assert record is not None
