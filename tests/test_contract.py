@@ -55,6 +55,7 @@ EXAMPLES = int(os.environ.get("KMM_FUZZ_EXAMPLES", "25"))
 # `make test` is repeatable (a fixed seed); `make fuzz` sets KMM_FUZZ_RANDOM=1 for fresh input.
 RANDOM = os.environ.get("KMM_FUZZ_RANDOM", "") == "1"
 
+
 def _lax_coercion(failure: AcceptedNegativeData) -> bool:
     """A value of another JSON type that pydantic's lax mode converts: 0/1 for a boolean, a
     number for a date-time, "5" for an integer. Known and reported; the strict tests for
@@ -152,7 +153,6 @@ def _openapi_document() -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# Loaded at import so each operation is its own test; the calls go to `target.app`.
 def _config(*, coverage: bool) -> SchemathesisConfig:
     return SchemathesisConfig.from_dict({
         "phases": {"coverage": {"enabled": coverage}},
@@ -162,6 +162,9 @@ def _config(*, coverage: bool) -> SchemathesisConfig:
     })
 
 
+# Loaded at import so each operation is its own test; the calls go to `target.app`.
+# (schemathesis.pytest.from_fixture would load it lazily, but 4.32 sets `node._nodeid`,
+# which pytest 9.2 no longer has.)
 DOCUMENT = _openapi_document()
 # The coverage phase (boundary values and one mutation per field, deterministic) runs as the
 # director, who passes the most checks; the colleague, refused early by most rules, gets the
