@@ -44,8 +44,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Longer contract fuzzing: fresh randomness, many more examples, the coverage phase for every role.
 fuzz: install
-	KMM_FUZZ_EXAMPLES=$${KMM_FUZZ_EXAMPLES:-500} $(BIN)/pytest -q tests/test_contract.py
+	KMM_FUZZ_EXAMPLES=$${KMM_FUZZ_EXAMPLES:-500} KMM_FUZZ_RANDOM=1 KMM_FUZZ_COVERAGE=all \
+		$(BIN)/pytest -q -p no:cacheprovider tests/test_contract.py $(PYTEST_ARGS)
 
 # make bench BENCH_ARGS="--records 20000 --duration 5"  (python -m bench --help lists the flags)
 BENCH_ARGS ?=
@@ -57,8 +59,9 @@ bench: install
 	  else echo "wrk not found (apt-get install wrk): the Python load generator will be used"; fi; }
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# Two minutes of mixed traffic through uvicorn (2 workers) on Postgres; SOAK_ARGS="--seconds 30" to shorten.
 soak: install
-	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) kmm.db kmm.db-wal kmm.db-shm

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import PolicyDenied, Problem
+from app.core.errors import PolicyDenied
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.core.security import InvalidToken, TokenClaims
 from app.core.state import AppState
 from app.models.accounts import AuthSession, ServiceClient, User
@@ -139,10 +140,10 @@ async def get_director(request: Request, actor: CurrentUser, session: SessionDep
 DirectorUser = Annotated[Actor, Depends(get_director)]
 
 
-async def limit_param(limit: int = 50) -> int:
-    if limit < 1 or limit > 200:
-        raise Problem(422, "limit must be between 1 and 200", type="validation-error",
-                      errors=[{"loc": ["query", "limit"], "msg": "must be 1..200", "type": "value_error"}])
+async def limit_param(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"items per page, 1 to {MAX_LIMIT}")] = DEFAULT_LIMIT,
+) -> int:
+    """The page size; its bounds are in the OpenAPI document, and FastAPI refuses the rest with 422."""
     return limit
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,7 +15,8 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestMiddleware
 from app.core.state import AppState
-from app.routers import ROUTERS
+from app.routers import ROUTERS, docs
+from app.routers.responses import document_common_problems
 
 DESCRIPTION = """
 KMM's confidentiality policy as a service. Every decision about a record names the
@@ -49,11 +51,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         description=DESCRIPTION,
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
+        # The docs explorer is served from local files (app/routers/docs.py), never a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.kmm = state
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_common_problems(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(docs.router)
     if settings.bench_endpoints:
         import importlib
 

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     database_schema: str | None = None
     database_pool_size: int = 10
     database_timeout_seconds: float = 5.0
+    # Postgres only: shown in pg_stat_activity, so operators (and the fault tests) can find
+    # this service's connections.
+    database_application_name: str = Field(default="kmm-records", max_length=63)
 
     secrets_file: Path = Path(".kmm-secrets.json")
     jwt_secret: SecretStr | None = None

@@ -51,6 +51,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
         kwargs["connect_args"] = {
             "connect_timeout": max(1, int(settings.database_timeout_seconds)),
             "options": options,
+            "application_name": settings.database_application_name,
         }
         kwargs["pool_size"] = settings.database_pool_size
         kwargs["max_overflow"] = settings.database_pool_size

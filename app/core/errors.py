@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -104,6 +104,8 @@ def problem_response(
     if rid:
         body["request_id"] = rid
     body.update(extra)
+    if status == 503:  # every "unavailable" says when to try again (RFC 9110 §10.2.3)
+        headers = {"Retry-After": "1", **(headers or {})}
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -151,6 +153,14 @@ def install_error_handlers(app: FastAPI) -> None:
             503, "the database is unavailable; try again shortly", type="database-unavailable",
             headers={"Retry-After": "1"},
         )
+
+    @app.exception_handler(DataError)
+    async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the models let through (on PostgreSQL, a NUL character
+        # in text): bad input, not a fault. The message may hold the value: log its type only.
+        log.warning("the database refused a value", extra={"error": type(exc.orig).__name__})
+        return problem_response(422, "a value cannot be stored (for example, text with a NUL character)",
+                                type="validation-error")
 
     @app.exception_handler(DBAPIError)
     async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:

@@ -1,4 +1,12 @@
-"""OpenAPI declarations of the problem+json responses each route can give."""
+"""OpenAPI declarations of the problem+json responses each route can give.
+
+Routes declare what their own logic can answer with ``problem_responses(...)``.
+``document_common_problems`` then adds, to every operation of the generated document,
+what the shared plumbing can answer whatever the route: 401 where a login is needed,
+422 where there is input to validate, 400 (a body that cannot be decoded) and 413 (a body
+over the limit) where there is a body, and 503 where the database is used. It also
+gives every problem response the ProblemDetail schema under application/problem+json,
+the only media type the service sends errors as."""
 
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ _DESCRIPTIONS = {
     410: "Destroyed",
     412: "The record changed since it was read (stale If-Match)",
     413: "Body too large",
+    415: "Unsupported media type",
     422: "Invalid input",
     428: "If-Match is required",
     429: "Too many requests",
@@ -46,3 +55,50 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 AUTH_ERRORS = problem_responses(401, 403, 422)
+
+
+_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+_PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetail"}
+
+
+def _problem_doc(status: int) -> dict[str, Any]:
+    return {"description": _DESCRIPTIONS.get(status, "Error"),
+            "content": {"application/problem+json": {"schema": dict(_PROBLEM_REF)}}}
+
+
+def _common_statuses(operation: dict[str, Any]) -> set[int]:
+    has_body = "requestBody" in operation
+    has_params = bool(operation.get("parameters"))
+    needs_login = bool(operation.get("security"))
+    statuses: set[int] = set()
+    if needs_login:
+        statuses.add(401)
+    if has_body or has_params:
+        statuses.add(422)
+    if has_body:
+        statuses |= {400, 413}
+    if has_body or has_params or needs_login:
+        # Only a probe that takes no input and needs no login (/healthz) never reads the database.
+        statuses.add(503)
+    return statuses
+
+
+def document_common_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """Add the plumbing's problem responses to every operation (in place; idempotent)."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ProblemDetail", ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}"))
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in _METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status in _common_statuses(operation):
+                responses.setdefault(str(status), _problem_doc(status))
+            operation["responses"] = responses = dict(sorted(responses.items()))
+            for response in responses.values():
+                content = response.get("content", {})
+                if "application/problem+json" in content:
+                    content["application/problem+json"] = {"schema": dict(_PROBLEM_REF)}
+                    if content.get("application/json", {}).get("schema") == _PROBLEM_REF:
+                        del content["application/json"]
+    return document

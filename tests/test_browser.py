@@ -1,0 +1,181 @@
+"""The docs explorer in a real browser (issue 8 §6).
+
+`kmm serve` (uvicorn, the production command) runs in a subprocess on a free loopback
+port over a fresh SQLite database with the demo organisation seeded. Debian's Chromium,
+driven by Playwright, opens /docs, logs in with Authorize using the demo director's
+login, runs GET /users/me and GET /records with "Try it out" -> "Execute", and reads the
+responses off the page. Every script and style the page loads must come from the
+service itself under its Content-Security-Policy: a violation fails the test.
+A screenshot is saved to test-artifacts/docs-explorer.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+CHROMIUM = Path(os.environ.get("KMM_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+UI_TIMEOUT_MS = 30_000
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    director_email: str
+    director_password: str
+
+
+def _kmm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("browser")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DATABASE_URL": f"sqlite:///{tmp / 'docs.db'}",
+        "KMM_SECRETS_FILE": str(tmp / "secrets.json"),
+        "KMM_ENV": "test",
+        "KMM_ARGON2_TIME_COST": "1",
+        "KMM_ARGON2_MEMORY_KIB": "1024",
+        "KMM_LOG_LEVEL": "WARNING",
+    }
+    _kmm(env, "migrate")
+    _kmm(env, "seed-demo")
+    logins = json.loads((tmp / ".kmm-demo-logins.json").read_text())
+    port = _free_port()
+    log = (tmp / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate"],
+        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # bounded: 30 s at most
+            if proc.poll() is not None:
+                pytest.fail(f"kmm serve exited with {proc.returncode}: {(tmp / 'server.log').read_text()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("kmm serve did not become ready in 30 s")
+        yield LiveServer(url=url, director_email="director@demo.kmm.org.uk", director_password=logins["director"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_served_by_kmm_serve_has_no_server_header(live_server: LiveServer) -> None:
+    """The real server (uvicorn via `kmm serve`) sends no Server header on any kind of response."""
+    for path in ("/healthz", "/docs", "/docs/assets/swagger-ui.css", "/records", "/no-such-path"):
+        r = httpx.get(live_server.url + path, timeout=5)
+        assert "server" not in r.headers, (path, r.headers.get("server"))
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_docs_explorer_in_chromium(live_server: LiveServer) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+    console_errors: list[str] = []
+    external_requests: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 2000})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
+            page.on("request", lambda r: None if r.url.startswith(live_server.url)
+                    else external_requests.append(r.url))
+
+            page.goto(f"{live_server.url}/docs")
+            page.locator(".swagger-ui .info .title").wait_for()
+            assert "KMM Confidential Records Service" in page.locator(".swagger-ui .info .title").inner_text()
+
+            # Authorize with the OAuth2 password form.
+            page.locator(".auth-wrapper button.authorize").click()
+            modal = page.locator(".dialog-ux .modal-ux")
+            modal.locator("input#oauth_username").fill(live_server.director_email)
+            modal.locator("input#oauth_password").fill(live_server.director_password)
+            modal.locator("button.authorize").click()
+            modal.locator("button", has_text="Logout").wait_for()  # logged in
+            modal.locator("button", has_text="Close").click()
+
+            me = _execute(page, "/users/me")
+            assert me.status == "200", me
+            assert json.loads(me.body)["email"] == live_server.director_email
+            assert json.loads(me.body)["role"] == "director"
+
+            records = _execute(page, "/records")
+            assert records.status == "200", records
+            listed = json.loads(records.body)
+            assert listed["items"], "the seeded director sees records"
+            assert {"id", "title", "classification"} <= set(listed["items"][0])
+
+            page.screenshot(path=str(ARTIFACTS / "docs-explorer.png"), full_page=False)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "docs-explorer-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+    assert not external_requests, f"the docs page reached outside the service: {external_requests}"
+    assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
+    assert not console_errors, console_errors
+
+
+@dataclass
+class Shown:
+    status: str
+    body: str
+
+
+def _execute(page, path: str) -> Shown:  # type: ignore[no-untyped-def]
+    """Open GET `path`, press "Try it out" then "Execute", and read the live response shown."""
+    block = page.locator(f".opblock-get:has(.opblock-summary-path[data-path='{path}'])").first
+    block.locator(".opblock-summary").click()
+    block.locator("button.try-out__btn").click()
+    block.locator("button.execute").click()
+    live = block.locator(".live-responses-table .response").first
+    live.wait_for()
+    live.scroll_into_view_if_needed()
+    status = live.locator(".response-col_status").inner_text().strip()
+    body = live.locator(".response-col_description pre.microlight").first.inner_text()
+    return Shown(status=status, body=body)
