@@ -177,10 +177,7 @@ def all_unbounded_inputs(doc: dict[str, Any]) -> list[str]:
 
 
 # Reported, outside the plumbing (app/models/accounts.py ServiceClientBase.scopes: list[str]).
-KNOWN_UNBOUNDED = {
-    "POST /service-clients application/json.scopes[] (no maxItems)",
-    "POST /service-clients application/json.scopes[]",
-}
+KNOWN_UNBOUNDED: set[str] = set()
 
 
 async def test_every_string_input_has_a_max_length(doc: dict[str, Any]) -> None:
@@ -189,8 +186,6 @@ async def test_every_string_input_has_a_max_length(doc: dict[str, Any]) -> None:
     assert not new, "inputs without maxLength/maxItems:\n" + "\n".join(new)
 
 
-@pytest.mark.xfail(strict=True, reason="ServiceClientCreate.scopes (app/models/accounts.py) is a list of "
-                                       "strings with neither maxItems nor maxLength")
 async def test_service_client_scopes_are_bounded(doc: dict[str, Any]) -> None:
     assert not KNOWN_UNBOUNDED & set(all_unbounded_inputs(doc))
 
@@ -512,15 +507,11 @@ async def test_tampered_payload_with_the_original_signature(client, factory: Fac
 # -- known looseness outside the plumbing (flips to a pass once fixed) ---------------------
 
 
-@pytest.mark.xfail(strict=True, reason="pydantic's lax mode reads 0 as false for a boolean: POST /retention/sweep "
-                                       "takes {\"dry_run\": 0} as a real sweep (app/models/lifecycle.py SweepRequest)")
 async def test_a_boolean_refuses_a_number(client, director: Person, state) -> None:
     async with Unchanged(state):
         assert_problem(await call(client, "post", "/retention/sweep", director, json={"dry_run": 0}), 422)
 
 
-@pytest.mark.xfail(strict=True, reason="pydantic reads a number as a Unix time for date-time query parameters "
-                                       "(app/routers/audit.py since/until): documented as date-time, accepted as 0.5")
 async def test_date_time_query_refuses_a_number(client, director: Person) -> None:
     r = await call(client, "get", "/audit-events", director, params={"until": "0.5"})
     assert_problem(r, 422)

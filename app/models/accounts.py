@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import EmailStr, field_validator
+from pydantic import EmailStr, StringConstraints, field_validator
 from sqlalchemy import JSON, Index
 from sqlmodel import Column, Field, SQLModel
 
@@ -75,9 +76,12 @@ class User(SQLModel, table=True):
     deactivated_at: datetime | None = utc_column(nullable=True)
 
 
+Scope = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class ServiceClientBase(SQLModel):
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[str] = Field(default_factory=list)
+    scopes: list[Scope] = Field(default_factory=list, max_length=20)
 
 
 class ServiceClientCreate(ServiceClientBase):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, field_validator
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String
 from sqlmodel import Column, Field, SQLModel
 
 from app.models.base import BigIntPK, utc_column
+
+_NUMBER = re.compile(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?")
 
 GENESIS_HASH = "0" * 64
 
@@ -91,6 +94,14 @@ class AuditEventFilter(BaseModel):
     decision: Literal["allow", "deny"] | None = None
     since: AwareDatetime | None = None  # inclusive
     until: AwareDatetime | None = None  # exclusive
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _not_a_number(cls, v: Any) -> Any:
+        # pydantic would read "0.5" as a Unix time; the contract says an RFC 3339 date-time
+        if isinstance(v, int | float) or (isinstance(v, str) and _NUMBER.fullmatch(v.strip())):
+            raise ValueError("give a date-time such as 2026-11-26T09:00:00Z, not a number")
+        return v
 
 
 class ChainReport(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 from sqlalchemy import Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel
 
@@ -62,7 +62,7 @@ class LegalHoldPublic(BaseModel):
 
 
 class SweepRequest(BaseModel):
-    dry_run: bool
+    dry_run: StrictBool  # 0 or "no" must not start a real sweep
 
 
 class SweepResult(BaseModel):

@@ -60,7 +60,8 @@ class ConsentStatus(StrEnum):
 
 
 TITLE_MAX = 200
-CONTENT_MAX = 100_000
+# Even fully JSON-escaped (12 bytes a character at worst) a record fits the 1 MiB body limit.
+CONTENT_MAX = 80_000
 REASON_MAX = 500
 NAME_MAX = 200
 

@@ -414,6 +414,7 @@ async def access_log(
     For those answerable for it: whoever may update it (its custodian, their line manager,
     for personnel the employee's line manager), and directors, who oversee the policy.
     """
+    before = int(cursors.decode("access-log", cursor)[0]) if cursor else None  # bad input first
     loaded = await load_record(session, record_id, actor=actor, now=now)
     decision = decide(actor, Action.update, loaded.facts, now)
     if not (decision.allowed or actor.is_director):
@@ -430,9 +431,8 @@ async def access_log(
         .order_by(col(AuditEvent.id).desc())
         .limit(limit + 1)
     )
-    if cursor:
-        (before,) = cursors.decode("access-log", cursor)
-        query = query.where(col(AuditEvent.id) < int(before))
+    if before is not None:
+        query = query.where(col(AuditEvent.id) < before)
     rows = (await session.execute(query)).all()
     items = [AccessLogEntry(event_id=r[0], at=r[1], actor_id=r[2], actor_role=r[3], rule=r[4], clause=r[5],
                             emergency=r[6]) for r in rows[:limit]]
