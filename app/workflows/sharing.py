@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -78,25 +79,40 @@ async def add_share(
     return share
 
 
-async def list_shares(session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime) -> list[RecordShare]:
+async def _list_access(
+    session: AsyncSession, model: type[RecordShare] | type[RecordNamedAccess], *, order_by: Any,
+    record_id: uuid.UUID, actor: Actor, now: datetime,
+) -> list[Any]:
     await _load_for_sharing(session, record_id=record_id, actor=actor, now=now)
-    rows = await session.execute(
-        select(RecordShare).where(col(RecordShare.record_id) == record_id).order_by(col(RecordShare.shared_at))
-    )
+    rows = await session.execute(select(model).where(col(model.record_id) == record_id).order_by(order_by))
     return list(rows.scalars())
+
+
+async def _remove_access(
+    session: AsyncSession, model: type[RecordShare] | type[RecordNamedAccess], *, record_id: uuid.UUID,
+    user_id: uuid.UUID, actor: Actor, now: datetime, what: str, action: str,
+) -> None:
+    """Take a share or a name off a record (the same rule that may add it), audited."""
+    _, rule, clause = await _load_for_sharing(session, record_id=record_id, actor=actor, now=now)
+    row = await session.get(model, (record_id, user_id))
+    if row is None:
+        raise not_found(what)
+    await session.delete(row)
+    add_event(session, now=now, actor=actor, action=action, resource_type="record",
+              resource_id=record_id, decision="allow", rule=rule, clause=clause, detail={"user_id": str(user_id)})
+    await session.commit()
+
+
+async def list_shares(session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime) -> list[RecordShare]:
+    return await _list_access(session, RecordShare, order_by=col(RecordShare.shared_at), record_id=record_id,
+                              actor=actor, now=now)
 
 
 async def remove_share(
     session: AsyncSession, *, record_id: uuid.UUID, user_id: uuid.UUID, actor: Actor, now: datetime
 ) -> None:
-    _, rule, clause = await _load_for_sharing(session, record_id=record_id, actor=actor, now=now)
-    share = await session.get(RecordShare, (record_id, user_id))
-    if share is None:
-        raise not_found("share")
-    await session.delete(share)
-    add_event(session, now=now, actor=actor, action="record.unshare", resource_type="record",
-              resource_id=record_id, decision="allow", rule=rule, clause=clause, detail={"user_id": str(user_id)})
-    await session.commit()
+    await _remove_access(session, RecordShare, record_id=record_id, user_id=user_id, actor=actor, now=now,
+                         what="share", action="record.unshare")
 
 
 # -- named access (§3.2, §1.3) --------------------------------------------------------
@@ -128,25 +144,15 @@ async def add_named(
 async def list_named(
     session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime
 ) -> list[RecordNamedAccess]:
-    await _load_for_sharing(session, record_id=record_id, actor=actor, now=now)
-    rows = await session.execute(
-        select(RecordNamedAccess).where(col(RecordNamedAccess.record_id) == record_id)
-        .order_by(col(RecordNamedAccess.added_at))
-    )
-    return list(rows.scalars())
+    return await _list_access(session, RecordNamedAccess, order_by=col(RecordNamedAccess.added_at),
+                              record_id=record_id, actor=actor, now=now)
 
 
 async def remove_named(
     session: AsyncSession, *, record_id: uuid.UUID, user_id: uuid.UUID, actor: Actor, now: datetime
 ) -> None:
-    _, rule, clause = await _load_for_sharing(session, record_id=record_id, actor=actor, now=now)
-    named = await session.get(RecordNamedAccess, (record_id, user_id))
-    if named is None:
-        raise not_found("named colleague")
-    await session.delete(named)
-    add_event(session, now=now, actor=actor, action="record.unname", resource_type="record",
-              resource_id=record_id, decision="allow", rule=rule, clause=clause, detail={"user_id": str(user_id)})
-    await session.commit()
+    await _remove_access(session, RecordNamedAccess, record_id=record_id, user_id=user_id, actor=actor, now=now,
+                         what="named colleague", action="record.unname")
 
 
 # -- emergency grants (§4.5) -------------------------------------------------------------
