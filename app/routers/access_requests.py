@@ -16,16 +16,12 @@ from app.models.access_requests import (
     AccessRequestStatus,
     AccessWithdrawal,
 )
-from app.routers.responses import problem_responses
+from app.routers.responses import labelled, problem_responses, protect
 from app.workflows import access_requests
 
-router = APIRouter(prefix="/access-requests", tags=["access requests"])
-
-
-def _private(response: Response, classification: str = "confidential") -> None:
-    """Requests name people and packages carry their records: never cached (§3.7, §4.4)."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Confidentiality"] = classification
+router = APIRouter(prefix="/access-requests", tags=["access requests"],
+                   # requests name people and packages carry records: never cached (§3.7, §4.4)
+                   dependencies=[labelled("confidential")])
 
 
 @router.post("", status_code=201, response_model=AccessRequestPublic, responses=problem_responses(401, 403, 422))
@@ -34,14 +30,13 @@ async def log_request(
 ) -> AccessRequestPublic:
     """Log a signed letter the Director received; a verbal or wrongly signed one is refused (422)."""
     created = await access_requests.log_request(session, data=body, actor=actor, now=now)
-    _private(response)
     response.headers["Location"] = f"/access-requests/{created.id}"
     return created
 
 
 @router.get("", response_model=Page[AccessRequestPublic], responses=problem_responses(400, 401, 403, 422))
 async def list_requests(
-    actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep, limit: LimitDep, response: Response,
+    actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep, limit: LimitDep,
     cursor: str | None = Query(default=None, max_length=512),
     status: AccessRequestStatus | None = None,
     overdue: bool | None = None,
@@ -49,16 +44,14 @@ async def list_requests(
     """By due date. Directors see all; other staff those they logged and their own personnel requests."""
     page = await access_requests.list_requests(session, actor=actor, now=now, cursors=state.cursors, limit=limit,
                                                cursor=cursor, status=status, overdue=overdue)
-    _private(response)
     return page
 
 
 @router.get("/{request_id}", response_model=AccessRequestPublic, responses=problem_responses(401, 403, 404, 422))
 async def get_request(
-    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep, response: Response
+    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep
 ) -> AccessRequestPublic:
     found = await access_requests.get_request(session, request_id=request_id, actor=actor, now=now)
-    _private(response)
     return found
 
 
@@ -66,36 +59,32 @@ async def get_request(
              responses=problem_responses(401, 403, 404, 409, 422))
 async def decide(
     request_id: uuid.UUID, body: AccessDecision, actor: CurrentUser, session: SessionDep, now: NowDep,
-    response: Response,
 ) -> AccessRequestPublic:
     """A director approves or refuses a received request, with a reason."""
     decided = await access_requests.decide_request(session, request_id=request_id, data=body, actor=actor, now=now)
-    _private(response)
     return decided
 
 
 @router.post("/{request_id}/withdraw", response_model=AccessRequestPublic,
              responses=problem_responses(401, 403, 404, 409, 422))
 async def withdraw(
-    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep, response: Response,
+    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep,
     body: AccessWithdrawal | None = None,
 ) -> AccessRequestPublic:
     """Withdraw an open request: directors, whoever logged it, or the employee it is about."""
     done = await access_requests.withdraw_request(session, request_id=request_id, data=body or AccessWithdrawal(),
                                                   actor=actor, now=now)
-    _private(response)
     return done
 
 
 @router.post("/{request_id}/fulfil", response_model=AccessRequestPublic,
              responses=problem_responses(401, 403, 404, 409, 422))
 async def fulfil(
-    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep, response: Response
+    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep
 ) -> AccessRequestPublic:
     """A director fulfils an approved request: the package is built and stored, encrypted."""
     done = await access_requests.fulfil_request(session, request_id=request_id, actor=actor, now=now,
                                                 keyring=state.keyring)
-    _private(response)
     return done
 
 
@@ -107,5 +96,5 @@ async def package(
     """The fulfilled package (JSON), stamped CONFIDENTIAL: directors, and the employee of a personnel request."""
     found = await access_requests.download_package(session, request_id=request_id, actor=actor, now=now,
                                                    keyring=state.keyring)
-    _private(response, found.confidentiality.value)
+    protect(response, found.confidentiality.value)  # the most restrictive record it holds
     return found

@@ -22,13 +22,11 @@ from app.models.breach_reports import (
     BreachReportStatusView,
     BreachStatus,
 )
-from app.routers.records import protect
-from app.routers.responses import problem_responses
+from app.routers.responses import labelled, problem_responses
 from app.workflows import breach_reports
 
-router = APIRouter(prefix="/breach-reports", tags=["breach reports"])
-
 CLASSIFICATION = "sensitive"
+router = APIRouter(prefix="/breach-reports", tags=["breach reports"], dependencies=[labelled(CLASSIFICATION)])
 AnyView = BreachReportPublic | BreachReportStatusView
 
 
@@ -37,14 +35,13 @@ async def create_report(body: BreachReportCreate, actor: StaffUser, session: Ses
                         response: Response) -> AnyView:
     """Any staff account reports; it is routed to its handler at once. The answer is the caller's view."""
     report = await breach_reports.create_report(session, data=body, actor=actor, now=now)
-    protect(response, CLASSIFICATION)
     response.headers["Location"] = f"/breach-reports/{report.id}"
     return (await breach_reports.shape(session, actor, [report]))[0]
 
 
 @router.get("", response_model=Page[AnyView], responses=problem_responses(400, 401, 403, 422))
 async def list_reports(
-    actor: CurrentUser, session: SessionDep, state: StateDep, limit: LimitDep, response: Response,
+    actor: CurrentUser, session: SessionDep, state: StateDep, limit: LimitDep,
     cursor: str | None = Query(default=None, max_length=512),
     status: BreachStatus | None = None,
     kind: BreachKind | None = None,
@@ -54,24 +51,20 @@ async def list_reports(
     items, nxt = await breach_reports.list_reports(
         session, actor=actor, cursors=state.cursors, limit=limit, cursor=cursor, status=status, kind=kind,
         handler_id=handler_id)
-    protect(response, CLASSIFICATION)
     return Page(items=items, next_cursor=nxt)
 
 
 @router.get("/{report_id}", response_model=AnyView, responses=problem_responses(401, 403, 404, 422))
-async def get_report(report_id: uuid.UUID, actor: CurrentUser, session: SessionDep, response: Response) -> AnyView:
+async def get_report(report_id: uuid.UUID, actor: CurrentUser, session: SessionDep) -> AnyView:
     found = await breach_reports.get_report(session, report_id=report_id, actor=actor)
-    protect(response, CLASSIFICATION)
     return found
 
 
 @router.post("/{report_id}/investigate", response_model=BreachReportPublic,
              responses=problem_responses(401, 403, 404, 409, 422))
-async def investigate(report_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep,
-                      response: Response) -> BreachReportPublic:
+async def investigate(report_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep) -> BreachReportPublic:
     """The handler or a director starts the investigation: open -> investigating."""
     report = await breach_reports.investigate(session, report_id=report_id, actor=actor, now=now)
-    protect(response, CLASSIFICATION)
     return report
 
 
@@ -81,17 +74,15 @@ async def assign(report_id: uuid.UUID, body: BreachAssign, actor: DirectorUser, 
                  response: Response) -> BreachReportPublic:
     """A director hands the report to another active staff account (never the colleague concerned)."""
     report = await breach_reports.assign(session, report_id=report_id, data=body, actor=actor, now=now)
-    protect(response, CLASSIFICATION)
     return report
 
 
 @router.post("/{report_id}/finding", response_model=BreachReportPublic,
              responses=problem_responses(401, 403, 404, 409, 422))
 async def record_finding(report_id: uuid.UUID, body: BreachFinding, actor: CurrentUser, session: SessionDep,
-                         now: NowDep, response: Response) -> BreachReportPublic:
+                         now: NowDep) -> BreachReportPublic:
     """The handler or a director records the finding, which sets the outcome and closes the report."""
     report = await breach_reports.record_finding(session, report_id=report_id, data=body, actor=actor, now=now)
-    protect(response, CLASSIFICATION)
     return report
 
 
@@ -101,5 +92,4 @@ async def procedure_advised(report_id: uuid.UUID, actor: CurrentUser, session: S
                             response: Response) -> BreachReportPublic:
     """The complainant of an external complaint has now been told about the Complaint Procedure (§1.7)."""
     report = await breach_reports.mark_procedure_advised(session, report_id=report_id, actor=actor, now=now)
-    protect(response, CLASSIFICATION)
     return report

@@ -21,14 +21,12 @@ from app.models.disclosures import (
     DisclosureStatus,
     SubjectInformed,
 )
-from app.routers.records import protect
-from app.routers.responses import problem_responses
+from app.routers.responses import labelled, problem_responses
 from app.workflows import disclosures
-
-router = APIRouter(prefix="/disclosures", tags=["disclosures"])
 
 # A disclosure involves legal issues: never cached, labelled as sensitive (§3.2, §3.7).
 CLASSIFICATION = "sensitive"
+router = APIRouter(prefix="/disclosures", tags=["disclosures"], dependencies=[labelled(CLASSIFICATION)])
 
 
 @router.post("", status_code=201, response_model=DisclosurePublic, responses=problem_responses(401, 403, 422))
@@ -36,14 +34,13 @@ async def raise_disclosure(body: DisclosureCreate, actor: StaffUser, session: Se
                            response: Response) -> DisclosurePublic:
     """Any staff account raises one; the category decides where it goes and the clause that allows it."""
     created = await disclosures.raise_disclosure(session, data=body, actor=actor, now=now)
-    protect(response, CLASSIFICATION)
     response.headers["Location"] = f"/disclosures/{created.id}"
     return disclosures.to_public(created)
 
 
 @router.get("", response_model=Page[DisclosurePublic], responses=problem_responses(400, 401, 403, 422))
 async def list_disclosures(
-    actor: CurrentUser, session: SessionDep, state: StateDep, limit: LimitDep, response: Response,
+    actor: CurrentUser, session: SessionDep, state: StateDep, limit: LimitDep,
     cursor: str | None = Query(default=None, max_length=512),
     status: DisclosureStatus | None = None,
     category: DisclosureCategory | None = None,
@@ -54,36 +51,31 @@ async def list_disclosures(
     items, nxt = await disclosures.list_disclosures(
         session, actor=actor, cursors=state.cursors, limit=limit, cursor=cursor, status=status, category=category,
         subject_id=subject_id, raised_by=raised_by)
-    protect(response, CLASSIFICATION)
     return Page(items=[disclosures.to_public(d) for d in items], next_cursor=nxt)
 
 
 @router.get("/{disclosure_id}", response_model=DisclosurePublic, responses=problem_responses(401, 403, 404, 422))
-async def get_disclosure(disclosure_id: uuid.UUID, actor: CurrentUser, session: SessionDep,
-                         response: Response) -> DisclosurePublic:
+async def get_disclosure(disclosure_id: uuid.UUID, actor: CurrentUser, session: SessionDep) -> DisclosurePublic:
     found = await disclosures.get_disclosure(session, disclosure_id=disclosure_id, actor=actor)
-    protect(response, CLASSIFICATION)
     return disclosures.to_public(found)
 
 
 @router.post("/{disclosure_id}/report", response_model=DisclosurePublic,
              responses=problem_responses(401, 403, 404, 409, 422))
 async def report_disclosure(disclosure_id: uuid.UUID, body: DisclosureReport, actor: DirectorUser,
-                            session: SessionDep, now: NowDep, response: Response) -> DisclosurePublic:
+                            session: SessionDep, now: NowDep) -> DisclosurePublic:
     """A director records it as made: to which authority, when, with what reference (§5)."""
     d = await disclosures.report_disclosure(session, disclosure_id=disclosure_id, data=body, actor=actor, now=now)
-    protect(response, CLASSIFICATION)
     return disclosures.to_public(d)
 
 
 @router.post("/{disclosure_id}/subject-informed", response_model=DisclosurePublic,
              responses=problem_responses(401, 403, 404, 409, 422))
 async def subject_informed(disclosure_id: uuid.UUID, body: SubjectInformed, actor: CurrentUser,
-                           session: SessionDep, now: NowDep, response: Response) -> DisclosurePublic:
+                           session: SessionDep, now: NowDep) -> DisclosurePublic:
     """The one who raised it, or a director, records that the person affected was told (§1.9, §5.4)."""
     d = await disclosures.record_subject_informed(session, disclosure_id=disclosure_id, data=body, actor=actor,
                                                   now=now)
-    protect(response, CLASSIFICATION)
     return disclosures.to_public(d)
 
 
@@ -93,5 +85,4 @@ async def close_disclosure(disclosure_id: uuid.UUID, actor: DirectorUser, sessio
                            response: Response) -> DisclosurePublic:
     """A director closes it once it is reported and the person affected told; otherwise 409."""
     d = await disclosures.close_disclosure(session, disclosure_id=disclosure_id, actor=actor, now=now)
-    protect(response, CLASSIFICATION)
     return disclosures.to_public(d)

@@ -23,20 +23,13 @@ from app.models.records import (
     SharePublic,
     Tombstone,
 )
-from app.routers.responses import problem_responses
+from app.routers.responses import problem_responses, protect
 from app.workflows import records, sharing
 
 router = APIRouter(prefix="/records", tags=["records"])
 _ORDER = [Classification.general, Classification.confidential, Classification.sensitive, Classification.personnel]
 
 
-def protect(response: Response, classification: str | None) -> None:
-    """Non-general content is never cached and says what it is (§3.7, §4.4)."""
-    if classification and classification != Classification.general:
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Confidentiality"] = classification
-    else:
-        response.headers["Cache-Control"] = "private, no-cache"
 
 
 def _most_restrictive(classes: list[str]) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Depends, Response
 from pydantic import BaseModel
 
 
@@ -102,3 +103,21 @@ def document_common_problems(document: dict[str, Any]) -> dict[str, Any]:
                     if content.get("application/json", {}).get("schema") == _PROBLEM_REF:
                         del content["application/json"]
     return document
+
+
+def protect(response: Response, classification: str | None) -> None:
+    """Non-general content is never cached and says what it is (§3.7, §4.4)."""
+    if classification and classification != "general":
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Confidentiality"] = classification
+    else:
+        response.headers["Cache-Control"] = "private, no-cache"
+
+
+def labelled(classification: str) -> Any:
+    """A router dependency: every successful response of the router is ``protect``-ed as ``classification``."""
+
+    async def _label(response: Response) -> None:
+        protect(response, classification)
+
+    return Depends(_label)
