@@ -6,9 +6,14 @@ import base64
 import hashlib
 import hmac
 import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import and_, or_
+from sqlmodel import col
 
 from app.core.errors import Problem
 
@@ -20,6 +25,10 @@ DEFAULT_LIMIT = 50
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
+
+
+def invalid_cursor() -> Problem:
+    return Problem(400, "the cursor is not one this service issued for this list", type="invalid-cursor")
 
 
 class CursorCodec:
@@ -44,6 +53,28 @@ class CursorCodec:
             if got_scope != scope or not isinstance(values, list):
                 raise ValueError
         except (ValueError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise Problem(400, "the cursor is not one this service issued for this list",
-                          type="invalid-cursor") from exc
+            raise invalid_cursor() from exc
         return values
+
+
+# -- newest first, by (created_at, id) ------------------------------------------------
+
+
+def page_query(query: Any, model: Any, *, cursors: CursorCodec, scope: str, cursor: str | None, limit: int) -> Any:
+    """Order newest first by (created_at, id) and continue after ``cursor``."""
+    if cursor:
+        at, last_id = cursors.decode(scope, cursor)
+        try:
+            after_at, after_id = datetime.fromisoformat(str(at)), uuid.UUID(str(last_id))
+        except ValueError as exc:
+            raise invalid_cursor() from exc
+        query = query.where(or_(col(model.created_at) < after_at,
+                                and_(col(model.created_at) == after_at, col(model.id) < after_id)))
+    return query.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(limit + 1)
+
+
+def next_cursor(rows: Sequence[Any], *, cursors: CursorCodec, scope: str, limit: int) -> str | None:
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1]
+    return cursors.encode(scope, [last.created_at.isoformat(), str(last.id)])

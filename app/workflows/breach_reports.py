@@ -42,7 +42,7 @@ from sqlmodel import col, select
 
 from app.core.config import Settings
 from app.core.errors import PolicyDenied, Problem, field_error, not_found
-from app.core.pagination import CursorCodec
+from app.core.pagination import CursorCodec, next_cursor, page_query
 from app.models.accounts import User
 from app.models.audit import AuditEvent
 from app.models.breach_reports import (
@@ -62,7 +62,6 @@ from app.models.breach_reports import (
 from app.models.records import Classification, Record
 from app.policy.actor import Actor
 from app.workflows.audit_trail import add_event
-from app.workflows.disclosures import next_cursor, page_query
 
 log = logging.getLogger("kmm.breach_reports")
 

@@ -12,17 +12,16 @@ Audit events carry ids, the category, the clause and statuses: never the summary
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, true
+from sqlalchemy import ColumnElement, func, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
 from app.core.errors import Problem, field_error, not_found
-from app.core.pagination import CursorCodec
+from app.core.pagination import CursorCodec, next_cursor, page_query
 from app.models.disclosures import (
     ROUTES,
     Disclosure,
@@ -42,27 +41,6 @@ from app.workflows.audit_trail import add_event
 RESOURCE = "disclosure"
 
 # -- keyset pagination, newest first (shared with breach reports) ----------------------
-
-
-def page_query(query: Any, model: Any, *, cursors: CursorCodec, scope: str, cursor: str | None, limit: int) -> Any:
-    """Order newest first by (created_at, id) and continue after ``cursor``."""
-    if cursor:
-        at, last_id = cursors.decode(scope, cursor)
-        try:
-            after_at, after_id = datetime.fromisoformat(str(at)), uuid.UUID(str(last_id))
-        except ValueError as exc:
-            raise Problem(400, "the cursor is not one this service issued for this list",
-                          type="invalid-cursor") from exc
-        query = query.where(or_(col(model.created_at) < after_at,
-                                and_(col(model.created_at) == after_at, col(model.id) < after_id)))
-    return query.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(limit + 1)
-
-
-def next_cursor(rows: Sequence[Any], *, cursors: CursorCodec, scope: str, limit: int) -> str | None:
-    if len(rows) <= limit:
-        return None
-    last = rows[limit - 1]
-    return cursors.encode(scope, [last.created_at.isoformat(), str(last.id)])
 
 
 # -- visibility -------------------------------------------------------------------------
