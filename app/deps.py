@@ -99,7 +99,7 @@ async def get_actor(session: SessionDep, claims: ClaimsDep) -> Actor:
 CurrentActor = Annotated[Actor, Depends(get_actor)]
 
 
-async def _refuse(request: Request, session: AsyncSession, actor: Actor, now: datetime, denial: PolicyDenied) -> None:
+async def refuse(request: Request, session: AsyncSession, actor: Actor, now: datetime, denial: PolicyDenied) -> None:
     """Audit a refusal at the door (a role check), then raise it."""
     route = request.scope.get("route")
     add_event(session, now=now, actor=actor, action="endpoint.denied", resource_type="endpoint",
@@ -111,7 +111,7 @@ async def _refuse(request: Request, session: AsyncSession, actor: Actor, now: da
 
 async def get_user(request: Request, actor: CurrentActor, session: SessionDep, now: NowDep) -> Actor:
     if actor.kind != "user":
-        await _refuse(request, session, actor, now, PolicyDenied(
+        await refuse(request, session, actor, now, PolicyDenied(
             "this endpoint is for accounts, not service clients", rule="accounts-only", clause="§6.6"))
     return actor
 
@@ -121,7 +121,7 @@ CurrentUser = Annotated[Actor, Depends(get_user)]
 
 async def get_staff(request: Request, actor: CurrentUser, session: SessionDep, now: NowDep) -> Actor:
     if not actor.is_staff:
-        await _refuse(request, session, actor, now, PolicyDenied(
+        await refuse(request, session, actor, now, PolicyDenied(
             "only staff accounts (colleagues and directors) may do this", rule="staff-only", clause="§4.2"))
     return actor
 
@@ -132,7 +132,7 @@ StaffUser = Annotated[Actor, Depends(get_staff)]
 async def get_director(request: Request, actor: CurrentUser, session: SessionDep, now: NowDep) -> Actor:
     if not actor.is_director:
         # Directors decide who may reach what (§4.5) and answer for the policy (§3.4).
-        await _refuse(request, session, actor, now, PolicyDenied(
+        await refuse(request, session, actor, now, PolicyDenied(
             "only a director may do this", rule="director-only", clause="§4.5"))
     return actor
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from app.core.errors import PolicyDenied
 from app.core.pagination import Page
-from app.deps import CurrentActor, LimitDep, NowDep, SessionDep, StateDep
+from app.deps import CurrentActor, LimitDep, NowDep, SessionDep, StateDep, refuse
 from app.models.records import Subject, SubjectCategory, SubjectCreate, SubjectPublic
 from app.policy.actor import Actor
 from app.routers.responses import problem_responses
@@ -19,11 +19,12 @@ router = APIRouter(prefix="/subjects", tags=["subjects"])
 
 
 def _directory_user(scope: str):  # type: ignore[no-untyped-def]
-    async def check(actor: CurrentActor) -> Actor:
-        if actor.is_staff or (actor.kind == "client" and actor.has_scope(scope)):
-            return actor
-        raise PolicyDenied("the subject directory is for staff; trustees see what is passed to them",
-                           rule="staff-only", clause="§3.1")
+    async def check(request: Request, actor: CurrentActor, session: SessionDep, now: NowDep) -> Actor:
+        if not (actor.is_staff or (actor.kind == "client" and actor.has_scope(scope))):
+            await refuse(request, session, actor, now, PolicyDenied(
+                "the subject directory is for staff; trustees see what is passed to them",
+                rule="staff-only", clause="§3.1"))
+        return actor
 
     return Depends(check)
 

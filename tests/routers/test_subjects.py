@@ -56,7 +56,7 @@ async def test_list_search_filter_and_pages(client, factory: Factory):
     assert (await client.get("/subjects", headers=alice.headers, params={"category": "alien"})).status_code == 422
 
 
-async def test_trustees_and_clients_without_scope_are_refused(client, factory: Factory):
+async def test_trustees_and_clients_without_scope_are_refused(client, factory: Factory, state):
     director = await factory.user("director")
     trustee = await factory.user("trustee")
     subject = await make_subject(client, director, name="Private Person")
@@ -67,6 +67,14 @@ async def test_trustees_and_clients_without_scope_are_refused(client, factory: F
         assert (r.json()["rule"], r.json()["clause"]) == ("staff-only", "§3.1")
         assert "Private Person" not in r.text
     assert (await client.get("/subjects")).status_code == 401
+    # each refusal at the door is audited, with the rule and clause
+    from sqlmodel import select
+
+    from app.models.audit import AuditEvent
+
+    async with state.sessionmaker() as s:
+        refused = list((await s.execute(select(AuditEvent).where(AuditEvent.action == "endpoint.denied"))).scalars())
+    assert [(e.actor_id, e.rule, e.clause) for e in refused] == [(trustee.id, "staff-only", "§3.1")] * 3
 
 
 async def test_an_employee_subject_links_only_to_an_employee_account(client, factory):
