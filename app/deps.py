@@ -10,16 +10,14 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
 
 from app.core.errors import PolicyDenied
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.core.security import InvalidToken, TokenClaims
 from app.core.state import AppState
-from app.models.accounts import AuthSession, ServiceClient, User
 from app.policy.actor import Actor
 from app.workflows.audit_trail import add_event
-from app.workflows.sessions import session_actor, unauthorized
+from app.workflows.sessions import load_actor, unauthorized
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
@@ -64,32 +62,6 @@ async def get_claims(
 
 
 ClaimsDep = Annotated[TokenClaims, Depends(get_claims)]
-
-
-async def load_actor(session: AsyncSession, claims: TokenClaims) -> Actor:
-    """Check the token's account (or service client) and session in one query."""
-    subject_id = uuid.UUID(claims.sub)
-    if claims.kind == "client":
-        row = (
-            await session.execute(
-                select(ServiceClient, AuthSession.revoked_at)
-                .join(AuthSession, col(AuthSession.client_id) == ServiceClient.id)
-                .where(ServiceClient.id == subject_id, AuthSession.id == claims.sid)
-            )
-        ).first()
-        if row is None or row[1] is not None or not row[0].active:
-            raise unauthorized("the session has ended")
-        client: ServiceClient = row[0]
-        return Actor(id=client.id, kind="client", role=None, scopes=frozenset(client.scopes),
-                     session_id=claims.sid)
-    row = (
-        await session.execute(
-            select(User, AuthSession.revoked_at)
-            .join(AuthSession, col(AuthSession.user_id) == User.id)
-            .where(User.id == subject_id, AuthSession.id == claims.sid)
-        )
-    ).first()
-    return session_actor(row[0] if row else None, row[1] if row else None, claims.sid)
 
 
 async def get_actor(session: SessionDep, claims: ClaimsDep) -> Actor:

@@ -63,6 +63,18 @@ def make_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
+def autocommit_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, for work that is one statement: on PostgreSQL in autocommit mode.
+
+    A single SELECT or INSERT is atomic on its own, so the hot path saves the BEGIN and
+    COMMIT round trips (DESIGN §11). SQLite keeps its explicit BEGIN IMMEDIATE (below),
+    so there it is the engine itself, and writers must still use ``begin()``.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
+
+
 def _tune_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _: Any) -> None:

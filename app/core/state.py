@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Keyring
-from app.core.db import make_engine, make_sessionmaker
+from app.core.db import autocommit_engine, make_engine, make_sessionmaker
 from app.core.encrypted import install_keyring
 from app.core.pagination import CursorCodec
 from app.core.security import Passwords, Tokens
+from app.workflows.audit_trail import AuditWriter
 
 
 @dataclass
@@ -28,6 +29,9 @@ class AppState:
     passwords: Passwords
     cursors: CursorCodec
     keyring: Keyring
+    # Single statements on the hot path (GET /records/{id}); see app.core.db.autocommit_engine.
+    statements: AsyncEngine
+    audit: AuditWriter
     extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -46,4 +50,6 @@ class AppState:
             passwords=Passwords(settings),
             cursors=CursorCodec(settings.signing_key),
             keyring=keyring,
+            statements=autocommit_engine(engine),
+            audit=AuditWriter(autocommit_engine(engine)),
         )

@@ -1,36 +1,39 @@
 """GET /bench/baseline/{record_id}: the benchmark's bare baseline (issue 7).
 
-The same primary-key select of a record (and its stored content row) as the read path,
-with no authentication, policy, decryption or audit. Mounted only when
-``settings.bench_endpoints`` is true, which only the benchmark sets: it reveals nothing
-but a record's id, class and version, and never exists in a normal service.
+The same primary-key select of a record and its stored content row as the read path,
+through the same autocommit connection and Core rows, with no authentication, policy,
+decryption or audit. Mounted only when ``settings.bench_endpoints`` is true, which only
+the benchmark sets: it reveals nothing but a record's id, class and version, and never
+exists in a normal service.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter
-from sqlmodel import col, select
+from sqlalchemy import Table, bindparam, select
 
 from app.core.errors import not_found
-from app.deps import SessionDep
+from app.deps import StateDep
 from app.models.records import Record, RecordContent
 
 router = APIRouter(prefix="/bench", tags=["bench"], include_in_schema=False)
 
+_RECORDS = cast(Table, Record.__table__)  # type: ignore[attr-defined]
+_CONTENTS = cast(Table, RecordContent.__table__)  # type: ignore[attr-defined]
+_BY_ID = (
+    select(*_RECORDS.c, *_CONTENTS.c)
+    .outerjoin(_CONTENTS, _CONTENTS.c.record_id == _RECORDS.c.id)
+    .where(_RECORDS.c.id == bindparam("record_id"))
+)
+
 
 @router.get("/baseline/{record_id}")
-async def baseline(record_id: uuid.UUID, session: SessionDep) -> dict[str, Any]:
-    row = (
-        await session.execute(
-            select(Record, RecordContent.key_id)
-            .outerjoin(RecordContent, col(RecordContent.record_id) == Record.id)
-            .where(col(Record.id) == record_id)
-        )
-    ).first()
+async def baseline(record_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
+    async with state.statements.connect() as conn:
+        row = (await conn.execute(_BY_ID, {"record_id": record_id})).first()
     if row is None:
         raise not_found("record")
-    record = row[0]
-    return {"id": record.id, "classification": record.classification, "version": record.version}
+    return {"id": row.id, "classification": row.classification, "version": row.version}

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from app.core.pagination import Page
-from app.deps import ClaimsDep, CurrentActor, CurrentUser, LimitDep, NowDep, SessionDep, StaffUser, StateDep, load_actor
+from app.deps import ClaimsDep, CurrentActor, CurrentUser, LimitDep, NowDep, SessionDep, StaffUser, StateDep
 from app.models.records import (
     AccessLog,
     Classification,
@@ -68,14 +68,16 @@ async def list_records(
 
 @router.get("/{record_id}", response_model=RecordPublic, responses=problem_responses(401, 403, 404, 410, 422))
 async def read_record(
-    record_id: uuid.UUID, claims: ClaimsDep, session: SessionDep, state: StateDep, now: NowDep, response: Response
+    record_id: uuid.UUID, claims: ClaimsDep, state: StateDep, now: NowDep, response: Response
 ) -> RecordPublic:
-    if claims.kind == "user":  # the hot path: account, session and record in one query
-        record = await records.read_record_with_token(session, record_id=record_id, claims=claims, now=now,
-                                                      keyring=state.keyring)
-    else:
-        actor = await load_actor(session, claims)
-        record = await records.read_record(session, record_id=record_id, actor=actor, now=now, keyring=state.keyring)
+    record = None
+    if claims.kind == "user":  # the hot path: one autocommit query, no session (DESIGN §11)
+        record = await records.read_record_fast(state.statements, state.audit, record_id=record_id, claims=claims,
+                                                now=now, keyring=state.keyring)
+    if record is None:  # a service client, or anything but a plain allowed read
+        async with state.sessionmaker() as session:
+            record = await records.read_record_general(session, record_id=record_id, claims=claims, now=now,
+                                                       keyring=state.keyring)
     protect(response, record.classification)
     response.headers["ETag"] = records.etag(record.version)
     return record

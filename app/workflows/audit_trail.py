@@ -8,12 +8,13 @@ app/workflows/audit_chain.py chains them after they commit.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import event, insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col, select
 
@@ -25,41 +26,91 @@ _PENDING = "kmm_audit_pending"
 _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 
 
-def add_event(
-    session: AsyncSession,
-    *,
-    now: datetime,
-    action: str,
-    actor: Actor | None = None,
-    resource_type: str | None = None,
-    resource_id: uuid.UUID | str | None = None,
-    decision: str | None = None,
-    rule: str | None = None,
-    clause: str | None = None,
-    emergency: bool = False,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """Queue an event on the session; it is inserted when (and only if) the session commits.
+class EventFields(TypedDict, total=False):
+    actor: Actor | None
+    resource_type: str | None
+    resource_id: uuid.UUID | str | None
+    decision: str | None
+    rule: str | None
+    clause: str | None
+    emergency: bool
+    detail: dict[str, Any] | None
 
-    A plain row (no ORM object) inserted by one Core statement at commit: the audit
-    write is on every request's path, and this is its cheapest form.
-    """
-    session.sync_session.info.setdefault(_PENDING, []).append({
+
+def event_row(*, now: datetime, action: str, **fields: Unpack[EventFields]) -> dict[str, Any]:
+    """One audit_events row, with the request id and client address of the current request."""
+    actor = fields.get("actor")
+    resource_id = fields.get("resource_id")
+    return {
         "at": now,
         "actor_id": actor.id if actor else None,
         "actor_kind": actor.kind if actor else None,
         "actor_role": actor.audit_role if actor else None,
         "action": action,
-        "resource_type": resource_type,
+        "resource_type": fields.get("resource_type"),
         "resource_id": str(resource_id) if resource_id is not None else None,
-        "decision": decision,
-        "rule": rule,
-        "clause": clause,
-        "emergency": emergency,
+        "decision": fields.get("decision"),
+        "rule": fields.get("rule"),
+        "clause": fields.get("clause"),
+        "emergency": fields.get("emergency", False),
         "request_id": request_id_var.get(),
         "client_ip": client_ip_var.get(),
-        "detail": detail or {},
-    })
+        "detail": fields.get("detail") or {},
+    }
+
+
+def add_event(session: AsyncSession, *, now: datetime, action: str, **fields: Unpack[EventFields]) -> None:
+    """Queue an event on the session; it is inserted when (and only if) the session commits.
+
+    A plain row (no ORM object) inserted by one Core statement at commit: the audit
+    write is on every request's path, and this is its cheapest form.
+    """
+    session.sync_session.info.setdefault(_PENDING, []).append(event_row(now=now, action=action, **fields))
+
+
+class AuditWriter:
+    """Group commit for events that go with no change of their own (an allowed read).
+
+    ``await write(row)`` returns once the row is committed, so nothing is released before
+    its event is durable. Rows that arrive while an INSERT is in flight wait for the next
+    one: under load many requests share one statement and one commit (DESIGN §11),
+    and a lone request waits for just its own. If the INSERT fails, every request in the
+    batch gets the error (and answers 503), never its content.
+    """
+
+    MAX_BATCH = 500
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine  # autocommit on PostgreSQL: the INSERT is its own transaction
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, row: dict[str, Any]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((row, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH:]
+                error: BaseException | None = None
+                try:
+                    async with self._engine.begin() as conn:
+                        await conn.execute(insert(_EVENTS), [row for row, _ in batch])
+                except Exception as exc:
+                    error = exc
+                for _, future in batch:
+                    if future.done():  # its request went away; the event stands regardless
+                        continue
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(error)
+        finally:
+            self._flusher = None
 
 
 @event.listens_for(Session, "before_commit")

@@ -10,11 +10,12 @@ import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BindParameter, Select, bindparam, update
+from sqlalchemy import BindParameter, Select, Table, bindparam, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, select
 
@@ -45,11 +46,14 @@ from app.models.records import (
 from app.policy.actor import Actor
 from app.policy.decide import Decision, RecordFacts, decide, facts_columns, records_filter
 from app.policy.rules import Action
-from app.workflows.audit_trail import add_event
+from app.workflows.audit_trail import AuditWriter, add_event, event_row
 from app.workflows.breach_reports import detect_unauthorised_access
-from app.workflows.sessions import session_actor
+from app.workflows.sessions import check_session, load_actor, session_actor
 
 LABEL = "CONFIDENTIAL"
+_RECORDS = cast(Table, Record.__table__)  # type: ignore[attr-defined]
+_CONTENTS = cast(Table, RecordContent.__table__)  # type: ignore[attr-defined]
+_ACTOR_FIELDS = ("role", "active", "line_manager_id", "staff_type")
 
 
 @dataclass(slots=True)
@@ -77,7 +81,9 @@ def seal_content(keyring: Keyring, record_id: uuid.UUID, *, title: str, content:
     )
 
 
-def open_content(keyring: Keyring, rc: RecordContent, *, with_content: bool = True) -> tuple[str, str | None]:
+def open_content(keyring: Keyring, rc: RecordContent | Row[Any], *, with_content: bool = True,
+                 ) -> tuple[str, str | None]:
+    """Title and content of a content row (an entity, or its columns as read by the hot path)."""
     key = keyring.unwrap(rc.key_id, rc.wrapped_key, aad=_aad(rc.record_id, "key"))
     title = decrypt(key, rc.title_ct, _aad(rc.record_id, "title")).decode()
     content = decrypt(key, rc.content_ct, _aad(rc.record_id, "content")).decode() if with_content else None
@@ -88,18 +94,26 @@ def open_content(keyring: Keyring, rc: RecordContent, *, with_content: bool = Tr
 
 
 @functools.cache
-def _record_statement(*, with_actor: bool) -> Select[Any]:
+def _record_statement(*, with_actor: bool, core: bool = False) -> Select[Any]:
     """The record, its encrypted content and its facts relative to ``:actor_id``; built once.
 
     With ``with_actor`` the same statement also checks the caller's account and session
     (``:actor_id``, ``:session_id``), so an authorised read is one round trip (DESIGN §11).
+    ``core`` selects plain labelled columns instead of ORM entities, for the hot path
+    (``read_record_fast``), which reads rows without a session.
     """
     custodian = aliased(User, name="custodian")
     employee = aliased(User, name="employee")
     actor_id: BindParameter[Any] = bindparam("actor_id")
     facts = facts_columns(actor_id)
-    columns = (Record, RecordContent, col(custodian.line_manager_id), col(employee.line_manager_id),
-               facts["shared"], facts["named"], facts["grant"])
+    record_cols: tuple[Any, ...] = (Record, RecordContent)
+    actor_cols: tuple[Any, ...] = (User, col(AuthSession.revoked_at))
+    if core:
+        record_cols = (*_RECORDS.c, *_CONTENTS.c)  # no column name is in both
+        actor_cols = (*(col(getattr(User, f)).label(f"actor_{f}") for f in _ACTOR_FIELDS),
+                      col(AuthSession.revoked_at).label("session_revoked_at"))
+    columns = (*record_cols, col(custodian.line_manager_id).label("custodian_lm"),
+               col(employee.line_manager_id).label("employee_lm"), facts["shared"], facts["named"], facts["grant"])
     on_record = col(Record.id) == bindparam("record_id")
     if not with_actor:
         stmt = (
@@ -110,7 +124,7 @@ def _record_statement(*, with_actor: bool) -> Select[Any]:
         )
     else:
         stmt = (
-            sa_select(User, col(AuthSession.revoked_at), *columns)
+            sa_select(*actor_cols, *columns)
             .select_from(User)
             .join(AuthSession, (col(AuthSession.user_id) == User.id) & (col(AuthSession.id) == bindparam("session_id")))
             .outerjoin(Record, on_record)
@@ -210,7 +224,7 @@ def label_for(classification: str) -> str | None:
     return None if classification == Classification.general else LABEL
 
 
-def _summary_fields(r: Record) -> dict[str, Any]:
+def _summary_fields(r: Record | Row[Any]) -> dict[str, Any]:
     return {
         "id": r.id, "subject_id": r.subject_id, "classification": r.classification, "purpose": r.purpose,
         "custodian_id": r.custodian_id, "label": label_for(r.classification), "version": r.version,
@@ -219,18 +233,22 @@ def _summary_fields(r: Record) -> dict[str, Any]:
     }
 
 
-async def entitled_ids(session: AsyncSession, record: Record) -> list[uuid.UUID]:
+_ENTITLED = (
+    select(RecordNamedAccess.user_id).where(col(RecordNamedAccess.record_id) == bindparam("record_id"))
+    .order_by(col(RecordNamedAccess.user_id))
+)
+
+
+async def entitled_ids(db: AsyncSession | AsyncConnection, record: Record | Row[Any]) -> list[uuid.UUID]:
+    """Who is named on a sensitive record's list (§3.2); nobody for any other class."""
     if record.classification != Classification.sensitive:
         return []
-    rows = await session.execute(
-        select(RecordNamedAccess.user_id).where(col(RecordNamedAccess.record_id) == record.id)
-        .order_by(col(RecordNamedAccess.user_id))
-    )
+    rows = await db.execute(_ENTITLED, {"record_id": record.id})
     return list(rows.scalars())
 
 
 def to_public(
-    record: Record, *, title: str | None, content: str | None, entitled: list[uuid.UUID],
+    record: Record | Row[Any], *, title: str | None, content: str | None, entitled: list[uuid.UUID],
     decision: Decision | None,
 ) -> RecordPublic:
     return RecordPublic(
@@ -350,12 +368,60 @@ async def read_record(
     return await _read_loaded(session, loaded=loaded, actor=actor, now=now, keyring=keyring)
 
 
-async def read_record_with_token(
+async def read_record_general(
     session: AsyncSession, *, record_id: uuid.UUID, claims: TokenClaims, now: datetime, keyring: Keyring
 ) -> RecordPublic:
-    """GET /records/{id} for an account: the token's session and the record in one round trip."""
-    actor, loaded = await load_actor_and_record(session, record_id, claims=claims)
+    """GET /records/{id} in a session: every outcome, each audited (allow, deny, 404, 410, 401)."""
+    if claims.kind == "user":  # the token's session and the record in one round trip
+        actor, loaded = await load_actor_and_record(session, record_id, claims=claims)
+    else:
+        actor = await load_actor(session, claims)
+        loaded = await load_record(session, record_id, actor=actor, now=now)
     return await _read_loaded(session, loaded=loaded, actor=actor, now=now, keyring=keyring)
+
+
+async def read_record_fast(
+    engine: AsyncEngine, audit: AuditWriter, *, record_id: uuid.UUID, claims: TokenClaims, now: datetime,
+    keyring: Keyring,
+) -> RecordPublic | None:
+    """GET /records/{id} for an account, when it is a plain allowed read; else None.
+
+    The hot path (DESIGN §11): one autocommit SELECT checks the token's account and
+    session and loads the record, content and facts as plain rows (no ORM session); the
+    policy decides from the same table as everywhere else; the read's audit event is
+    committed by the group-commit writer before the content is returned. Anything else
+    (no such record, a denial, a destroyed record, an ended session) returns None and
+    the caller takes the general path, which answers and audits it exactly as before.
+    """
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(_record_statement(with_actor=True, core=True),
+                               {"record_id": record_id, "actor_id": uuid.UUID(claims.sub), "session_id": claims.sid})
+        ).first()
+        check_session(found=row is not None, revoked_at=row and row.session_revoked_at,
+                      active=bool(row and row.actor_active))
+        assert row is not None
+        if row.id is None:
+            raise not_found("record")
+        if row.record_id is None or row.destroyed_at is not None:
+            return None  # destroyed: the general path audits the read and answers 410
+        entitled = await entitled_ids(conn, row)
+    actor = Actor(id=uuid.UUID(claims.sub), kind="user", role=row.actor_role, active=True,
+                  line_manager_id=row.actor_line_manager_id, staff_type=row.actor_staff_type,
+                  session_id=claims.sid)
+    facts = RecordFacts(
+        classification=Classification(row.classification), custodian_id=row.custodian_id,
+        custodian_line_manager_id=row.custodian_lm, employee_line_manager_id=row.employee_lm,
+        shared_with_actor=bool(row.shared), actor_named=bool(row.named), actor_grant_expires_at=row.grant,
+    )
+    decision = decide(actor, Action.read, facts, now)
+    if not decision.allowed:
+        return None
+    title, content = open_content(keyring, row)
+    await audit.write(event_row(now=now, actor=actor, action="record.read", resource_type="record",
+                                resource_id=row.id, decision="allow", rule=decision.rule, clause=decision.clause,
+                                emergency=decision.emergency, detail={"classification": row.classification}))
+    return to_public(row, title=title, content=content, entitled=entitled, decision=decision)
 
 
 async def _read_loaded(

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import Problem
-from app.core.security import InvalidToken, hash_secret, secrets_equal
+from app.core.security import InvalidToken, TokenClaims, hash_secret, secrets_equal
 from app.core.state import AppState
 from app.models.accounts import (
     AuthSession,
@@ -31,13 +31,45 @@ def unauthorized(detail: str) -> Problem:
     return Problem(401, detail, type="not-authenticated", headers={"WWW-Authenticate": "Bearer"})
 
 
+def check_session(*, found: bool, revoked_at: datetime | None, active: bool) -> None:
+    """A token is good only for a live session of an active account; anything else is 401 (§7.2)."""
+    if not found or revoked_at is not None:
+        raise unauthorized("the session has ended")
+    if not active:
+        raise unauthorized("the account is deactivated (§7.2)")
+
+
 def session_actor(user: User | None, revoked_at: datetime | None, session_id: uuid.UUID) -> Actor:
     """The actor of a live session of an active account; anything else is 401 (§7.2)."""
-    if user is None or revoked_at is not None:
-        raise unauthorized("the session has ended")
-    if not user.active:
-        raise unauthorized("the account is deactivated (§7.2)")
+    check_session(found=user is not None, revoked_at=revoked_at, active=user is not None and user.active)
+    assert user is not None
     return Actor.for_user(user, session_id=session_id)
+
+
+async def load_actor(session: AsyncSession, claims: TokenClaims) -> Actor:
+    """Check the token's account (or service client) and session in one query."""
+    subject_id = uuid.UUID(claims.sub)
+    if claims.kind == "client":
+        row = (
+            await session.execute(
+                select(ServiceClient, AuthSession.revoked_at)
+                .join(AuthSession, col(AuthSession.client_id) == ServiceClient.id)
+                .where(ServiceClient.id == subject_id, AuthSession.id == claims.sid)
+            )
+        ).first()
+        if row is None or row[1] is not None or not row[0].active:
+            raise unauthorized("the session has ended")
+        client: ServiceClient = row[0]
+        return Actor(id=client.id, kind="client", role=None, scopes=frozenset(client.scopes),
+                     session_id=claims.sid)
+    row = (
+        await session.execute(
+            select(User, AuthSession.revoked_at)
+            .join(AuthSession, col(AuthSession.user_id) == User.id)
+            .where(User.id == subject_id, AuthSession.id == claims.sid)
+        )
+    ).first()
+    return session_actor(row[0] if row else None, row[1] if row else None, claims.sid)
 
 
 def _bad_grant(detail: str = "incorrect email or password") -> Problem:
