@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             yield
         finally:
             await background.stop(tasks)
+            await state.rows.close()
             await state.engine.dispose()
 
     app = FastAPI(

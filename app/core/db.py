@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import DateTime, event
-from sqlalchemy.engine import Dialect
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import DateTime, Select, event
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -73,6 +78,125 @@ def autocommit_engine(engine: AsyncEngine) -> AsyncEngine:
     if engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
     return engine
+
+
+# -- the hot path's reads --------------------------------------------------------------------
+
+
+class Rows(Protocol):
+    """Single read statements on one connection; rows give their columns as attributes.
+
+    Only for statements whose parameters are plain values (ids) and whose columns need
+    no conversion by SQLAlchemy types beyond what the driver does (no EncryptedText).
+    """
+
+    async def first(self, stmt: Select[Any], params: dict[str, Any]) -> Any | None: ...
+
+    async def scalars(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]: ...
+
+
+class RowSource(Protocol):
+    def connection(self) -> AbstractAsyncContextManager[Rows]: ...
+
+    async def close(self) -> None: ...
+
+
+class _EngineRows:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def first(self, stmt: Select[Any], params: dict[str, Any]) -> Any | None:
+        return (await self._conn.execute(stmt, params)).first()
+
+    async def scalars(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]:
+        return list((await self._conn.execute(stmt, params)).scalars())
+
+
+class EngineRowSource:
+    """Through SQLAlchemy (SQLite, the embedded default)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Rows]:
+        async with self._engine.connect() as conn:
+            yield _EngineRows(conn)
+
+    async def close(self) -> None:
+        return None
+
+
+class _PsycopgRows:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], compiled: Callable[[Select[Any]], str]) -> None:
+        self._conn = conn
+        self._sql = compiled
+
+    async def first(self, stmt: Select[Any], params: dict[str, Any]) -> Any | None:
+        cur = await self._conn.execute(self._sql(stmt), params)
+        return await cur.fetchone()
+
+    async def scalars(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]:
+        cur = await self._conn.execute(self._sql(stmt), params)
+        return [row[0] for row in await cur.fetchall()]
+
+
+class PsycopgRowSource:
+    """PostgreSQL: psycopg connections of their own pool, in autocommit mode, UTC.
+
+    The statements are SQLAlchemy Core selects compiled once by the engine's dialect, so
+    the SQL is the one the rest of the service runs; only the execution skips SQLAlchemy's
+    connection and result layers, the largest cost left on the hot path (DESIGN §11,
+    docs/benchmark.md). Rows are named tuples: the same attribute access as a Core row.
+    """
+
+    def __init__(self, settings: Settings, dialect: Dialect) -> None:
+        url = make_url(settings.database_url)
+        options = f"-c statement_timeout={int(settings.database_timeout_seconds * 1000 * 6)} -c TimeZone=UTC"
+        if settings.database_schema:
+            options += f" -c search_path={settings.database_schema}"
+        self._dialect = dialect
+        self._sql: dict[Select[Any], str] = {}
+        self._pool = AsyncConnectionPool(
+            url.set(drivername="postgresql").render_as_string(hide_password=False),
+            min_size=1,
+            max_size=2 * settings.database_pool_size,
+            timeout=settings.database_timeout_seconds,
+            open=False,
+            kwargs={
+                "autocommit": True,
+                "row_factory": namedtuple_row,
+                "connect_timeout": max(1, int(settings.database_timeout_seconds)),
+                "options": options,
+                "application_name": settings.database_application_name,
+            },
+        )
+        self._opened = False
+
+    def _compiled(self, stmt: Select[Any]) -> str:
+        sql = self._sql.get(stmt)
+        if sql is None:
+            sql = self._sql[stmt] = str(stmt.compile(dialect=self._dialect))
+        return sql
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Rows]:
+        if not self._opened:
+            self._opened = True
+            await self._pool.open(wait=False)
+        async with self._pool.connection() as conn:
+            yield _PsycopgRows(conn, self._compiled)
+
+    async def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            await self._pool.close()
+
+
+def row_source(settings: Settings, engine: AsyncEngine) -> RowSource:
+    if engine.dialect.name == "postgresql":
+        return PsycopgRowSource(settings, engine.dialect)
+    return EngineRowSource(engine)
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

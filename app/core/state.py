@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Keyring
-from app.core.db import autocommit_engine, make_engine, make_sessionmaker
+from app.core.db import RowSource, autocommit_engine, make_engine, make_sessionmaker, row_source
 from app.core.encrypted import install_keyring
 from app.core.pagination import CursorCodec
 from app.core.security import Passwords, Tokens
@@ -29,8 +29,8 @@ class AppState:
     passwords: Passwords
     cursors: CursorCodec
     keyring: Keyring
-    # Single statements on the hot path (GET /records/{id}); see app.core.db.autocommit_engine.
-    statements: AsyncEngine
+    # The hot path's reads (GET /records/{id}) and its group-committed audit events.
+    rows: RowSource
     audit: AuditWriter
     extras: dict[str, object] = field(default_factory=dict)
 
@@ -50,6 +50,6 @@ class AppState:
             passwords=Passwords(settings),
             cursors=CursorCodec(settings.signing_key),
             keyring=keyring,
-            statements=autocommit_engine(engine),
+            rows=row_source(settings, engine),
             audit=AuditWriter(autocommit_engine(engine)),
         )

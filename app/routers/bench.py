@@ -1,7 +1,7 @@
 """GET /bench/baseline/{record_id}: the benchmark's bare baseline (issue 7).
 
 The same primary-key select of a record and its stored content row as the read path,
-through the same autocommit connection and Core rows, with no authentication, policy,
+through the same connections and rows (``state.rows``), with no authentication, policy,
 decryption or audit. Mounted only when ``settings.bench_endpoints`` is true, which only
 the benchmark sets: it reveals nothing but a record's id, class and version, and never
 exists in a normal service.
@@ -32,8 +32,8 @@ _BY_ID = (
 
 @router.get("/baseline/{record_id}")
 async def baseline(record_id: uuid.UUID, state: StateDep) -> dict[str, Any]:
-    async with state.statements.connect() as conn:
-        row = (await conn.execute(_BY_ID, {"record_id": record_id})).first()
+    async with state.rows.connection() as rows:
+        row = await rows.first(_BY_ID, {"record_id": record_id})
     if row is None:
         raise not_found("record")
     return {"id": row.id, "classification": row.classification, "version": row.version}

@@ -72,7 +72,7 @@ async def read_record(
 ) -> RecordPublic:
     record = None
     if claims.kind == "user":  # the hot path: one autocommit query, no session (DESIGN §11)
-        record = await records.read_record_fast(state.statements, state.audit, record_id=record_id, claims=claims,
+        record = await records.read_record_fast(state.rows, state.audit, record_id=record_id, claims=claims,
                                                 now=now, keyring=state.keyring)
     if record is None:  # a service client, or anything but a plain allowed read
         async with state.sessionmaker() as session:

@@ -14,13 +14,13 @@ from typing import Any, cast
 
 from sqlalchemy import BindParameter, Select, Table, bindparam, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, select
 
 from app.core.config import Settings
 from app.core.crypto import Keyring, decrypt, encrypt
+from app.core.db import RowSource
 from app.core.errors import PolicyDenied, Problem, field_error, not_found
 from app.core.pagination import CursorCodec
 from app.core.security import TokenClaims
@@ -54,6 +54,15 @@ LABEL = "CONFIDENTIAL"
 _RECORDS = cast(Table, Record.__table__)  # type: ignore[attr-defined]
 _CONTENTS = cast(Table, RecordContent.__table__)  # type: ignore[attr-defined]
 _ACTOR_FIELDS = ("role", "active", "line_manager_id", "staff_type")
+# The record columns a read shows (to_public), none of them encrypted: the hot path's rows
+# are converted by the driver alone.
+# A row of the hot path's statement (app.core.db.Rows): a Core row or a named tuple, with
+# the columns of Record and RecordContent by name.
+ReadRow = Any
+_READ_FIELDS = ("id", "subject_id", "classification", "purpose", "custodian_id", "access_requester_id",
+                "consent_status", "consent_obtained_at", "consent_purpose_explained", "retention_until",
+                "review_due", "last_verified_at", "legal_hold", "version", "created_at", "updated_at",
+                "destroyed_at")
 
 
 @dataclass(slots=True)
@@ -81,7 +90,7 @@ def seal_content(keyring: Keyring, record_id: uuid.UUID, *, title: str, content:
     )
 
 
-def open_content(keyring: Keyring, rc: RecordContent | Row[Any], *, with_content: bool = True,
+def open_content(keyring: Keyring, rc: RecordContent | ReadRow, *, with_content: bool = True,
                  ) -> tuple[str, str | None]:
     """Title and content of a content row (an entity, or its columns as read by the hot path)."""
     key = keyring.unwrap(rc.key_id, rc.wrapped_key, aad=_aad(rc.record_id, "key"))
@@ -109,7 +118,7 @@ def _record_statement(*, with_actor: bool, core: bool = False) -> Select[Any]:
     record_cols: tuple[Any, ...] = (Record, RecordContent)
     actor_cols: tuple[Any, ...] = (User, col(AuthSession.revoked_at))
     if core:
-        record_cols = (*_RECORDS.c, *_CONTENTS.c)  # no column name is in both
+        record_cols = (*(_RECORDS.c[name] for name in _READ_FIELDS), *_CONTENTS.c)  # no name is in both
         actor_cols = (*(col(getattr(User, f)).label(f"actor_{f}") for f in _ACTOR_FIELDS),
                       col(AuthSession.revoked_at).label("session_revoked_at"))
     columns = (*record_cols, col(custodian.line_manager_id).label("custodian_lm"),
@@ -224,7 +233,7 @@ def label_for(classification: str) -> str | None:
     return None if classification == Classification.general else LABEL
 
 
-def _summary_fields(r: Record | Row[Any]) -> dict[str, Any]:
+def _summary_fields(r: Record | ReadRow) -> dict[str, Any]:
     return {
         "id": r.id, "subject_id": r.subject_id, "classification": r.classification, "purpose": r.purpose,
         "custodian_id": r.custodian_id, "label": label_for(r.classification), "version": r.version,
@@ -239,16 +248,15 @@ _ENTITLED = (
 )
 
 
-async def entitled_ids(db: AsyncSession | AsyncConnection, record: Record | Row[Any]) -> list[uuid.UUID]:
+async def entitled_ids(session: AsyncSession, record: Record) -> list[uuid.UUID]:
     """Who is named on a sensitive record's list (§3.2); nobody for any other class."""
     if record.classification != Classification.sensitive:
         return []
-    rows = await db.execute(_ENTITLED, {"record_id": record.id})
-    return list(rows.scalars())
+    return list((await session.execute(_ENTITLED, {"record_id": record.id})).scalars())
 
 
 def to_public(
-    record: Record | Row[Any], *, title: str | None, content: str | None, entitled: list[uuid.UUID],
+    record: Record | ReadRow, *, title: str | None, content: str | None, entitled: list[uuid.UUID],
     decision: Decision | None,
 ) -> RecordPublic:
     return RecordPublic(
@@ -381,7 +389,7 @@ async def read_record_general(
 
 
 async def read_record_fast(
-    engine: AsyncEngine, audit: AuditWriter, *, record_id: uuid.UUID, claims: TokenClaims, now: datetime,
+    rows: RowSource, audit: AuditWriter, *, record_id: uuid.UUID, claims: TokenClaims, now: datetime,
     keyring: Keyring,
 ) -> RecordPublic | None:
     """GET /records/{id} for an account, when it is a plain allowed read; else None.
@@ -393,11 +401,9 @@ async def read_record_fast(
     (no such record, a denial, a destroyed record, an ended session) returns None and
     the caller takes the general path, which answers and audits it exactly as before.
     """
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(_record_statement(with_actor=True, core=True),
+    async with rows.connection() as conn:
+        row = await conn.first(_record_statement(with_actor=True, core=True),
                                {"record_id": record_id, "actor_id": uuid.UUID(claims.sub), "session_id": claims.sid})
-        ).first()
         check_session(found=row is not None, revoked_at=row and row.session_revoked_at,
                       active=bool(row and row.actor_active))
         assert row is not None
@@ -405,7 +411,7 @@ async def read_record_fast(
             raise not_found("record")
         if row.record_id is None or row.destroyed_at is not None:
             return None  # destroyed: the general path audits the read and answers 410
-        entitled = await entitled_ids(conn, row)
+        entitled = await conn.scalars(_ENTITLED, {"record_id": row.id}) if row.classification == "sensitive" else []
     actor = Actor(id=uuid.UUID(claims.sub), kind="user", role=row.actor_role, active=True,
                   line_manager_id=row.actor_line_manager_id, staff_type=row.actor_staff_type,
                   session_id=claims.sid)
