@@ -79,9 +79,7 @@ def serve(
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
 ) -> None:
-    """Migrate, then serve with uvicorn (uvloop and httptools)."""
-    import uvicorn
-
+    """Migrate, then serve with uvicorn (uvloop and httptools; one socket per worker)."""
     settings = _settings()
     if migrate_first:
         _migrate(settings)
@@ -94,18 +92,9 @@ def serve(
     except ConfigurationError as exc:
         typer.secho(f"refusing to start: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(
-        "app.asgi:app",
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        server_header=False,
-        proxy_headers=True,
-        log_config=None,
-    )
+    from app.serving import serve as serve_app
+
+    serve_app(host=host, port=port, workers=workers)
 
 
 @cli.command("create-user")

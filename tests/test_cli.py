@@ -171,15 +171,13 @@ def test_production_without_secrets_exits_2_with_the_reason(db, command):
 
 
 def test_serve_migrates_first_then_runs_uvicorn(db, monkeypatch):
-    import uvicorn
+    from app import serving
 
     calls: list[dict] = []  # type: ignore[type-arg]
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    monkeypatch.setattr(serving, "serve", lambda **kw: calls.append(kw))
     r = kmm(db, "serve", "--host", "0.0.0.0", "--port", "8123", "--workers", "2")
     assert r.exit_code == 0, r.output
-    assert calls == [{"app": "app.asgi:app", "host": "0.0.0.0", "port": 8123, "workers": 2, "loop": "uvloop",
-                      "http": "httptools", "access_log": False, "server_header": False, "proxy_headers": True,
-                      "log_config": None}]
+    assert calls == [{"host": "0.0.0.0", "port": 8123, "workers": 2}]
     engine = sync_engine(db)
     with engine.connect() as conn:
         assert {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))} == head_revisions()
