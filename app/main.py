@@ -15,7 +15,7 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestMiddleware
 from app.core.state import AppState
-from app.routers import ROUTERS, docs
+from app.routers import ROUTERS, TAGS, docs
 from app.routers.responses import document_common_problems
 
 DESCRIPTION = """
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         description=DESCRIPTION,
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
+        openapi_tags=[{"name": tag} for tag in TAGS],
         # The docs explorer is served from local files (app/routers/docs.py), never a CDN.
         docs_url=None,
         redoc_url=None,
