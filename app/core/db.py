@@ -10,8 +10,9 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg.rows import namedtuple_row
+from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import DateTime, Select, event
+from sqlalchemy import JSON, DateTime, Insert, Select, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -68,19 +69,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
-def autocommit_engine(engine: AsyncEngine) -> AsyncEngine:
-    """The same pool, for work that is one statement: on PostgreSQL in autocommit mode.
-
-    A single SELECT or INSERT is atomic on its own, so the hot path saves the BEGIN and
-    COMMIT round trips (DESIGN §11). SQLite keeps its explicit BEGIN IMMEDIATE (below),
-    so there it is the engine itself, and writers must still use ``begin()``.
-    """
-    if engine.dialect.name == "postgresql":
-        return engine.execution_options(isolation_level="AUTOCOMMIT")
-    return engine
-
-
-# -- the hot path's reads --------------------------------------------------------------------
+# -- the hot path's statements -----------------------------------------------------------------
 
 
 class Rows(Protocol):
@@ -96,7 +85,13 @@ class Rows(Protocol):
 
 
 class RowSource(Protocol):
+    """The hot path's statements: reads on one connection, and many rows inserted at once."""
+
     def connection(self) -> AbstractAsyncContextManager[Rows]: ...
+
+    async def insert_many(self, stmt: Insert, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` by one statement's parameters; returns once they are committed."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -123,12 +118,16 @@ class EngineRowSource:
         async with self._engine.connect() as conn:
             yield _EngineRows(conn)
 
+    async def insert_many(self, stmt: Insert, rows: list[dict[str, Any]]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt, rows)
+
     async def close(self) -> None:
         return None
 
 
 class _PsycopgRows:
-    def __init__(self, conn: psycopg.AsyncConnection[Any], compiled: Callable[[Select[Any]], str]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], compiled: Callable[[Select[Any] | Insert], str]) -> None:
         self._conn = conn
         self._sql = compiled
 
@@ -156,7 +155,8 @@ class PsycopgRowSource:
         if settings.database_schema:
             options += f" -c search_path={settings.database_schema}"
         self._dialect = dialect
-        self._sql: dict[Select[Any], str] = {}
+        self._sql: dict[Select[Any] | Insert, str] = {}
+        self._json: dict[Insert, list[str]] = {}
         self._pool = AsyncConnectionPool(
             url.set(drivername="postgresql").render_as_string(hide_password=False),
             min_size=1,
@@ -173,19 +173,35 @@ class PsycopgRowSource:
         )
         self._opened = False
 
-    def _compiled(self, stmt: Select[Any]) -> str:
+    def _compiled(self, stmt: Select[Any] | Insert) -> str:
         sql = self._sql.get(stmt)
         if sql is None:
             sql = self._sql[stmt] = str(stmt.compile(dialect=self._dialect))
         return sql
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Rows]:
+    def _json_columns(self, stmt: Insert) -> list[str]:
+        names = self._json.get(stmt)
+        if names is None:
+            names = self._json[stmt] = [c.name for c in stmt.table.c if isinstance(c.type, JSON)]
+        return names
+
+    async def _pool_open(self) -> AsyncConnectionPool[Any]:
         if not self._opened:
             self._opened = True
             await self._pool.open(wait=False)
-        async with self._pool.connection() as conn:
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Rows]:
+        async with (await self._pool_open()).connection() as conn:
             yield _PsycopgRows(conn, self._compiled)
+
+    async def insert_many(self, stmt: Insert, rows: list[dict[str, Any]]) -> None:
+        """One pipelined executemany: a single round trip, committed at its end (autocommit)."""
+        json_columns = self._json_columns(stmt)
+        params = [{**row, **{k: Json(row[k]) for k in json_columns if k in row}} for row in rows]
+        async with (await self._pool_open()).connection() as conn, conn.cursor() as cur:
+            await cur.executemany(self._compiled(stmt), params)
 
     async def close(self) -> None:
         if self._opened:

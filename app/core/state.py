@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Keyring
-from app.core.db import RowSource, autocommit_engine, make_engine, make_sessionmaker, row_source
+from app.core.db import RowSource, make_engine, make_sessionmaker, row_source
 from app.core.encrypted import install_keyring
 from app.core.pagination import CursorCodec
 from app.core.security import Passwords, Tokens
@@ -41,6 +41,7 @@ class AppState:
         # Reloads from its source when it meets a key id it lacks (see `kmm rotate-key`).
         keyring = Keyring(settings.keyring, source=settings.read_keyring)
         install_keyring(keyring)
+        rows = row_source(settings, engine)
         return cls(
             settings=settings,
             engine=engine,
@@ -50,6 +51,6 @@ class AppState:
             passwords=Passwords(settings),
             cursors=CursorCodec(settings.signing_key),
             keyring=keyring,
-            rows=row_source(settings, engine),
-            audit=AuditWriter(autocommit_engine(engine)),
+            rows=rows,
+            audit=AuditWriter(rows),
         )

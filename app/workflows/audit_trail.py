@@ -13,17 +13,22 @@ import uuid
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import event, insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import bindparam, event, insert
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col, select
 
 from app.core.context import client_ip_var, request_id_var
+from app.core.db import RowSource
 from app.models.audit import AuditEvent, AuditEventFilter, AuditEventPublic, AuditSeal
 from app.policy.actor import Actor
 
 _PENDING = "kmm_audit_pending"
 _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
+# Every column an event row (event_row) gives, as named parameters.
+_INSERT = insert(_EVENTS).values({name: bindparam(name) for name in (
+    "at", "actor_id", "actor_kind", "actor_role", "action", "resource_type", "resource_id", "decision", "rule",
+    "clause", "emergency", "request_id", "client_ip", "detail")})
 
 
 class EventFields(TypedDict, total=False):
@@ -80,8 +85,8 @@ class AuditWriter:
 
     MAX_BATCH = 500
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine  # autocommit on PostgreSQL: the INSERT is its own transaction
+    def __init__(self, rows: RowSource) -> None:
+        self._rows = rows
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -98,8 +103,7 @@ class AuditWriter:
                 batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH:]
                 error: BaseException | None = None
                 try:
-                    async with self._engine.begin() as conn:
-                        await conn.execute(insert(_EVENTS), [row for row, _ in batch])
+                    await self._rows.insert_many(_INSERT, [row for row, _ in batch])
                 except Exception as exc:
                     error = exc
                 for _, future in batch:

@@ -44,6 +44,10 @@ class _CountingSource:
         async with self._source.connection() as rows:
             yield _CountingRows(rows, self._seen)
 
+    async def insert_many(self, stmt: Any, rows: list[dict[str, Any]]) -> None:
+        self._seen.append("INSERT")
+        await self._source.insert_many(stmt, rows)
+
     async def close(self) -> None:
         await self._source.close()
 
@@ -57,13 +61,14 @@ def statements(state) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
         seen.append(statement.split(None, 1)[0].upper())
 
     event.listen(state.engine.sync_engine, "before_cursor_execute", record)
-    source = state.rows
+    source, writer = state.rows, state.audit
     if not isinstance(source, EngineRowSource):  # those statements are seen by the listener
         state.rows = _CountingSource(source, seen)
+        state.audit = AuditWriter(state.rows)
     try:
         yield seen
     finally:
-        state.rows = source
+        state.rows, state.audit = source, writer
         event.remove(state.engine.sync_engine, "before_cursor_execute", record)
 
 
@@ -187,10 +192,18 @@ async def test_concurrent_reads_share_one_insert_and_each_waits_for_its_commit(c
 
 
 class _Broken:
-    """An engine whose every connection fails, as when the database goes away."""
+    """Statements that fail, as when the database goes away."""
 
-    def begin(self):  # type: ignore[no-untyped-def]
-        raise OperationalError("INSERT", {}, Exception("connection refused"))
+    def __init__(self, rows) -> None:  # type: ignore[no-untyped-def]
+        self.rows, self.fail = rows, True
+
+    def connection(self):  # type: ignore[no-untyped-def]
+        return self.rows.connection()
+
+    async def insert_many(self, stmt, rows) -> None:  # type: ignore[no-untyped-def]
+        if self.fail:
+            raise OperationalError("INSERT", {}, Exception("connection refused"))
+        await self.rows.insert_many(stmt, rows)
 
 
 async def test_a_read_whose_event_cannot_be_written_returns_nothing(client, factory: Factory, state):
@@ -198,7 +211,7 @@ async def test_a_read_whose_event_cannot_be_written_returns_nothing(client, fact
     rid = (await _confidential(client, alice))["id"]
     before = await _count_reads(state)
     writer = state.audit
-    state.audit = AuditWriter(_Broken())  # type: ignore[arg-type]
+    state.audit = AuditWriter(_Broken(state.rows))  # type: ignore[arg-type]
     try:
         r = await client.get(f"/records/{rid}", headers=alice.headers)
     finally:
@@ -210,16 +223,7 @@ async def test_a_read_whose_event_cannot_be_written_returns_nothing(client, fact
 
 
 async def test_the_writer_reports_a_failure_to_every_waiter_and_then_recovers(client, state):
-    class Flaky:
-        def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
-            self.engine, self.fail = engine, True
-
-        def begin(self):  # type: ignore[no-untyped-def]
-            if self.fail:
-                raise OperationalError("INSERT", {}, Exception("connection refused"))
-            return self.engine.begin()
-
-    flaky = Flaky(state.engine)
+    flaky = _Broken(state.rows)
     writer = AuditWriter(flaky)  # type: ignore[arg-type]
     now = state.clock.now()
     row = {"at": now, "actor_id": None, "actor_kind": None, "actor_role": None, "action": "test.write",
@@ -240,7 +244,7 @@ async def test_a_waiter_that_goes_away_does_not_stop_the_batch(client, state):
     row = {"at": now, "actor_id": None, "actor_kind": None, "actor_role": None, "action": "test.cancel",
            "resource_type": None, "resource_id": None, "decision": None, "rule": None, "clause": None,
            "emergency": False, "request_id": None, "client_ip": None, "detail": {}}
-    writer = AuditWriter(state.engine)
+    writer = AuditWriter(state.rows)
     first = asyncio.ensure_future(writer.write(dict(row)))
     others = [asyncio.ensure_future(writer.write(dict(row))) for _ in range(3)]
     await asyncio.sleep(0)
