@@ -6,6 +6,7 @@ Run `python -m bench --help` for the flags; docs/benchmark.md says what each num
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     results: list[LoadResult] = []
     extra: dict[str, Any] = {}
+    cpu: dict[str, dict[str, float]] = {}
     errors = 0
     use_wrk = not args.python_load and load.have_wrk()
     if not use_wrk and not args.python_load:
@@ -135,9 +137,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def drive(name: str, service: Service, template: str, authorization: str, ids_file: Path | None) -> LoadResult:
         log(f"{name}: {args.warmup:g} s warm-up, {args.duration:g} s measured, {args.connections} connections")
-        r = load.run(name, service.base_url, template, ids_file=ids_file, authorization=authorization,
-                     connections=args.connections, seconds=args.duration, warmup=args.warmup,
-                     threads=args.threads, use_wrk=use_wrk)
+        run = functools.partial(load.run, name, service.base_url, template, ids_file=ids_file,
+                                authorization=authorization, connections=args.connections, warmup=0,
+                                threads=args.threads, use_wrk=use_wrk)
+        if args.warmup > 0:
+            run(seconds=args.warmup)
+        workers, server = service.worker_pids(), measure.postgres_pids()
+        before = measure.process_cpu(workers), measure.process_cpu(server)
+        r = run(seconds=args.duration)
+        after = measure.process_cpu(workers), measure.process_cpu(server)
+        if r.requests:  # CPU per request: steadier than req/s on a shared machine
+            cpu[name] = {"service_ms": round(measure.cpu_delta(before[0], after[0]) / r.requests * 1000, 3),
+                         "postgres_ms": round(measure.cpu_delta(before[1], after[1]) / r.requests * 1000, 3)}
         results.append(r)
         return r
 
@@ -236,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "records": org.records, "seed_s": round(seed_seconds, 1),
         "verify_checked": verified.checked, "verify_note": verified.note,
         "seal_s": round(verified.seal_seconds, 2) if verified.seal_seconds is not None else None,
+        "cpu_per_request": cpu,
     })
     print_table(results, bench, extra, verified)
     line = {**bench, **extra}
@@ -249,9 +261,13 @@ def print_table(results: list[LoadResult], bench: dict[str, Any], extra: dict[st
     print()
     print(f"KMM benchmark, {extra['date']}, {extra['machine']}; {extra['records']} records; "
           f"{extra['connections']} connections via {extra['load_tool']}, {extra['duration_s']:g} s each")
-    print(f"{'scenario':<12} {'requests/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    print(f"{'scenario':<12} {'requests/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"
+          f" {'CPU ms/req: service':>20} {'postgres':>9}")
+    cpu = extra.get("cpu_per_request", {})
     for r in results:
-        print(f"{r.name:<12} {r.rps:>11.1f} {r.p50_ms:>9.2f} {r.p99_ms:>9.2f} {r.errors:>7}")
+        c = cpu.get(r.name, {})
+        print(f"{r.name:<12} {r.rps:>11.1f} {r.p50_ms:>9.2f} {r.p99_ms:>9.2f} {r.errors:>7}"
+              f" {c.get('service_ms', float('nan')):>20.3f} {c.get('postgres_ms', float('nan')):>9.3f}")
     print(f"{'decide':<12} {bench['decide_us']:>8.3f} us per decision (in process)")
     if verified.events_per_second:
         print(f"{'verify':<12} {verified.events_per_second:>11.0f} events/s ({verified.checked} events "

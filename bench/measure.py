@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import statistics
 import time
 import timeit
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -110,3 +112,38 @@ def token(base_url: str, email: str, password: str) -> str:
     r = httpx.post(f"{base_url}/auth/token", data={"username": email, "password": password}, timeout=30)
     r.raise_for_status()
     return str(r.json()["access_token"])
+
+
+# -- CPU per request: what the load costs, whatever else the machine is doing --------------
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process still alive (Linux /proc)."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return out
+
+
+def postgres_pids() -> list[int]:
+    """The local PostgreSQL server's processes (the benchmark's database is local)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"postgres"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings by the processes alive at both."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())

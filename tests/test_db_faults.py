@@ -181,6 +181,29 @@ async def test_terminating_every_connection_mid_traffic(db: Settings) -> None:
     _assert_whole(db, out)
 
 
+async def test_the_read_path_drops_dead_connections_and_recovers(db: Settings) -> None:
+    """The hot path's own pool: after every connection is killed, at most the first read is 503."""
+    app, client = await _app_client(db)
+    async with client:
+        director, subject_id = await _director(client, app)
+        r = await client.post("/records", headers=director.headers, json={
+            "subject_id": subject_id, "title": "t", "content": "c", "classification": "confidential",
+            "purpose": "service_delivery"})
+        rid = r.json()["id"]
+        # Fill the read pool with several idle connections, then kill them all.
+        answers = await asyncio.gather(*(client.get(f"/records/{rid}", headers=director.headers) for _ in range(8)))
+        assert {a.status_code for a in answers} == {200}
+        assert await _terminate_all(db) >= 2
+        statuses = []
+        for _ in range(6):
+            statuses.append((await client.get(f"/records/{rid}", headers=director.headers)).status_code)
+            await asyncio.sleep(0.2)  # room for the pool's background check
+        assert 500 not in statuses and statuses[-3:] == [200, 200, 200], statuses
+        assert statuses.count(503) <= 2, statuses
+        await app.state.kmm.rows.close()
+        await app.state.kmm.engine.dispose()
+
+
 class Relay:
     """A loopback TCP relay to PostgreSQL: `stop()` drops every connection and stops listening."""
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -157,8 +160,10 @@ class PsycopgRowSource:
         self._dialect = dialect
         self._sql: dict[Select[Any] | Insert, str] = {}
         self._json: dict[Insert, list[str]] = {}
-        self._pool = AsyncConnectionPool(
-            url.set(drivername="postgresql").render_as_string(hide_password=False),
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._new_pool = functools.partial(
+            AsyncConnectionPool,
+            conninfo,
             min_size=1,
             max_size=2 * settings.database_pool_size,
             timeout=settings.database_timeout_seconds,
@@ -171,7 +176,9 @@ class PsycopgRowSource:
                 "application_name": settings.database_application_name,
             },
         )
-        self._opened = False
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._checks: set[asyncio.Task[None]] = set()
 
     def _compiled(self, stmt: Select[Any] | Insert) -> str:
         sql = self._sql.get(stmt)
@@ -186,27 +193,52 @@ class PsycopgRowSource:
         return names
 
     async def _pool_open(self) -> AsyncConnectionPool[Any]:
-        if not self._opened:
-            self._opened = True
+        # A pool's connections belong to the event loop that opened them: one loop per
+        # service process, but a test harness may drive the app from more than one.
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._loop is not loop:
+            self._pool, self._loop = self._new_pool(), loop
             await self._pool.open(wait=False)
         return self._pool
 
     @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        pool = await self._pool_open()
+        async with pool.connection() as conn:
+            try:
+                yield conn
+            except psycopg.OperationalError:
+                if conn.broken:  # the server went away: the idle connections likely went with it
+                    self._check_soon(pool)
+                raise
+
+    def _check_soon(self, pool: AsyncConnectionPool[Any]) -> None:
+        """Replace the pool's dead idle connections in the background (not on this request)."""
+
+        async def check() -> None:
+            with contextlib.suppress(Exception):
+                await pool.check()
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    @asynccontextmanager
     async def connection(self) -> AsyncIterator[Rows]:
-        async with (await self._pool_open()).connection() as conn:
+        async with self._connection() as conn:
             yield _PsycopgRows(conn, self._compiled)
 
     async def insert_many(self, stmt: Insert, rows: list[dict[str, Any]]) -> None:
         """One pipelined executemany: a single round trip, committed at its end (autocommit)."""
         json_columns = self._json_columns(stmt)
         params = [{**row, **{k: Json(row[k]) for k in json_columns if k in row}} for row in rows]
-        async with (await self._pool_open()).connection() as conn, conn.cursor() as cur:
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.executemany(self._compiled(stmt), params)
 
     async def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            await self._pool.close()
+        pool, self._pool = self._pool, None
+        if pool is not None and self._loop is asyncio.get_running_loop():
+            await pool.close()
 
 
 def row_source(settings: Settings, engine: AsyncEngine) -> RowSource:
