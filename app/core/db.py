@@ -84,6 +84,8 @@ class Rows(Protocol):
 
     async def first(self, stmt: Select[Any], params: dict[str, Any]) -> Any | None: ...
 
+    async def all(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]: ...
+
     async def scalars(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]: ...
 
 
@@ -105,6 +107,9 @@ class _EngineRows:
 
     async def first(self, stmt: Select[Any], params: dict[str, Any]) -> Any | None:
         return (await self._conn.execute(stmt, params)).first()
+
+    async def all(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]:
+        return list((await self._conn.execute(stmt, params)).all())
 
     async def scalars(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]:
         return list((await self._conn.execute(stmt, params)).scalars())
@@ -130,17 +135,23 @@ class EngineRowSource:
 
 
 class _PsycopgRows:
-    def __init__(self, conn: psycopg.AsyncConnection[Any], compiled: Callable[[Select[Any] | Insert], str]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any],
+                 compiled: Callable[[Select[Any] | Insert], tuple[str, dict[str, Any]]]) -> None:
         self._conn = conn
-        self._sql = compiled
+        self._compiled = compiled
+
+    async def _execute(self, stmt: Select[Any], params: dict[str, Any]) -> psycopg.AsyncCursor[Any]:
+        sql, fixed = self._compiled(stmt)
+        return await self._conn.execute(sql, {**fixed, **params} if fixed else params)
 
     async def first(self, stmt: Select[Any], params: dict[str, Any]) -> Any | None:
-        cur = await self._conn.execute(self._sql(stmt), params)
-        return await cur.fetchone()
+        return await (await self._execute(stmt, params)).fetchone()
+
+    async def all(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]:
+        return await (await self._execute(stmt, params)).fetchall()
 
     async def scalars(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]:
-        cur = await self._conn.execute(self._sql(stmt), params)
-        return [row[0] for row in await cur.fetchall()]
+        return [row[0] for row in await self.all(stmt, params)]
 
 
 class PsycopgRowSource:
@@ -158,7 +169,7 @@ class PsycopgRowSource:
         if settings.database_schema:
             options += f" -c search_path={settings.database_schema}"
         self._dialect = dialect
-        self._sql: dict[Select[Any] | Insert, str] = {}
+        self._sql: dict[Select[Any] | Insert, tuple[str, dict[str, Any]]] = {}
         self._json: dict[Insert, list[str]] = {}
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._new_pool = functools.partial(
@@ -180,11 +191,14 @@ class PsycopgRowSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checks: set[asyncio.Task[None]] = set()
 
-    def _compiled(self, stmt: Select[Any] | Insert) -> str:
-        sql = self._sql.get(stmt)
-        if sql is None:
-            sql = self._sql[stmt] = str(stmt.compile(dialect=self._dialect))
-        return sql
+    def _compiled(self, stmt: Select[Any] | Insert) -> tuple[str, dict[str, Any]]:
+        """The SQL, and the values of the parameters the statement fixes itself (constants)."""
+        done = self._sql.get(stmt)
+        if done is None:
+            # Lists of constants (IN of the rule table's classes) are rendered once, here.
+            compiled = stmt.compile(dialect=self._dialect, compile_kwargs={"render_postcompile": True})
+            done = self._sql[stmt] = (str(compiled), dict(compiled.params))
+        return done
 
     def _json_columns(self, stmt: Insert) -> list[str]:
         names = self._json.get(stmt)
@@ -232,8 +246,9 @@ class PsycopgRowSource:
         """One pipelined executemany: a single round trip, committed at its end (autocommit)."""
         json_columns = self._json_columns(stmt)
         params = [{**row, **{k: Json(row[k]) for k in json_columns if k in row}} for row in rows]
+        sql, fixed = self._compiled(stmt)
         async with self._connection() as conn, conn.cursor() as cur:
-            await cur.executemany(self._compiled(stmt), params)
+            await cur.executemany(sql, [{**fixed, **p} for p in params] if fixed else params)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -106,35 +106,48 @@ def decide(actor: Actor, action: Action, facts: RecordFacts, now: datetime) -> D
 # -- SQL -----------------------------------------------------------------------
 
 
-def _live_grants(actor: Actor, now: datetime) -> ColumnElement[bool]:
+# An actor's id and the time may be given as values or as bind parameters (``:actor_id``,
+# ``:now``), so that a statement built once per kind of actor serves every one of them.
+_Id = uuid.UUID | BindParameter[Any]
+_Now = datetime | BindParameter[Any]
+
+
+def _live_grants(actor_id: _Id, now: _Now) -> ColumnElement[bool]:
     return and_(
-        col(EmergencyGrant.grantee_id) == actor.id,
+        col(EmergencyGrant.grantee_id) == actor_id,
         col(EmergencyGrant.revoked_at).is_(None),
         col(EmergencyGrant.expires_at) > now,
     )
 
 
-def relation_sql(relation: Relation, actor: Actor, now: datetime) -> ColumnElement[bool] | None:
-    """The relation as a condition on ``records``; None where it cannot hold for this actor."""
+def relation_sql(
+    relation: Relation, actor: Actor, now: _Now, *, actor_id: _Id | None = None
+) -> ColumnElement[bool] | None:
+    """The relation as a condition on ``records``; None where it cannot hold for this actor.
+
+    Which relations can hold depends on the actor's kind, role and scopes; ``actor_id``
+    (default ``actor.id``) is the id they are about.
+    """
+    me = actor.id if actor_id is None else actor_id
     match relation:
         case Relation.any_active:
             return true() if actor.kind == "user" or actor.has_scope("records:read") else None
         case Relation.custodian:
-            return col(Record.custodian_id) == actor.id if actor.kind == "user" else None
+            return col(Record.custodian_id) == me if actor.kind == "user" else None
         case Relation.custodians_line_manager:
             if actor.kind != "user":
                 return None
-            reports = select(User.id).where(col(User.line_manager_id) == actor.id)
+            reports = select(User.id).where(col(User.line_manager_id) == me)
             return col(Record.custodian_id).in_(reports)
         case Relation.shared_with:
             if actor.kind != "user":
                 return None
-            shared = select(RecordShare.record_id).where(col(RecordShare.user_id) == actor.id)
+            shared = select(RecordShare.record_id).where(col(RecordShare.user_id) == me)
             return col(Record.id).in_(shared)
         case Relation.named:
             if actor.kind != "user":
                 return None
-            named = select(RecordNamedAccess.record_id).where(col(RecordNamedAccess.user_id) == actor.id)
+            named = select(RecordNamedAccess.record_id).where(col(RecordNamedAccess.user_id) == me)
             return col(Record.id).in_(named)
         case Relation.director:
             return true() if actor.is_director else None
@@ -144,20 +157,22 @@ def relation_sql(relation: Relation, actor: Actor, now: datetime) -> ColumnEleme
             employees = (
                 select(Subject.id)
                 .join(User, col(User.id) == Subject.user_id)
-                .where(col(User.line_manager_id) == actor.id)
+                .where(col(User.line_manager_id) == me)
             )
             return col(Record.subject_id).in_(employees)
         case Relation.grant_holder:
             if actor.kind != "user":
                 return None
-            live = _live_grants(actor, now)
+            live = _live_grants(me, now)
             by_record = select(EmergencyGrant.record_id).where(live, col(EmergencyGrant.record_id).is_not(None))
             by_subject = select(EmergencyGrant.subject_id).where(live, col(EmergencyGrant.subject_id).is_not(None))
             return or_(col(Record.id).in_(by_record), col(Record.subject_id).in_(by_subject))
     return None  # pragma: no cover - every relation is handled above
 
 
-def records_filter(actor: Actor, now: datetime, action: Action = Action.read) -> ColumnElement[bool]:
+def records_filter(
+    actor: Actor, now: _Now, action: Action = Action.read, *, actor_id: _Id | None = None
+) -> ColumnElement[bool]:
     """A condition selecting exactly the records ``decide`` would allow ``action`` on."""
     if not actor.active:
         return false()
@@ -165,7 +180,8 @@ def records_filter(actor: Actor, now: datetime, action: Action = Action.read) ->
     for rule in RULES:
         if action not in rule.actions:
             continue
-        relations = [c for r in rule.relations if (c := relation_sql(r, actor, now)) is not None]
+        relations = [c for r in rule.relations
+                     if (c := relation_sql(r, actor, now, actor_id=actor_id)) is not None]
         if not relations:
             continue
         classes = sorted(c.value for c in rule.classifications)

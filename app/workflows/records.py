@@ -6,6 +6,7 @@ encrypted at rest with the record's own data key (§6.6).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from dataclasses import dataclass
@@ -443,36 +444,59 @@ async def _read_loaded(
     return to_public(loaded.record, title=title, content=content, entitled=entitled, decision=decision)
 
 
+_SUMMARY_FIELDS = ("id", "subject_id", "classification", "purpose", "custodian_id", "version", "retention_until",
+                   "review_due", "legal_hold", "created_at", "updated_at")
+LIST_FILTERS = ("subject_id", "classification", "purpose", "custodian_id")
+
+
+@functools.lru_cache(maxsize=256)
+def _list_statement(shape: Actor, filters: tuple[str, ...], after: bool) -> Select[Any]:
+    """GET /records for every actor of one shape, built once: ``:actor_id``, ``:now``, ``:limit``,
+    ``:after`` and one ``:f_<name>`` per filter are bound per request (DESIGN §11)."""
+    r, c = _RECORDS.c, _CONTENTS.c
+    stmt = (
+        sa_select(*(r[name] for name in _SUMMARY_FIELDS), c.key_id, c.wrapped_key, c.title_ct)
+        .outerjoin(_CONTENTS, c.record_id == r.id)
+        .where(records_filter(shape, bindparam("now"), actor_id=bindparam("actor_id")), r.destroyed_at.is_(None))
+        .order_by(r.id)
+        .limit(bindparam("limit"))
+    )
+    for name in filters:
+        stmt = stmt.where(r[name] == bindparam(f"f_{name}"))
+    if after:
+        stmt = stmt.where(r.id > bindparam("after"))
+    return stmt
+
+
+def _shape(actor: Actor) -> Actor:
+    """What the list filter depends on (kind, role, scopes, active), with the ids left out."""
+    return dataclasses.replace(actor, id=uuid.UUID(int=0), line_manager_id=None, staff_type=None, session_id=None)
+
+
 async def list_records(
     session: AsyncSession, *, actor: Actor, now: datetime, keyring: Keyring, cursors: CursorCodec,
     limit: int, cursor: str | None, filters: dict[str, Any],
 ) -> tuple[list[RecordSummary], str | None]:
-    """The records the actor may read, filtered in SQL; one audit event for the list."""
-    query = (
-        select(Record, RecordContent.key_id, RecordContent.wrapped_key, RecordContent.title_ct)
-        .outerjoin(RecordContent, col(RecordContent.record_id) == Record.id)
-        .where(records_filter(actor, now), col(Record.destroyed_at).is_(None))
-        .order_by(col(Record.id))
-        .limit(limit + 1)
-    )
-    for name, value in filters.items():
-        if value is not None:
-            query = query.where(getattr(Record, name) == (value.value if hasattr(value, "value") else value))
+    """The records the actor may read, filtered in SQL (one statement built per kind of
+    actor, plain rows); one audit event for the list, committed with the session."""
+    given = {name: getattr(value, "value", value) for name, value in filters.items() if value is not None}
+    params: dict[str, Any] = {"actor_id": actor.id, "now": now, "limit": limit + 1,
+                              **{f"f_{name}": value for name, value in given.items()}}
     if cursor:
         (after,) = cursors.decode("records", cursor)
-        query = query.where(col(Record.id) > uuid.UUID(str(after)))
-    rows = (await session.execute(query)).all()
+        params["after"] = uuid.UUID(str(after))
+    stmt = _list_statement(_shape(actor), tuple(sorted(given)), cursor is not None)
+    found = (await session.execute(stmt, params)).all()
     items: list[RecordSummary] = []
-    for record, kid, wrapped, title_ct in rows[:limit]:
+    for row in found[:limit]:
         title = None
-        if wrapped is not None:
-            key = keyring.unwrap(kid, wrapped, aad=_aad(record.id, "key"))
-            title = decrypt(key, title_ct, _aad(record.id, "title")).decode()
-        items.append(RecordSummary(**_summary_fields(record), title=title))
-    nxt = cursors.encode("records", [str(rows[limit - 1][0].id)]) if len(rows) > limit else None
+        if row.wrapped_key is not None:
+            key = keyring.unwrap(row.key_id, row.wrapped_key, aad=_aad(row.id, "key"))
+            title = decrypt(key, row.title_ct, _aad(row.id, "title")).decode()
+        items.append(RecordSummary(**_summary_fields(row), title=title))
+    nxt = cursors.encode("records", [str(found[limit - 1].id)]) if len(found) > limit else None
     add_event(session, now=now, actor=actor, action="record.list", resource_type="record", decision="allow",
-              rule="policy-filter", clause="§3.1",
-              detail={"count": len(items), "filters": sorted(k for k, v in filters.items() if v is not None)})
+              rule="policy-filter", clause="§3.1", detail={"count": len(items), "filters": sorted(given)})
     await session.commit()
     return items, nxt
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 
 from app.models.accounts import User
@@ -30,7 +31,7 @@ from app.models.records import (
 from app.policy.actor import Actor
 from app.policy.decide import decide, records_filter
 from app.policy.rules import Action
-from app.workflows.records import load_record
+from app.workflows.records import _shape, load_record
 from tests.conftest import reset_database
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -128,6 +129,12 @@ async def test_decide_and_sql_filter_agree(app: Any, state: Any, org: dict[str, 
         for actor in actors:
             listed = set((await session.execute(
                 select(Record.id).where(records_filter(actor, NOW)))).scalars())
+            # The form GET /records runs: built once per kind of actor, id and time bound later.
+            bound = set((await session.execute(
+                select(Record.id).where(records_filter(_shape(actor), bindparam("now"),
+                                                       actor_id=bindparam("actor_id"))),
+                {"now": NOW, "actor_id": actor.id})).scalars())
+            assert bound == listed, actor
             for rid in record_ids:
                 loaded = await load_record(session, rid, actor=actor, now=NOW)
                 allowed = decide(actor, Action.read, loaded.facts, NOW).allowed
