@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     )
     # Postgres only: run in this schema (tests and the benchmark use their own).
     database_schema: str | None = None
-    database_pool_size: int = 20
+    database_pool_size: int = 10
     database_timeout_seconds: float = 5.0
     # Postgres only: shown in pg_stat_activity, so operators (and the fault tests) can find
     # this service's connections.
