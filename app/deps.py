@@ -68,8 +68,9 @@ async def get_claims(request: Request, token: Annotated[str | None, Depends(oaut
 ClaimsDep = Annotated[TokenClaims, Depends(get_claims)]
 
 
-async def get_actor(session: SessionDep, claims: ClaimsDep) -> Actor:
-    return await load_actor(session, claims)
+async def get_actor(request: Request, claims: ClaimsDep) -> Actor:
+    state: AppState = request.app.state.kmm
+    return await load_actor(state.rows, claims)
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]

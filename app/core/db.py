@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Json
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import JSON, DateTime, Insert, Select, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -155,7 +156,7 @@ class _PsycopgRows:
 
 
 class PsycopgRowSource:
-    """PostgreSQL: psycopg connections of their own pool, in autocommit mode, UTC.
+    """PostgreSQL: psycopg connections of their own (``_Connections``), autocommit, UTC.
 
     The statements are SQLAlchemy Core selects compiled once by the engine's dialect, so
     the SQL is the one the rest of the service runs; only the execution skips SQLAlchemy's
@@ -172,24 +173,18 @@ class PsycopgRowSource:
         self._sql: dict[Select[Any] | Insert, tuple[str, dict[str, Any]]] = {}
         self._json: dict[Insert, list[str]] = {}
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._new_pool = functools.partial(
-            AsyncConnectionPool,
+        self._connect = functools.partial(
+            psycopg.AsyncConnection.connect,
             conninfo,
-            min_size=1,
-            max_size=2 * settings.database_pool_size,
-            timeout=settings.database_timeout_seconds,
-            open=False,
-            kwargs={
-                "autocommit": True,
-                "row_factory": namedtuple_row,
-                "connect_timeout": max(1, int(settings.database_timeout_seconds)),
-                "options": options,
-                "application_name": settings.database_application_name,
-            },
+            autocommit=True,
+            row_factory=namedtuple_row,
+            connect_timeout=max(1, int(settings.database_timeout_seconds)),
+            options=options,
+            application_name=settings.database_application_name,
         )
-        self._pool: AsyncConnectionPool[Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._checks: set[asyncio.Task[None]] = set()
+        self._size = 2 * settings.database_pool_size
+        self._timeout = settings.database_timeout_seconds
+        self._pool: _Connections | None = None
 
     def _compiled(self, stmt: Select[Any] | Insert) -> tuple[str, dict[str, Any]]:
         """The SQL, and the values of the parameters the statement fixes itself (constants)."""
@@ -206,36 +201,29 @@ class PsycopgRowSource:
             names = self._json[stmt] = [c.name for c in stmt.table.c if isinstance(c.type, JSON)]
         return names
 
-    async def _pool_open(self) -> AsyncConnectionPool[Any]:
-        # A pool's connections belong to the event loop that opened them: one loop per
-        # service process, but a test harness may drive the app from more than one.
+    def _connections(self) -> _Connections:
+        # Connections belong to the event loop that opened them: one loop per service
+        # process, but a test harness may drive the app from more than one.
         loop = asyncio.get_running_loop()
-        if self._pool is None or self._loop is not loop:
-            self._pool, self._loop = self._new_pool(), loop
-            await self._pool.open(wait=False)
+        if self._pool is None or self._pool.loop is not loop:
+            self._pool = _Connections(self._connect, size=self._size, timeout=self._timeout, loop=loop)
         return self._pool
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        pool = await self._pool_open()
-        async with pool.connection() as conn:
-            try:
-                yield conn
-            except psycopg.OperationalError:
-                if conn.broken:  # the server went away: the idle connections likely went with it
-                    self._check_soon(pool)
-                raise
-
-    def _check_soon(self, pool: AsyncConnectionPool[Any]) -> None:
-        """Replace the pool's dead idle connections in the background (not on this request)."""
-
-        async def check() -> None:
-            with contextlib.suppress(Exception):
-                await pool.check()
-
-        task = asyncio.get_running_loop().create_task(check())
-        self._checks.add(task)
-        task.add_done_callback(self._checks.discard)
+        pool = self._connections()
+        conn = await pool.acquire()
+        try:
+            yield conn
+        except psycopg.OperationalError:
+            # The server went away: the idle connections most likely went with it.
+            await pool.release(conn, discard_idle=conn.broken)
+            raise
+        except BaseException:
+            await pool.release(conn)
+            raise
+        else:
+            await pool.release(conn)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Rows]:
@@ -252,8 +240,84 @@ class PsycopgRowSource:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None and self._loop is asyncio.get_running_loop():
+        if pool is not None and pool.loop is asyncio.get_running_loop():
             await pool.close()
+
+
+class _Connections:
+    """A small pool of psycopg connections for one event loop: last in, first out.
+
+    It connects on demand, in the request that needs a connection, like SQLAlchemy's pool,
+    so the moment the database is back the next request gets through (psycopg_pool
+    reconnects from a background task with a growing back-off, which kept answering 503
+    for seconds after an outage ended). A connection that fails is closed, and with it
+    every idle one when the server went away. No more than ``size`` are open; a request
+    that finds none free waits up to ``timeout``, then gets an OperationalError (503).
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]], *, size: int,
+                 timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+        self._connect, self._size, self._timeout, self.loop = connect, size, timeout, loop
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._open = 0  # open, or being opened
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> psycopg.AsyncConnection[Any]:
+        deadline = self.loop.time() + self._timeout
+        while True:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+                self._open -= 1
+            if self._open < self._size:
+                self._open += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self._open -= 1
+                    self._wake()
+                    raise
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, max(0.0, deadline - self.loop.time()))
+            except TimeoutError:
+                self._wake()  # had a release raced the timeout, its turn passes on
+                raise psycopg.OperationalError("no database connection became free in time") from None
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    async def release(self, conn: psycopg.AsyncConnection[Any], *, discard_idle: bool = False) -> None:
+        doomed = [] if not discard_idle else self._idle
+        if discard_idle:
+            self._idle = []
+        if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+            doomed = [*doomed, conn]
+        else:
+            self._idle.append(conn)
+        self._open -= len(doomed)
+        for dead in doomed:
+            with contextlib.suppress(Exception):
+                await dead.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 def row_source(settings: Settings, engine: AsyncEngine) -> RowSource:

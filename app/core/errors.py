@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import psycopg
-import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -150,7 +149,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
     @app.exception_handler(psycopg.OperationalError)  # the hot path's own connections (app.core.db)
-    @app.exception_handler(psycopg_pool.PoolTimeout)
     async def _db_unavailable(_: Request, exc: Exception) -> JSONResponse:
         log.error("database unavailable", extra={"error": type(exc).__name__})
         return problem_response(

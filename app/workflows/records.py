@@ -378,13 +378,14 @@ async def read_record(
 
 
 async def read_record_general(
-    session: AsyncSession, *, record_id: uuid.UUID, claims: TokenClaims, now: datetime, keyring: Keyring
+    session: AsyncSession, *, record_id: uuid.UUID, claims: TokenClaims, now: datetime, keyring: Keyring,
+    rows: RowSource,
 ) -> RecordPublic:
     """GET /records/{id} in a session: every outcome, each audited (allow, deny, 404, 410, 401)."""
     if claims.kind == "user":  # the token's session and the record in one round trip
         actor, loaded = await load_actor_and_record(session, record_id, claims=claims)
     else:
-        actor = await load_actor(session, claims)
+        actor = await load_actor(rows, claims)
         loaded = await load_record(session, record_id, actor=actor, now=now)
     return await _read_loaded(session, loaded=loaded, actor=actor, now=now, keyring=keyring)
 
@@ -485,7 +486,7 @@ async def list_records(
     if cursor:
         (after,) = cursors.decode("records", cursor)
         params["after"] = uuid.UUID(str(after))
-    stmt = _list_statement(_shape(actor), tuple(sorted(given)), cursor is not None)
+    stmt = _list_statement(_shape(actor), tuple(sorted(given)), "after" in params)
     found = (await session.execute(stmt, params)).all()
     items: list[RecordSummary] = []
     for row in found[:limit]:

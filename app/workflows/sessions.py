@@ -7,11 +7,14 @@ import asyncio
 import math
 import uuid
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.core.db import RowSource
 from app.core.errors import Problem
 from app.core.security import InvalidToken, TokenClaims, hash_secret, secrets_equal
 from app.core.state import AppState
@@ -46,30 +49,36 @@ def session_actor(user: User | None, revoked_at: datetime | None, session_id: uu
     return Actor.for_user(user, session_id=session_id)
 
 
-async def load_actor(session: AsyncSession, claims: TokenClaims) -> Actor:
-    """Check the token's account (or service client) and session in one query."""
-    subject_id = uuid.UUID(claims.sub)
+_USERS = cast(Table, User.__table__)  # type: ignore[attr-defined]
+_CLIENTS = cast(Table, ServiceClient.__table__)  # type: ignore[attr-defined]
+_SESSIONS = cast(Table, AuthSession.__table__)  # type: ignore[attr-defined]
+# The token's account (or service client) and its session, in one statement each.
+_USER_SESSION = (
+    sa_select(_USERS.c.role, _USERS.c.active, _USERS.c.line_manager_id, _USERS.c.staff_type, _SESSIONS.c.revoked_at)
+    .join(_SESSIONS, _SESSIONS.c.user_id == _USERS.c.id)
+    .where(_USERS.c.id == bindparam("sub"), _SESSIONS.c.id == bindparam("sid"))
+)
+_CLIENT_SESSION = (
+    sa_select(_CLIENTS.c.active, _CLIENTS.c.scopes, _SESSIONS.c.revoked_at)
+    .join(_SESSIONS, _SESSIONS.c.client_id == _CLIENTS.c.id)
+    .where(_CLIENTS.c.id == bindparam("sub"), _SESSIONS.c.id == bindparam("sid"))
+)
+
+
+async def load_actor(rows: RowSource, claims: TokenClaims) -> Actor:
+    """Check the token's account (or service client) and session: one autocommit query on
+    the hot path's connections, so no transaction is held for the request's own work."""
+    sub = uuid.UUID(claims.sub)
+    params = {"sub": sub, "sid": claims.sid}
+    async with rows.connection() as conn:
+        row = await conn.first(_CLIENT_SESSION if claims.kind == "client" else _USER_SESSION, params)
+    check_session(found=row is not None, revoked_at=row.revoked_at if row else None,
+                  active=bool(row and row.active))
+    assert row is not None
     if claims.kind == "client":
-        row = (
-            await session.execute(
-                select(ServiceClient, AuthSession.revoked_at)
-                .join(AuthSession, col(AuthSession.client_id) == ServiceClient.id)
-                .where(ServiceClient.id == subject_id, AuthSession.id == claims.sid)
-            )
-        ).first()
-        if row is None or row[1] is not None or not row[0].active:
-            raise unauthorized("the session has ended")
-        client: ServiceClient = row[0]
-        return Actor(id=client.id, kind="client", role=None, scopes=frozenset(client.scopes),
-                     session_id=claims.sid)
-    row = (
-        await session.execute(
-            select(User, AuthSession.revoked_at)
-            .join(AuthSession, col(AuthSession.user_id) == User.id)
-            .where(User.id == subject_id, AuthSession.id == claims.sid)
-        )
-    ).first()
-    return session_actor(row[0] if row else None, row[1] if row else None, claims.sid)
+        return Actor(id=sub, kind="client", role=None, scopes=frozenset(row.scopes), session_id=claims.sid)
+    return Actor(id=sub, kind="user", role=row.role, active=True, line_manager_id=row.line_manager_id,
+                 staff_type=row.staff_type, session_id=claims.sid)
 
 
 def _bad_grant(detail: str = "incorrect email or password") -> Problem:

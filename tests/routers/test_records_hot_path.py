@@ -137,7 +137,7 @@ async def _general(state, rid: str, person) -> dict[str, Any]:  # type: ignore[n
                                  now=state.clock.now())
     async with state.sessionmaker() as session:
         public = await records.read_record_general(session, record_id=uuid.UUID(rid), claims=claims,
-                                                   now=state.clock.now(), keyring=state.keyring)
+                                                   now=state.clock.now(), keyring=state.keyring, rows=state.rows)
     return public.model_dump(mode="json")
 
 
