@@ -51,7 +51,7 @@ async def create_record(
 
 @router.get("", response_model=Page[RecordSummary], responses=problem_responses(400, 401, 422))
 async def list_records(
-    actor: CurrentActor, session: SessionDep, state: StateDep, now: NowDep, limit: LimitDep, response: Response,
+    actor: CurrentActor, state: StateDep, now: NowDep, limit: LimitDep, response: Response,
     cursor: str | None = Query(default=None, max_length=512),
     subject_id: uuid.UUID | None = None,
     classification: Classification | None = None,
@@ -59,7 +59,8 @@ async def list_records(
     custodian_id: uuid.UUID | None = None,
 ) -> Page[RecordSummary]:
     items, nxt = await records.list_records(
-        session, actor=actor, now=now, keyring=state.keyring, cursors=state.cursors, limit=limit, cursor=cursor,
+        state.rows, state.audit, actor=actor, now=now, keyring=state.keyring, cursors=state.cursors, limit=limit,
+        cursor=cursor,
         filters={"subject_id": subject_id, "classification": classification, "purpose": purpose,
                  "custodian_id": custodian_id},
     )
