@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from app.core.db import EngineRowSource
 from app.models.audit import AuditEvent
 from app.workflows import records
-from app.workflows.audit_trail import AuditWriter
+from app.workflows.audit_trail import AuditWriter, event_row
 from tests.factory import Factory
 from tests.policy.org import events, make_record, make_subject
 
@@ -226,9 +226,7 @@ async def test_the_writer_reports_a_failure_to_every_waiter_and_then_recovers(cl
     flaky = _Broken(state.rows)
     writer = AuditWriter(flaky)  # type: ignore[arg-type]
     now = state.clock.now()
-    row = {"at": now, "actor_id": None, "actor_kind": None, "actor_role": None, "action": "test.write",
-           "resource_type": None, "resource_id": None, "decision": None, "rule": None, "clause": None,
-           "emergency": False, "request_id": None, "client_ip": None, "detail": {}}
+    row = event_row(now=now, action="test.write")
     results = await asyncio.gather(*(writer.write(dict(row)) for _ in range(5)), return_exceptions=True)
     assert all(isinstance(r, OperationalError) for r in results)
     flaky.fail = False
@@ -241,9 +239,7 @@ async def test_the_writer_reports_a_failure_to_every_waiter_and_then_recovers(cl
 
 async def test_a_waiter_that_goes_away_does_not_stop_the_batch(client, state):
     now = state.clock.now()
-    row = {"at": now, "actor_id": None, "actor_kind": None, "actor_role": None, "action": "test.cancel",
-           "resource_type": None, "resource_id": None, "decision": None, "rule": None, "clause": None,
-           "emergency": False, "request_id": None, "client_ip": None, "detail": {}}
+    row = event_row(now=now, action="test.cancel")
     writer = AuditWriter(state.rows)
     first = asyncio.ensure_future(writer.write(dict(row)))
     others = [asyncio.ensure_future(writer.write(dict(row))) for _ in range(3)]
