@@ -361,3 +361,20 @@ async def test_the_background_sealer_chains_events_and_stops_cleanly(client, sta
     assert failures[0].error == "DBAPIError"
     assert "secret-value" not in caplog.text
     assert (await verify_chain(state.engine, state.clock.now())).ok
+
+
+async def test_the_background_full_pass_looks_only_at_recent_events_and_verify_at_all(client, state):
+    from datetime import timedelta
+
+    from app.workflows.audit_chain import FULL_SWEEP_HORIZON
+
+    now = state.clock.now()
+    async with state.sessionmaker() as session:
+        add_event(session, now=now - FULL_SWEEP_HORIZON - timedelta(hours=1), action="test.ancient")
+        add_event(session, now=now - timedelta(minutes=5), action="test.recent")
+        await session.commit()
+    # What run_sealer does on its full passes: the recent event only.
+    assert await seal_pending(state.engine, now, full=True, since=now - FULL_SWEEP_HORIZON) == 1
+    assert await seal_pending(state.engine, now, full=True, since=now - FULL_SWEEP_HORIZON) == 0
+    report = await verify_chain(state.engine, now)  # seals everything first, the ancient event too
+    assert report.ok and report.checked == 2 and report.pending == 0
