@@ -242,6 +242,43 @@ async def test_a_deleted_seal_breaks_the_chain_at_the_next_event(client, state):
     assert (report.ok, report.first_broken_id, report.pending) == (False, ids[2], 0)
 
 
+async def test_a_single_event_verifies_and_its_link_is_checked(client, state):
+    (only,) = await _sealed_events(state, 1)
+    report = await verify_chain(state.engine, state.clock.now())
+    assert (report.ok, report.checked, report.last_seq, report.first_broken_id) == (True, 1, 1, None)
+    # The first link must start from the genesis hash, even with a hash made to match.
+    async with state.engine.connect() as conn:
+        canonical = (await conn.execute(
+            select(canonical_event(conn.dialect.name)).where(AuditEvent.id == only))).scalar_one()
+    await tamper(state, "UPDATE audit_seals SET prev_hash = :p, hash = :h WHERE seq = 1",
+                 {"p": "a" * 64, "h": link_hash("a" * 64, canonical)}, table="audit_seals")
+    report = await verify_chain(state.engine, state.clock.now())
+    assert (report.ok, report.checked, report.first_broken_id) == (False, 1, only)
+
+
+async def test_the_first_broken_link_is_named_whichever_check_finds_it(client, state):
+    ids = await _sealed_events(state, 6)
+    # Seal 2 re-hashed over a forged prev_hash: its own hash checks out, only its link does
+    # not (and seal 3's link no longer matches seal 2). Event 5 is changed as well, later.
+    async with state.engine.connect() as conn:
+        canonical = (await conn.execute(
+            select(canonical_event(conn.dialect.name)).where(AuditEvent.id == ids[1]))).scalar_one()
+    await tamper(state, "UPDATE audit_seals SET prev_hash = :p, hash = :h WHERE seq = 2",
+                 {"p": "b" * 64, "h": link_hash("b" * 64, canonical)}, table="audit_seals")
+    await tamper(state, "UPDATE audit_events SET decision = 'deny' WHERE id = :id", {"id": ids[4]},
+                 table="audit_events")
+    report = await verify_chain(state.engine, state.clock.now())
+    assert (report.ok, report.first_broken_id, report.checked) == (False, ids[1], 6)
+
+
+async def test_a_missing_first_seal_breaks_the_chain_at_the_next(client, state):
+    ids = await _sealed_events(state, 3)
+    await tamper(state, "DELETE FROM audit_seals WHERE seq = 1", table="audit_seals")
+    report = await verify_chain(state.engine, state.clock.now())
+    # seq 2 no longer follows a seal at seq 1. (Verify re-sealed the orphaned event at the tail.)
+    assert (report.ok, report.first_broken_id, report.pending, report.last_seq) == (False, ids[1], 0, 4)
+
+
 async def test_two_sealers_cannot_write_the_same_position_or_event(client, state):
     await _sealed_events(state, 2)
     async with state.engine.connect() as conn:
