@@ -37,6 +37,7 @@ from sqlalchemy import (
     ColumnElement,
     String,
     Table,
+    Text,
     and_,
     case,
     exists,
@@ -108,8 +109,73 @@ def _free_text(value: ColumnElement[Any]) -> ColumnElement[str]:
     return func.coalesce(sql_cast(func.length(as_text), String) + _text("':'") + as_text, _text("'~'"))
 
 
+def _cat(*parts: ColumnElement[Any]) -> ColumnElement[str]:
+    """``a || b || ...`` as PostgreSQL text concatenation (NULL if any part is NULL)."""
+    expr = parts[0]
+    for part in parts[1:]:
+        expr = expr.op("||", return_type=Text)(part)
+    return cast(ColumnElement[str], expr)
+
+
+# The time in microseconds: EXTRACT(epoch) is numeric in PostgreSQL 15, exact everywhere,
+# and its numeric multiply made it about an eighth of the form's cost per row. Through a
+# double it costs half that, and it is exact within 2**51 microseconds of the Unix epoch
+# (1898-08-23 to 2041-05-10): (float8) us is exact below 2**53, and dividing by 1e6
+# (date_part) then multiplying by 1e6 round twice, each with a relative error of at most
+# 2**-53, so the result is within |us| * 2**-52 < 0.5 of us and the cast to bigint rounds it
+# back to us. Outside a window well inside that one (and for +/-infinity, which it refuses
+# as before) the numeric EXTRACT stays.
+_DOUBLE_EXACT_FROM: ColumnElement[datetime] = literal_column("TIMESTAMPTZ '1900-01-01 00:00:00+00'")
+_DOUBLE_EXACT_UNTIL: ColumnElement[datetime] = literal_column("TIMESTAMPTZ '2040-01-01 00:00:00+00'")
+
+
+def _epoch_us_pg(at: ColumnElement[datetime]) -> ColumnElement[int]:
+    """Microseconds since the Unix epoch, exact, the cheap way where it is exact."""
+    exact = sql_cast(func.extract("epoch", at) * 1_000_000, BigInteger)
+    fast = sql_cast(func.date_part(_text("'epoch'"), at) * 1_000_000, BigInteger)
+    return case((and_(at >= _DOUBLE_EXACT_FROM, at < _DOUBLE_EXACT_UNTIL), fast), else_=exact)
+
+
+def _canonical_event_pg() -> ColumnElement[str]:
+    """The canonical form as PostgreSQL builds it cheaply: the same text, fewer calls per row.
+
+    Verifying evaluates this once per event, and each ``||``, cast and function call is
+    paid 200,000 times on a 200,000-event trail, so the form is spelled with as few as give
+    the same text: every ``|`` rides with the field after it (``coalesce('|' || <length>
+    || ':' || x, '|~')`` is ``'|' || coalesce(<length> || ':' || x, '~')``), numbers are
+    cast straight to text, the time goes through a double where that is exact (above), and
+    the actor id is the hex of its 16 bytes (what ``uuid::text`` is without its dashes).
+    tests/workflows/test_audit_canonical.py checks it against the form as first written, on
+    awkward rows, and the time on 300,000 values.
+    """
+    c = EVENTS.c
+
+    def as_text(value: ColumnElement[Any]) -> ColumnElement[str]:
+        return sql_cast(value, Text)
+
+    def free(value: ColumnElement[Any]) -> ColumnElement[str]:
+        return func.coalesce(_cat(_text("'|'"), as_text(func.length(as_text(value))), _text("':'"), as_text(value)),
+                             _text("'|~'"))
+
+    return _cat(
+        _text("'v1|'"), as_text(c.id),
+        _text("'|'"), as_text(_epoch_us_pg(c.at)),
+        _text("'|'"), func.coalesce(func.encode(func.uuid_send(c.actor_id), _text("'hex'")), _text("'~'")),
+        _text("'|'"), case((c.emergency, _text("'1'")), else_=_text("'0'")),
+        *(free(f) for f in (c.actor_kind, c.actor_role, c.action, c.resource_type, c.resource_id, c.decision,
+                            c.rule, c.clause, c.request_id, c.client_ip, c.detail)),
+    )
+
+
 def canonical_event(dialect: str) -> ColumnElement[str]:
     """The SQL expression for an event's canonical serialisation (see the module doc)."""
+    if dialect == "postgresql":
+        return _canonical_event_pg()
+    return _canonical_event_portable(dialect)
+
+
+def _canonical_event_portable(dialect: str) -> ColumnElement[str]:
+    """The canonical form as first written, for any backend (SQLite uses it)."""
     c = EVENTS.c
     at_us: ColumnElement[int]
     if dialect == "postgresql":
