@@ -279,6 +279,81 @@ async def test_a_missing_first_seal_breaks_the_chain_at_the_next(client, state):
     assert (report.ok, report.first_broken_id, report.pending, report.last_seq) == (False, ids[1], 0, 4)
 
 
+async def _events_with_ids(state, *ids: int) -> None:
+    async with state.engine.begin() as conn:
+        await conn.execute(insert(AuditEvent), [{"id": i, "at": state.clock.now(), "action": f"test.{i}",
+                                                 "emergency": False, "detail": {}} for i in ids])
+
+
+async def test_verify_seals_a_late_commit_far_below_the_newest_seal(client, state, monkeypatch):
+    monkeypatch.setattr(audit_chain, "LOOKBACK_IDS", 3)
+    await _events_with_ids(state, *range(100, 110))
+    assert await seal_all(state.engine, state.clock.now()) == 10
+    await _events_with_ids(state, 5)  # committed late, with an id the cheap pass does not look at
+    assert await seal_pending(state.engine, state.clock.now(), full=False) == 0
+    report = await verify_chain(state.engine, state.clock.now())
+    assert (report.ok, report.checked, report.pending, report.last_seq) == (True, 11, 0, 11)
+
+
+async def test_verify_skips_the_full_pass_only_while_the_chain_is_whole(client, state, monkeypatch):
+    monkeypatch.setattr(audit_chain, "LOOKBACK_IDS", 3)
+    calls: list[str] = []
+    real_pass, real_walk = audit_chain.seal_pending, audit_chain._walk
+
+    async def seal_spy(*args, **kwargs):
+        calls.append("full" if kwargs["full"] else "cheap")
+        return await real_pass(*args, **kwargs)
+
+    async def walk_spy(*args, **kwargs):
+        calls.append("walk")
+        return await real_walk(*args, **kwargs)
+
+    await _events_with_ids(state, *range(100, 105))
+    await seal_all(state.engine, state.clock.now())
+    monkeypatch.setattr(audit_chain, "seal_pending", seal_spy)
+    monkeypatch.setattr(audit_chain, "_walk", walk_spy)
+    assert (await verify_chain(state.engine, state.clock.now())).ok
+    assert calls == ["cheap", "walk"]  # as many events as seals: no anti-join over the whole trail
+    # An event deleted under its seal, and a late commit far below: as many events as seals
+    # again, but the chain is not whole, so verify seals as seal_all would have, and walks again.
+    await tamper(state, "DELETE FROM audit_events WHERE id = 102", table="audit_events")
+    await _events_with_ids(state, 5)
+    calls.clear()
+    report = await verify_chain(state.engine, state.clock.now())
+    assert calls == ["cheap", "walk", "full", "walk"]
+    assert (report.ok, report.first_broken_id, report.checked, report.pending, report.last_seq) == (
+        False, 102, 6, 0, 6)
+    # Now 5 events and 6 seals: the counts differ, so the full pass runs first, as before.
+    calls.clear()
+    report = await verify_chain(state.engine, state.clock.now())
+    assert calls == ["cheap", "full", "walk"]
+    assert (report.ok, report.first_broken_id, report.checked, report.pending) == (False, 102, 6, 0)
+
+
+async def test_verify_of_a_broken_chain_with_nothing_to_seal_walks_once(client, state, monkeypatch):
+    calls: list[str] = []
+    real_pass, real_walk = audit_chain.seal_pending, audit_chain._walk
+
+    async def seal_spy(*args, **kwargs):
+        calls.append("full" if kwargs["full"] else "cheap")
+        return await real_pass(*args, **kwargs)
+
+    async def walk_spy(*args, **kwargs):
+        calls.append("walk")
+        return await real_walk(*args, **kwargs)
+
+    ids = await _sealed_events(state, 4)
+    await tamper(state, "UPDATE audit_events SET action = 'x' WHERE id = :id", {"id": ids[1]},
+                 table="audit_events")
+    monkeypatch.setattr(audit_chain, "seal_pending", seal_spy)
+    monkeypatch.setattr(audit_chain, "_walk", walk_spy)
+    report = await verify_chain(state.engine, state.clock.now())
+    # The counts agree but the chain is not whole: the full pass runs after the walk, finds
+    # nothing to seal, and the walk's report stands.
+    assert calls == ["cheap", "walk", "full"]
+    assert (report.ok, report.first_broken_id, report.checked, report.pending) == (False, ids[1], 4, 0)
+
+
 async def test_two_sealers_cannot_write_the_same_position_or_event(client, state):
     await _sealed_events(state, 2)
     async with state.engine.connect() as conn:
