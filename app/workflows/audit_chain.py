@@ -244,7 +244,14 @@ async def seal_pending(
         else:
             newest = (await conn.execute(select(func.max(SEALS.c.event_id)))).scalar() or 0
             low = newest - LOOKBACK_IDS
-            unsealed = and_(EVENTS.c.id > low, ~exists().where(is_sealed, SEALS.c.event_id > low))
+            # The seals looked at are bounded on both sides (newest is their max, and no other
+            # sealer writes while we hold the lock), so that with no statistics yet, as on
+            # freshly written seals, PostgreSQL reads the few of them from the event_id index
+            # rather than all of them.
+            unsealed = and_(
+                EVENTS.c.id > low,
+                ~exists().where(is_sealed, SEALS.c.event_id > low, SEALS.c.event_id <= newest),
+            )
         rows = (
             await conn.execute(
                 select(EVENTS.c.id, canonical_event(conn.dialect.name))
