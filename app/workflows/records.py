@@ -49,7 +49,7 @@ from app.policy.decide import Decision, RecordFacts, decide, facts_columns, reco
 from app.policy.rules import Action
 from app.workflows.audit_trail import AuditWriter, add_event, event_row
 from app.workflows.breach_reports import detect_unauthorised_access
-from app.workflows.sessions import check_session, load_actor, session_actor
+from app.workflows.sessions import load_actor, row_actor, session_actor
 
 LABEL = "CONFIDENTIAL"
 _RECORDS = cast(Table, Record.__table__)  # type: ignore[attr-defined]
@@ -120,8 +120,8 @@ def _record_statement(*, with_actor: bool, core: bool = False) -> Select[Any]:
     actor_cols: tuple[Any, ...] = (User, col(AuthSession.revoked_at))
     if core:
         record_cols = (*(_RECORDS.c[name] for name in _READ_FIELDS), *_CONTENTS.c)  # no name is in both
-        actor_cols = (*(col(getattr(User, f)).label(f"actor_{f}") for f in _ACTOR_FIELDS),
-                      col(AuthSession.revoked_at).label("session_revoked_at"))
+        # Named as sessions.row_actor reads them (no record or content column has these names).
+        actor_cols = (*(col(getattr(User, f)) for f in _ACTOR_FIELDS), col(AuthSession.revoked_at))
     columns = (*record_cols, col(custodian.line_manager_id).label("custodian_lm"),
                col(employee.line_manager_id).label("employee_lm"), facts["shared"], facts["named"], facts["grant"])
     on_record = col(Record.id) == bindparam("record_id")
@@ -406,17 +406,13 @@ async def read_record_fast(
     async with rows.connection() as conn:
         row = await conn.first(_record_statement(with_actor=True, core=True),
                                {"record_id": record_id, "actor_id": uuid.UUID(claims.sub), "session_id": claims.sid})
-        check_session(found=row is not None, revoked_at=row and row.session_revoked_at,
-                      active=bool(row and row.actor_active))
+        actor = row_actor(row, claims)  # 401 unless the session is live and the account active
         assert row is not None
         if row.id is None:
             raise not_found("record")
         if row.record_id is None or row.destroyed_at is not None:
             return None  # destroyed: the general path audits the read and answers 410
         entitled = await conn.scalars(_ENTITLED, {"record_id": row.id}) if row.classification == "sensitive" else []
-    actor = Actor(id=uuid.UUID(claims.sub), kind="user", role=row.actor_role, active=True,
-                  line_manager_id=row.actor_line_manager_id, staff_type=row.actor_staff_type,
-                  session_id=claims.sid)
     facts = RecordFacts(
         classification=Classification(row.classification), custodian_id=row.custodian_id,
         custodian_line_manager_id=row.custodian_lm, employee_line_manager_id=row.employee_lm,

@@ -7,7 +7,7 @@ import asyncio
 import math
 import uuid
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, update
 from sqlalchemy import select as sa_select
@@ -72,13 +72,22 @@ async def load_actor(rows: RowSource, claims: TokenClaims) -> Actor:
     params = {"sub": sub, "sid": claims.sid}
     async with rows.connection() as conn:
         row = await conn.first(_CLIENT_SESSION if claims.kind == "client" else _USER_SESSION, params)
+    if claims.kind == "client":
+        check_session(found=row is not None, revoked_at=row.revoked_at if row else None,
+                      active=bool(row and row.active))
+        assert row is not None
+        return Actor(id=sub, kind="client", role=None, scopes=frozenset(row.scopes), session_id=claims.sid)
+    return row_actor(row, claims)
+
+
+def row_actor(row: Any | None, claims: TokenClaims) -> Actor:
+    """The account actor of a token, from a row holding its account's role, active,
+    line_manager_id and staff_type and its session's revoked_at (None: no such pair)."""
     check_session(found=row is not None, revoked_at=row.revoked_at if row else None,
                   active=bool(row and row.active))
     assert row is not None
-    if claims.kind == "client":
-        return Actor(id=sub, kind="client", role=None, scopes=frozenset(row.scopes), session_id=claims.sid)
-    return Actor(id=sub, kind="user", role=row.role, active=True, line_manager_id=row.line_manager_id,
-                 staff_type=row.staff_type, session_id=claims.sid)
+    return Actor(id=uuid.UUID(claims.sub), kind="user", role=row.role, active=True,
+                 line_manager_id=row.line_manager_id, staff_type=row.staff_type, session_id=claims.sid)
 
 
 def _bad_grant(detail: str = "incorrect email or password") -> Problem:
