@@ -443,7 +443,6 @@ async def _read_loaded(
 
 _SUMMARY_FIELDS = ("id", "subject_id", "classification", "purpose", "custodian_id", "version", "retention_until",
                    "review_due", "legal_hold", "created_at", "updated_at")
-LIST_FILTERS = ("subject_id", "classification", "purpose", "custodian_id")
 
 
 def _param(name: str) -> BindParameter[Any]:
