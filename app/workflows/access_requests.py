@@ -309,10 +309,12 @@ async def withdraw_request(
 
 
 def in_scope_sql(request: AccessRequest) -> ColumnElement[bool]:
-    """What the request asks for: the subject's live records; personnel ones only on a §3.6 request."""
+    """What the request asks for: on a §3.6 request the employee's live personnel records, and
+    on a §3.4 request the subject's other live records."""
     where = and_(col(Record.subject_id) == request.subject_id, col(Record.destroyed_at).is_(None))
     if request.kind == AccessRequestKind.personnel_access:
-        return where
+        # "all of their personnel records" (§3.6): not every record about the employee
+        return and_(where, col(Record.classification) == Classification.personnel.value)
     return and_(where, col(Record.classification) != Classification.personnel.value)
 
 
