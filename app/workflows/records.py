@@ -47,6 +47,7 @@ from app.models.records import (
 from app.policy.actor import Actor
 from app.policy.decide import Decision, RecordFacts, decide, facts_columns, records_filter
 from app.policy.rules import Action
+from app.workflows import packages
 from app.workflows.audit_trail import AuditWriter, add_event, event_row
 from app.workflows.breach_reports import detect_unauthorised_access
 from app.workflows.sessions import load_actor, row_actor, session_actor
@@ -668,6 +669,7 @@ async def shred(
     if not record_ids:
         return 0
     await session.execute(delete(RecordContent).where(col(RecordContent.record_id).in_(record_ids)))
+    await packages.forget_records(session, record_ids)  # and from every access-request package
     await session.execute(
         update(RecordReview).where(col(RecordReview.record_id).in_(record_ids)).values(note_ct=None)
     )
