@@ -58,10 +58,9 @@ def _packages() -> tuple[Keyring | None, list[Any]]:
 
 
 def _split() -> None:
-    """Move the records of packages stored whole into items; set their retention date."""
+    """Move the records of packages stored whole into items."""
     bind = op.get_bind()
     keyring, rows = _packages()
-    days = timedelta(days=_settings().package_retention_days)
     for row in rows:
         assert keyring is not None
         rid = row.request_id
@@ -69,7 +68,7 @@ def _split() -> None:
         package = json.loads(decrypt(key, bytes(row.package_ct), _aad(rid, "package")))
         records = package.get("records") or []
         package["records"] = []
-        package["retention_until"] = (row.generated_at + days).isoformat()
+        package["retention_until"] = row.retention_until.isoformat()
         for position, rec in enumerate(records):
             record_id = uuid.UUID(rec["id"])
             destroyed = bind.execute(sa.select(RECORDS.c.destroyed_at).where(RECORDS.c.id == record_id)).scalar()
@@ -78,8 +77,7 @@ def _split() -> None:
             bind.execute(ITEMS.insert().values(request_id=rid, record_id=record_id, position=position,
                                                item_ct=item_ct))
         bind.execute(PACKAGES.update().where(PACKAGES.c.request_id == rid).values(
-            package_ct=encrypt(key, json.dumps(package).encode(), _aad(rid, "package")),
-            retention_until=row.generated_at + days))
+            package_ct=encrypt(key, json.dumps(package).encode(), _aad(rid, "package"))))
 
 
 def _join() -> None:
@@ -102,7 +100,22 @@ def _join() -> None:
             package_ct=encrypt(key, json.dumps(package).encode(), _aad(rid, "package"))))
 
 
+def _set_retention() -> None:
+    bind = op.get_bind()
+    days = timedelta(days=_settings().package_retention_days)
+    for rid, generated_at in bind.execute(sa.select(PACKAGES.c.request_id, PACKAGES.c.generated_at)).all():
+        bind.execute(PACKAGES.update().where(PACKAGES.c.request_id == rid).values(retention_until=generated_at + days))
+
+
 def upgrade() -> None:
+    with op.batch_alter_table('access_request_packages', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('retention_until', app.core.db.UTCDateTime(timezone=True), nullable=True))
+    _set_retention()
+    with op.batch_alter_table('access_request_packages', schema=None) as batch_op:
+        batch_op.alter_column('retention_until', existing_type=app.core.db.UTCDateTime(timezone=True),
+                              nullable=False)
+        batch_op.create_index('ix_access_request_packages_retention', ['retention_until'], unique=False)
+
     op.create_table('access_package_items',
     sa.Column('request_id', sa.Uuid(), nullable=False),
     sa.Column('record_id', sa.Uuid(), nullable=False),
@@ -114,23 +127,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('access_package_items', schema=None) as batch_op:
         batch_op.create_index('ix_access_package_items_record', ['record_id'], unique=False)
-
-    with op.batch_alter_table('access_request_packages', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('retention_until', app.core.db.UTCDateTime(timezone=True), nullable=True))
     _split()
-    with op.batch_alter_table('access_request_packages', schema=None) as batch_op:
-        batch_op.alter_column('retention_until', existing_type=app.core.db.UTCDateTime(timezone=True),
-                              nullable=False)
-        batch_op.create_index('ix_access_request_packages_retention', ['retention_until'], unique=False)
 
 
 def downgrade() -> None:
     _join()
+    with op.batch_alter_table('access_package_items', schema=None) as batch_op:
+        batch_op.drop_index('ix_access_package_items_record')
+    op.drop_table('access_package_items')
+
     with op.batch_alter_table('access_request_packages', schema=None) as batch_op:
         batch_op.drop_index('ix_access_request_packages_retention')
         batch_op.drop_column('retention_until')
-
-    with op.batch_alter_table('access_package_items', schema=None) as batch_op:
-        batch_op.drop_index('ix_access_package_items_record')
-
-    op.drop_table('access_package_items')
