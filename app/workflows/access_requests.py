@@ -343,6 +343,9 @@ async def build_package(
             .outerjoin(RecordContent, and_(col(RecordContent.record_id) == Record.id, released_sql(request)))
             .where(in_scope_sql(request))
             .order_by(col(Record.created_at), col(Record.id))
+            # A record being shredded meanwhile is either left out or cleared from the package
+            # by the shredding, never kept in it (§4.6).
+            .with_for_update(of=Record)
         )
     ).all()
     records: list[PackageRecord] = []

@@ -669,7 +669,6 @@ async def shred(
     if not record_ids:
         return 0
     await session.execute(delete(RecordContent).where(col(RecordContent.record_id).in_(record_ids)))
-    await packages.forget_records(session, record_ids)  # and from every access-request package
     await session.execute(
         update(RecordReview).where(col(RecordReview.record_id).in_(record_ids)).values(note_ct=None)
     )
@@ -680,6 +679,8 @@ async def shred(
                 updated_at=now)
         .execution_options(synchronize_session=False)
     )
+    # After the records' row locks, so a package being fulfilled meanwhile is cleared too.
+    await packages.forget_records(session, record_ids)
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

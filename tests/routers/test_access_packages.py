@@ -4,6 +4,7 @@ and a personnel package holds personnel records only (§3.6)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta
@@ -13,7 +14,8 @@ from sqlalchemy import text
 from sqlmodel import SQLModel, col, select
 
 from app.core.crypto import decrypt
-from app.models.access_requests import AccessPackageSealed
+from app.models.access_requests import AccessPackageSealed, AccessRequest
+from app.policy.actor import Actor
 from app.workflows import access_requests
 from tests import dataprot as dp
 from tests.factory import Factory, Person
@@ -273,3 +275,55 @@ async def test_a_personnel_package_holds_only_the_employees_personnel_records(cl
         sealed = (await s.execute(select(AccessPackageSealed)
                                   .where(col(AccessPackageSealed.request_id) == uuid.UUID(made["id"])))).scalar_one()
     assert (sealed.record_count, sealed.withheld_count) == (1, 0)
+
+
+# -- the access history tells who read, and nothing else -------------------------------------------
+
+
+async def test_the_access_history_shows_no_denied_reads_or_breach_reports(client, people, state, clock):
+    director, colleague, manager, other = people["director"], people["colleague"], people["manager"], people["other"]
+    sam = await _subject(client, colleague.headers)
+    recs = [await _record(client, colleague, sam, f"Sam: note {n}", "confidential") for n in range(3)]
+    assert (await client.get(f"/records/{recs[0]['id']}", headers=manager.headers)).status_code == 200
+    for rec in recs:  # three denials open an unauthorised-access report about `other` (§7.2)
+        assert (await client.get(f"/records/{rec['id']}", headers=other.headers)).status_code == 403
+    r = await client.get("/breach-reports", headers=director.headers)
+    assert r.status_code == 200, r.text
+    reports = [b for b in r.json()["items"] if b["kind"] == "unauthorised_access"]
+    assert len(reports) == 1
+    made = await _fulfilled(client, people, sam, clock)
+    r = await client.get(f"/access-requests/{made['id']}/package", headers=director.headers)
+    assert r.status_code == 200, r.text
+    history = r.json()["access_history"]
+    assert [(h["record_id"], h["actor_id"]) for h in history] == [(recs[0]["id"], str(manager.id))]
+    assert str(other.id) not in r.text and reports[0]["id"] not in r.text
+    assert "unauthorised" not in r.text and "breach" not in r.text
+
+
+@pytest.mark.postgres_only
+async def test_a_record_shredded_while_its_package_is_being_built_leaves_no_content(client, people, state, clock):
+    """Fulfilment locks the records it packs; the shredding waits, then clears the new items."""
+    director, colleague, manager = people["director"], people["colleague"], people["manager"]
+    sam = await _subject(client, colleague.headers)
+    doomed = await _record(client, colleague, sam, "Sam: racing notes", "confidential")
+    made = await _log(client, colleague, letter(sam, clock))
+    assert (await _decide(client, director, made["id"])).status_code == 200
+    async with state.sessionmaker() as s:
+        request = await s.get(AccessRequest, uuid.UUID(made["id"]))
+        assert request is not None
+        package = await access_requests.build_package(
+            s, request=request, actor=Actor.for_user(director.user), now=clock.now(), keyring=state.keyring,
+            retention_until=clock.now() + timedelta(days=1))
+        sealed, items = access_requests.seal_package(state.keyring, package)
+        s.add(sealed)
+        await s.flush()
+        s.add_all(items)
+        await s.flush()
+        shredding = asyncio.create_task(client.delete(f"/records/{doomed['id']}", params={"reason": "done"},
+                                                      headers=manager.headers))
+        await asyncio.sleep(0.5)  # the shredding reaches the record's lock and waits
+        assert not shredding.done()
+        await s.commit()
+    r = await shredding
+    assert r.status_code == 200, r.text
+    assert not await _content_stored(state, "racing notes")
