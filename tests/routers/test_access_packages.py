@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -327,3 +327,29 @@ async def test_a_record_shredded_while_its_package_is_being_built_leaves_no_cont
     r = await shredding
     assert r.status_code == 200, r.text
     assert not await _content_stored(state, "racing notes")
+
+
+async def test_kmm_retention_sweep_destroys_expired_packages(client, people, state, settings, clock):
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from tests.databases import env_for
+
+    sam = await _subject(client, people["colleague"].headers)
+    await _record(client, people["colleague"], sam, "Sam: support plan", "confidential")
+    made = await _fulfilled(client, people, sam, clock)
+    rid = uuid.UUID(made["id"])
+    async with state.engine.begin() as conn:  # the command runs on the real clock: date the package back
+        await conn.execute(text("UPDATE access_request_packages SET retention_until = :at WHERE request_id = :r"),
+                           {"at": datetime.now(UTC) - timedelta(days=1), "r": rid.hex if settings.is_sqlite else rid})
+    env = {**env_for(settings), "KMM_ENV": "test"}
+    runner = CliRunner()
+    with dp.restore_keyring(state):
+        out = await asyncio.to_thread(runner.invoke, cli, ["retention-sweep", "--dry-run"], env=env)
+        assert out.exit_code == 0, out.output
+        assert "would destroy 1 access-request package(s)" in out.output and made["id"] in out.output
+        assert len(await dp.raw_rows(state, "access_request_packages")) == 1
+        out = await asyncio.to_thread(runner.invoke, cli, ["retention-sweep"], env=env)
+        assert out.exit_code == 0, out.output
+        assert "destroyed 1 access-request package(s)" in out.output
+    assert await dp.raw_rows(state, "access_request_packages") == []
