@@ -191,6 +191,9 @@ def retention_sweep(
     typer.echo(f"sweep {result.sweep_id}: {verb} {result.count} record(s) past their retention date")
     for rid in result.ids:
         typer.echo(f"  {rid}")
+    typer.echo(f"{verb} {result.package_count} access-request package(s) past their retention date")
+    for rid in result.package_ids:
+        typer.echo(f"  {rid}")
 
 
 @cli.command("rotate-key")

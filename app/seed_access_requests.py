@@ -53,7 +53,7 @@ async def seed_access_requests(state: AppState, users: dict[str, User]) -> None:
                                                      data=AccessDecision(approve=outcome != "refused", reason=reason))
             if outcome == "fulfilled":
                 await access_requests.fulfil_request(session, request_id=made.id, actor=director, now=now,
-                                                     keyring=state.keyring)
+                                                     keyring=state.keyring, settings=state.settings)
             if outcome == "withdrawn":
                 await access_requests.withdraw_request(session, request_id=made.id, actor=director, now=now,
                                                        data=AccessWithdrawal(reason="the writer asked to stop"))

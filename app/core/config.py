@@ -82,6 +82,8 @@ class Settings(BaseSettings):
 
     retention_days: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RETENTION_DAYS))
     review_interval_days: int = 365
+    # How long a fulfilled access-request package is kept for the Director to send (§6.5).
+    package_retention_days: int = Field(default=90, ge=1)
     breach_open_too_long_days: int = 30
 
     audit_seal_interval_seconds: float = 0.5

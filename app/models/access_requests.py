@@ -12,7 +12,7 @@ from sqlalchemy import CheckConstraint, Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel
 
 from app.models.base import created_at_field, utc_column, uuid_pk
-from app.models.records import NAME_MAX, Classification, Purpose
+from app.models.records import NAME_MAX, Classification, Purpose, Tombstone
 
 
 class AccessRequestKind(StrEnum):
@@ -125,12 +125,16 @@ class AccessRequest(SQLModel, table=True):
 
 
 class AccessPackageSealed(SQLModel, table=True):
-    """The fulfilled package, as JSON encrypted under its own data key (§6.6).
+    """The fulfilled package, encrypted under its own data key (§6.6).
 
-    Only counts and ids sit beside it in clear; titles, contents and who read what do not.
+    ``package_ct`` holds the package without its records (who read what, counts); each
+    record is an ``AccessPackageItem`` of its own, so shredding a record (§4.6) removes it
+    from every package in one statement. Only counts, ids and dates sit beside them in
+    clear. The retention sweep destroys the package after ``retention_until`` (§6.5).
     """
 
     __tablename__ = "access_request_packages"
+    __table_args__ = (Index("ix_access_request_packages_retention", "retention_until"),)
 
     request_id: uuid.UUID = Field(foreign_key="access_requests.id", primary_key=True)
     key_id: str = Field(max_length=32)
@@ -139,6 +143,21 @@ class AccessPackageSealed(SQLModel, table=True):
     record_count: int
     withheld_count: int
     generated_at: datetime = utc_column()
+    retention_until: datetime = utc_column()
+
+
+class AccessPackageItem(SQLModel, table=True):
+    """One record released in a package: its title and content encrypted under the package's
+    data key. ``item_ct`` is NULL once the record is destroyed; the package then shows the
+    record's tombstone in its place (§4.6)."""
+
+    __tablename__ = "access_package_items"
+    __table_args__ = (Index("ix_access_package_items_record", "record_id"),)
+
+    request_id: uuid.UUID = Field(foreign_key="access_request_packages.request_id", primary_key=True)
+    record_id: uuid.UUID = Field(foreign_key="records.id", primary_key=True)
+    position: int
+    item_ct: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 # -- the package as clients receive it ---------------------------------------------------
@@ -177,6 +196,10 @@ class AccessPackage(BaseModel):
     requester_subject_id: uuid.UUID
     generated_at: datetime
     generated_by: uuid.UUID
+    retention_until: datetime | None = Field(
+        default=None, description="when the retention sweep destroys the stored package (§6.5)")
     records: list[PackageRecord]
+    destroyed: list[Tombstone] = Field(
+        default_factory=list, description="records released in the package and destroyed since (§4.6)")
     withheld_count: int
     access_history: list[AccessHistoryEntry]

@@ -71,3 +71,6 @@ class SweepResult(BaseModel):
     as_of: datetime
     count: int
     ids: list[uuid.UUID]
+    package_count: int = 0
+    package_ids: list[uuid.UUID] = Field(
+        default_factory=list, description="access requests whose stored package is (or would be) destroyed")

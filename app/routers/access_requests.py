@@ -84,12 +84,12 @@ async def fulfil(
 ) -> AccessRequestPublic:
     """A director fulfils an approved request: the package is built and stored, encrypted."""
     done = await access_requests.fulfil_request(session, request_id=request_id, actor=actor, now=now,
-                                                keyring=state.keyring)
+                                                keyring=state.keyring, settings=state.settings)
     return done
 
 
 @router.get("/{request_id}/package", response_model=AccessPackage,
-            responses=problem_responses(401, 403, 404, 409, 422))
+            responses=problem_responses(401, 403, 404, 409, 410, 422))
 async def package(
     request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep, response: Response
 ) -> AccessPackage:

@@ -12,6 +12,7 @@ Audit events carry ids and statuses only: no names, letter text or reasons.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from app.models.access_requests import (
     AccessDecision,
     AccessHistoryEntry,
     AccessPackage,
+    AccessPackageItem,
     AccessPackageSealed,
     AccessRequest,
     AccessRequestCreate,
@@ -44,8 +46,9 @@ from app.models.accounts import User
 from app.models.audit import AuditEvent
 from app.models.records import Classification, Record, RecordContent, Subject, SubjectCategory, SubjectKind
 from app.policy.actor import Actor
+from app.workflows import packages
 from app.workflows.audit_trail import add_event
-from app.workflows.records import label_for, open_content
+from app.workflows.records import label_for, open_content, tombstone
 
 S = AccessRequestStatus
 RESOURCE = "access_request"
@@ -309,10 +312,12 @@ async def withdraw_request(
 
 
 def in_scope_sql(request: AccessRequest) -> ColumnElement[bool]:
-    """What the request asks for: the subject's live records; personnel ones only on a §3.6 request."""
+    """What the request asks for: on a §3.6 request the employee's live personnel records, and
+    on a §3.4 request the subject's other live records."""
     where = and_(col(Record.subject_id) == request.subject_id, col(Record.destroyed_at).is_(None))
     if request.kind == AccessRequestKind.personnel_access:
-        return where
+        # "all of their personnel records" (§3.6): not every record about the employee
+        return and_(where, col(Record.classification) == Classification.personnel.value)
     return and_(where, col(Record.classification) != Classification.personnel.value)
 
 
@@ -328,7 +333,8 @@ def released_sql(request: AccessRequest) -> ColumnElement[bool]:
 
 
 async def build_package(
-    session: AsyncSession, *, request: AccessRequest, actor: Actor, now: datetime, keyring: Keyring
+    session: AsyncSession, *, request: AccessRequest, actor: Actor, now: datetime, keyring: Keyring,
+    retention_until: datetime,
 ) -> AccessPackage:
     released = released_sql(request).label("released")
     rows = (
@@ -337,6 +343,9 @@ async def build_package(
             .outerjoin(RecordContent, and_(col(RecordContent.record_id) == Record.id, released_sql(request)))
             .where(in_scope_sql(request))
             .order_by(col(Record.created_at), col(Record.id))
+            # A record being shredded meanwhile is either left out or cleared from the package
+            # by the shredding, never kept in it (§4.6).
+            .with_for_update(of=Record)
         )
     ).all()
     records: list[PackageRecord] = []
@@ -357,7 +366,8 @@ async def build_package(
     return AccessPackage(
         confidentiality=order[max(most, 1)], request_id=request.id, kind=request.kind,
         subject_id=request.subject_id, requester_subject_id=request.requester_subject_id, generated_at=now,
-        generated_by=actor.id, records=records, withheld_count=withheld, access_history=history,
+        generated_by=actor.id, retention_until=retention_until, records=records, withheld_count=withheld,
+        access_history=history,
     )
 
 
@@ -383,36 +393,78 @@ def _aad(request_id: uuid.UUID, part: str) -> bytes:
     return b"access-package:" + request_id.bytes + b":" + part.encode()
 
 
-def seal_package(keyring: Keyring, package: AccessPackage) -> AccessPackageSealed:
+def _item_aad(request_id: uuid.UUID, record_id: uuid.UUID) -> bytes:
+    return _aad(request_id, "item:" + record_id.hex)
+
+
+def seal_package(keyring: Keyring, package: AccessPackage) -> tuple[AccessPackageSealed, list[AccessPackageItem]]:
+    """The package without its records, and one item per record, all under one data key."""
     rid = package.request_id
+    assert package.retention_until is not None
     key, kid, wrapped = keyring.new_data_key(aad=_aad(rid, "key"))
-    return AccessPackageSealed(
+    header = package.model_copy(update={"records": [], "destroyed": []})
+    sealed = AccessPackageSealed(
         request_id=rid, key_id=kid, wrapped_key=wrapped,
-        package_ct=encrypt(key, package.model_dump_json().encode(), _aad(rid, "package")),
+        package_ct=encrypt(key, header.model_dump_json().encode(), _aad(rid, "package")),
         record_count=len(package.records), withheld_count=package.withheld_count,
-        generated_at=package.generated_at,
+        generated_at=package.generated_at, retention_until=package.retention_until,
     )
+    items = [
+        AccessPackageItem(request_id=rid, record_id=r.id, position=i,
+                          item_ct=encrypt(key, r.model_dump_json().encode(), _item_aad(rid, r.id)))
+        for i, r in enumerate(package.records)
+    ]
+    return sealed, items
 
 
-def open_package(keyring: Keyring, sealed: AccessPackageSealed) -> AccessPackage:
+def open_package(
+    keyring: Keyring, sealed: AccessPackageSealed, items: Sequence[tuple[AccessPackageItem, Record]] = (),
+) -> AccessPackage:
+    """The stored package with its items, in order; a destroyed record shows as its tombstone."""
     rid = sealed.request_id
     key = keyring.unwrap(sealed.key_id, sealed.wrapped_key, aad=_aad(rid, "key"))
-    return AccessPackage.model_validate_json(decrypt(key, sealed.package_ct, _aad(rid, "package")))
+    package = AccessPackage.model_validate_json(decrypt(key, sealed.package_ct, _aad(rid, "package")))
+    records = list(package.records)  # a package stored whole, with its records inside, opens as it was
+    destroyed = []
+    for item, record in sorted(items, key=lambda pair: pair[0].position):
+        if item.item_ct is not None:
+            records.append(PackageRecord.model_validate_json(decrypt(key, item.item_ct, _item_aad(rid, record.id))))
+        elif record.destroyed_at is not None:
+            destroyed.append(tombstone(record))
+    return package.model_copy(update={"records": records, "destroyed": destroyed,
+                                      "retention_until": sealed.retention_until})
+
+
+async def load_package(session: AsyncSession, keyring: Keyring, request_id: uuid.UUID) -> AccessPackage | None:
+    sealed = await session.get(AccessPackageSealed, request_id)
+    if sealed is None:
+        return None
+    rows = await session.execute(
+        select(AccessPackageItem, Record).join(Record, col(Record.id) == AccessPackageItem.record_id)
+        .where(col(AccessPackageItem.request_id) == request_id)
+    )
+    return open_package(keyring, sealed, [(item, record) for item, record in rows.tuples()])
 
 
 async def fulfil_request(
-    session: AsyncSession, *, request_id: uuid.UUID, actor: Actor, now: datetime, keyring: Keyring
+    session: AsyncSession, *, request_id: uuid.UUID, actor: Actor, now: datetime, keyring: Keyring,
+    settings: Settings,
 ) -> AccessRequestPublic:
-    """A director fulfils an approved request: the package is built and stored encrypted, once."""
+    """A director fulfils an approved request: the package is built and stored encrypted, once,
+    and kept for ``package_retention_days`` (§6.5)."""
     _require_director(actor)
     request, _ = await _load(session, request_id, actor)
     if request.status != S.approved:
         raise _conflict(request, S.fulfilled)
-    package = await build_package(session, request=request, actor=actor, now=now, keyring=keyring)
+    package = await build_package(session, request=request, actor=actor, now=now, keyring=keyring,
+                                  retention_until=now + timedelta(days=settings.package_retention_days))
     await _transition(session, request=request, to=S.fulfilled, allowed_from=(S.approved,), actor=actor, now=now,
                       values={"fulfilled_by": actor.id, "fulfilled_at": now},
                       action="access_request.fulfil", rule=DIRECTOR_ONLY[0], clause=clause_for(request.kind))
-    session.add(seal_package(keyring, package))
+    sealed, items = seal_package(keyring, package)
+    session.add(sealed)
+    await session.flush()
+    session.add_all(items)
     for record in package.records:  # each released record is an export on its own access log (DESIGN §6)
         add_event(session, now=now, actor=actor, action="record.export", resource_type="record",
                   resource_id=record.id, decision="allow", rule="access-request", clause=clause_for(request.kind),
@@ -434,15 +486,28 @@ async def download_package(
         await session.commit()
         raise PolicyDenied("only a director, or the employee a personnel request is about, receives the package",
                            rule=rule, clause=clause)
-    sealed = await session.get(AccessPackageSealed, request.id)
-    if request.status != S.fulfilled or sealed is None:
+    if request.status != S.fulfilled:
         raise Problem(409, f"the package is ready once the request is fulfilled; it is {request.status}",
                       type="not-fulfilled", current_status=request.status)
-    package = open_package(keyring, sealed)
+    package = await load_package(session, keyring, request.id)
+    if package is None:
+        raise Problem(410, "the package was destroyed at the end of its retention period", type="package-destroyed",
+                      rule=packages.RULE, clause=packages.CLAUSE)
     add_event(session, now=now, actor=actor, action="access_request.package_download", resource_type=RESOURCE,
               resource_id=request.id, decision="allow", rule=rule, clause=clause,
               detail={"status": request.status, "records": len(package.records),
                       "withheld": package.withheld_count})
+    if not own:
+        # The director receives sensitive content only to send it to the requester named on
+        # the file (§3.5), never by rank (§3.2): each such item is a flagged export that shows
+        # on the record's own access log.
+        for record in package.records:
+            if record.classification == Classification.sensitive:
+                add_event(session, now=now, actor=actor, action="record.export", resource_type="record",
+                          resource_id=record.id, decision="allow", rule="access-request", clause="§3.5",
+                          emergency=True, detail={"access_request_id": str(request.id),
+                                                  "classification": record.classification.value,
+                                                  "via": "package_download"})
     await session.commit()
     return package
 

@@ -47,6 +47,7 @@ from app.models.records import (
 from app.policy.actor import Actor
 from app.policy.decide import Decision, RecordFacts, decide, facts_columns, records_filter
 from app.policy.rules import Action
+from app.workflows import packages
 from app.workflows.audit_trail import AuditWriter, add_event, event_row
 from app.workflows.breach_reports import detect_unauthorised_access
 from app.workflows.sessions import load_actor, row_actor, session_actor
@@ -678,6 +679,8 @@ async def shred(
                 updated_at=now)
         .execution_options(synchronize_session=False)
     )
+    # After the records' row locks, so a package being fulfilled meanwhile is cleared too.
+    await packages.forget_records(session, record_ids)
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

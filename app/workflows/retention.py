@@ -20,6 +20,7 @@ from app.core.errors import PolicyDenied
 from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, SweepResult
 from app.models.records import Record
 from app.policy.actor import Actor
+from app.workflows import packages
 from app.workflows.audit_trail import add_event
 from app.workflows.records import gone, load_record, shred
 
@@ -47,7 +48,8 @@ def require_director(actor: Actor, what: str) -> None:
 async def sweep(
     session: AsyncSession, *, now: datetime, actor: Actor | None, dry_run: bool, batch_size: int = 200,
 ) -> SweepResult:
-    """Destroy (or, with ``dry_run``, list) every record past its retention date.
+    """Destroy (or, with ``dry_run``, list) every record past its retention date, and every
+    access-request package past its own.
 
     ``actor`` is the director who asked, or None for ``kmm retention-sweep``. A dry run
     writes nothing at all. The session commits once per batch and ends each batch empty.
@@ -58,8 +60,10 @@ async def sweep(
         ids = list((await session.execute(
             select(Record.id).where(past_retention(now)).order_by(col(Record.id))
         )).scalars())
+        expired = await packages.expired_ids(session, now)
         await session.rollback()
-        return SweepResult(sweep_id=sweep_id, dry_run=True, as_of=now, count=len(ids), ids=ids)
+        return SweepResult(sweep_id=sweep_id, dry_run=True, as_of=now, count=len(ids), ids=ids,
+                           package_count=len(expired), package_ids=expired)
 
     by = actor.id if actor is not None else None
     reason = f"retention period ended (sweep {sweep_id})"
@@ -93,12 +97,17 @@ async def sweep(
             break
         destroyed.extend(r.id for r in batch)
         last = batch[-1].id
+    # Access-request packages past their own date (§6.5): one transaction.
+    gone_packages = await packages.destroy_expired(session, now=now, actor=actor, sweep_id=sweep_id)
     add_event(session, now=now, actor=actor, action="retention.sweep", resource_type="sweep",
               resource_id=sweep_id, decision="allow", rule=RULE, clause=CLAUSE,
-              detail={"count": len(destroyed), "by": "director" if actor else "kmm retention-sweep"})
+              detail={"count": len(destroyed), "packages": len(gone_packages),
+                      "by": "director" if actor else "kmm retention-sweep"})
     await session.commit()
-    log.info("retention sweep", extra={"sweep_id": str(sweep_id), "count": len(destroyed)})
-    return SweepResult(sweep_id=sweep_id, dry_run=False, as_of=now, count=len(destroyed), ids=destroyed)
+    log.info("retention sweep", extra={"sweep_id": str(sweep_id), "count": len(destroyed),
+                                       "packages": len(gone_packages)})
+    return SweepResult(sweep_id=sweep_id, dry_run=False, as_of=now, count=len(destroyed), ids=destroyed,
+                       package_count=len(gone_packages), package_ids=gone_packages)
 
 
 async def set_legal_hold(
