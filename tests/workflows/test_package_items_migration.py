@@ -1,4 +1,4 @@
-"""Migration 0009 splits packages stored whole into items (a record shredded meanwhile keeps
+"""Migration 0007 splits packages stored whole into items (a record shredded meanwhile keeps
 no content) and gives them a retention date; its downgrade puts the live items back."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _blob(state: AppState, sealed_row) -> dict:  # type: ignore[no-untyped-def]
     return dict(json.loads(decrypt(key, bytes(sealed_row.package_ct), access_requests._aad(rid, "package"))))
 
 
-async def test_0009_splits_packages_stored_whole_and_downgrade_joins_them(tmp_path, state, clock):
+async def test_0007_splits_packages_stored_whole_and_downgrade_joins_them(tmp_path, state, clock):
     with dp.restore_keyring(state), fresh_database(tmp_path) as settings:
         await asyncio.to_thread(upgrade, settings)
         fresh = AppState.build(settings, clock=clock)
@@ -57,7 +57,7 @@ async def test_0009_splits_packages_stored_whole_and_downgrade_joins_them(tmp_pa
             await fresh.engine.dispose()
 
             # Down: each package is stored whole again, with its records inside.
-            await asyncio.to_thread(command.downgrade, alembic_config(settings), "0009-1")
+            await asyncio.to_thread(command.downgrade, alembic_config(settings), "0007-1")
             engine = sync_engine(settings)
             try:
                 with engine.connect() as conn:

@@ -6,7 +6,7 @@ shredding a record removes it from every package (§4.6); packages get ``retenti
 move into items (a record destroyed since keeps no content), and their retention date is
 ``generated_at`` plus ``package_retention_days``. Downgrade puts the live items back.
 
-Revision ID: 0009
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-03 08:00:00.000000
 """
@@ -24,7 +24,7 @@ import app.core.db  # noqa: F401  (UTCDateTime)
 from app.core.config import Settings
 from app.core.crypto import Keyring, decrypt, encrypt
 
-revision: str = '0009'
+revision: str = '0007'
 down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
