@@ -53,6 +53,13 @@ async def consent_pending(session: AsyncSession, now: datetime, settings: Settin
 PER_ACTOR = frozenset({"complaints_without_procedure_advised", "breach_reports_open_too_long"})
 
 
+async def consent_refused(session: AsyncSession, now: datetime, settings: Settings) -> list[str]:
+    """Kept although the person refused permission (§1.2, §6.1): each needs a decision."""
+    return await _record_ids(
+        session, (col(Record.consent_status) == ConsentStatus.refused.value) & col(Record.destroyed_at).is_(None)
+    )
+
+
 def checks(actor: Actor | None = None) -> dict[str, Check]:
     """Name -> check, in the order the summary lists them; those in PER_ACTOR see only what
     ``actor`` may know of (without one, everything: the service's own view)."""
@@ -62,6 +69,7 @@ def checks(actor: Actor | None = None) -> dict[str, Check]:
         "records_past_retention": records_past_retention,
         "reviews_overdue": reviews_overdue,
         "consent_pending": consent_pending,
+        "consent_refused": consent_refused,
         "access_requests_overdue": access_requests.overdue_ids,
         "disclosures_subject_not_informed": disclosures.subject_not_informed,
         "complaints_without_procedure_advised": partial(breach_reports.complaints_without_procedure_advised,
