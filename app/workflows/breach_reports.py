@@ -138,7 +138,8 @@ def events_known_to(actor: Actor) -> ColumnElement[bool]:
     The reports it may not know of are one uncorrelated subquery, so the list still filters
     in SQL and the planner runs it once.
     """
-    hidden = select(_id_text(BreachReport.id)).where(~visible(actor)).scalar_subquery()
+    # NULL-safe: a report with no reporter (the service raised it) is hidden, not unknown.
+    hidden = select(_id_text(BreachReport.id)).where(~func.coalesce(visible(actor), false())).scalar_subquery()
     about_a_report = func.coalesce(col(AuditEvent.resource_type), "") == RESOURCE
     return ~and_(about_a_report, _id_text(func.coalesce(col(AuditEvent.resource_id), "")).in_(hidden))
 

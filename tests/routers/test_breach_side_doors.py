@@ -169,3 +169,39 @@ async def test_only_directors_list_audit_events(client, org):
         r = await client.get("/audit-events", headers=who.headers)
         assert r.status_code == 403 and r.json()["rule"] and r.json()["clause"]
 
+
+
+async def test_the_audit_predicate_is_null_safe_for_any_actor(client, state, factory, clock, org):
+    """Only directors list audit events over HTTP today; the predicate must still hide a report
+    from anyone who may not know of it, including one the service raised (no reporter)."""
+    from app.models.audit import AuditEventFilter
+    from app.policy.actor import Actor
+    from app.workflows import audit_trail
+
+    boss, other, alice, bob = org["boss"], org["other"], org["alice"], org["bob"]
+    r = await client.post("/subjects", headers=alice.headers,
+                          json={"kind": "individual", "name": "Sid Side-Door", "category": "service_user"})
+    subject_id = r.json()["id"]
+    for _ in range(3):  # bob is refused three of alice's sensitive records: a detection report about bob
+        r = await client.post("/records", headers=alice.headers, json={
+            "subject_id": subject_id, "title": "Notes", "content": CONTENT, "classification": "sensitive",
+            "purpose": "service_delivery", "access_requester_id": subject_id})
+        assert (await client.get(f"/records/{r.json()['id']}", headers=bob.headers)).status_code == 403
+    conduct = await client.post("/breach-reports", headers=alice.headers, json={
+        "kind": "colleague_conduct", "concerned_user_id": str(boss.id), "description": DESCRIPTION,
+        "evidence": EVIDENCE})
+    assert conduct.status_code == 201
+
+    async def report_events(person: Person) -> set[str]:
+        async with state.sessionmaker() as s:
+            events = await audit_trail.list_events(s, actor=Actor.for_user(person.user),
+                                                   filters=AuditEventFilter(resource_type="breach_report"),
+                                                   limit=200)
+        return {e.action + ":" + str(e.rule) for e in events}
+
+    detection = {"breach_report.create:detection"}
+    filed = {"breach_report.create:routing"}
+    assert await report_events(other) == detection | filed  # the director handling both
+    assert await report_events(boss) == detection  # not the one about boss
+    assert await report_events(alice) == filed  # alice reported it; the detection is none of hers
+    assert await report_events(bob) == set()  # concerned by one, reporter of none
