@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": True},
+        # No persistAuthorization: it would keep the docs explorer's username, password, client
+        # secret and refresh token in the browser's localStorage. A login lasts as long as the page.
         openapi_tags=[{"name": tag} for tag in TAGS],
         # The docs explorer is served from local files (app/routers/docs.py), never a CDN.
         docs_url=None,

@@ -138,6 +138,12 @@ def test_docs_explorer_in_chromium(live_server: LiveServer) -> None:
             modal.locator("button", has_text="Logout").wait_for()  # logged in
             modal.locator("button", has_text="Close").click()
 
+            # The login stays in the page's memory: nothing of it in the browser's storage.
+            for storage in ("localStorage", "sessionStorage"):
+                stored = page.evaluate(f"() => JSON.stringify(Object.assign({{}}, window.{storage}))")
+                assert live_server.director_password not in stored, storage
+                assert "authorized" not in json.loads(stored), (storage, list(json.loads(stored)))
+
             me = _execute(page, "/users/me")
             assert me.status == "200", me
             assert json.loads(me.body)["email"] == live_server.director_email

@@ -121,6 +121,8 @@ class Consent(BaseModel):
     status: ConsentStatus = ConsentStatus.pending
     obtained_at: AwareDatetime | None = None
     purpose_explained: bool = False
+    # Why the person refused (§1.2, §6.1): required with, and only with, ``refused``.
+    refusal_reason: str | None = Field(default=None, max_length=REASON_MAX)
 
 
 class RecordCreate(BaseModel):
@@ -228,6 +230,8 @@ class Record(SQLModel, table=True):
     consent_status: str = Field(default="pending", max_length=16)
     consent_obtained_at: datetime | None = utc_column(nullable=True)
     consent_purpose_explained: bool = False
+    # Free text about the person: encrypted at rest (§6.6); input models cap it at REASON_MAX.
+    consent_refusal_reason: str | None = Field(default=None, sa_column=Column(EncryptedText(), nullable=True))
     retention_until: datetime | None = utc_column(nullable=True)
     review_due: datetime | None = utc_column(nullable=True)
     last_verified_at: datetime | None = utc_column(nullable=True)

@@ -32,7 +32,7 @@ async def list_events(
     before_id = None
     if cursor:
         (before_id,) = state.cursors.decode("audit-events", cursor)
-    items = await audit_trail.list_events(session, filters=filters, limit=limit + 1, before_id=before_id)
+    items = await audit_trail.list_events(session, actor=actor, filters=filters, limit=limit + 1, before_id=before_id)
     next_cursor = state.cursors.encode("audit-events", [items[limit - 1].id]) if len(items) > limit else None
     return Page(items=items[:limit], next_cursor=next_cursor)
 

@@ -131,12 +131,19 @@ def _forget_rolled_back_events(session: Session, transaction: SessionTransaction
 
 
 async def list_events(
-    session: AsyncSession, *, filters: AuditEventFilter, limit: int, before_id: int | None = None
+    session: AsyncSession, *, actor: Actor, filters: AuditEventFilter, limit: int, before_id: int | None = None
 ) -> list[AuditEventPublic]:
-    """Events newest first (by id), each with its seal where the sealer has chained it."""
+    """Events newest first (by id), each with its seal where the sealer has chained it.
+
+    Never an event about a breach report the actor may not know of (§1.8, §7.1): the
+    colleague concerned finds no trace of a report about them here, whatever the filter.
+    """
+    from app.workflows.breach_reports import events_known_to
+
     query = (
         select(AuditEvent, AuditSeal.seq, AuditSeal.prev_hash, AuditSeal.hash)
         .outerjoin(AuditSeal, col(AuditSeal.event_id) == AuditEvent.id)
+        .where(events_known_to(actor))
         .order_by(col(AuditEvent.id).desc())
         .limit(limit)
     )

@@ -35,7 +35,7 @@ from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, true
+from sqlalchemy import ColumnElement, String, and_, case, cast, exists, false, func, or_, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -112,14 +112,36 @@ async def route_handler(
 
 
 def visible(actor: Actor) -> ColumnElement[bool]:
-    """Reports the account may know of: never one about itself; all for a director;
-    otherwise those it handles or reported."""
+    """May this actor know of this report? The one predicate, as an SQL condition on
+    ``breach_reports``, behind every path that could show a report or a trace of one (the
+    report, the list, the audit trail, the compliance summary).
+
+    Never one about itself (§1.8, §7.1); all others for a director; otherwise those it
+    handles or reported. A service client knows of none."""
     if actor.kind != "user":
         return false()
     not_about_me = or_(col(BreachReport.concerned_user_id).is_(None), col(BreachReport.concerned_user_id) != actor.id)
     if actor.is_director:
         return not_about_me
     return and_(not_about_me, or_(col(BreachReport.handler_id) == actor.id, col(BreachReport.reporter_id) == actor.id))
+
+
+def _id_text(column: Any) -> Any:
+    """A UUID (column or audit ``resource_id``) as 32 hex digits, the same on SQLite and Postgres."""
+    return func.lower(func.replace(cast(column, String), "-", ""))
+
+
+def events_known_to(actor: Actor) -> ColumnElement[bool]:
+    """Audit events the actor may see as far as reports go: every event except those about a
+    report it may not know of (its ``breach_report.*`` events, detection's included).
+
+    The reports it may not know of are one uncorrelated subquery, so the list still filters
+    in SQL and the planner runs it once.
+    """
+    # NULL-safe: a report with no reporter (the service raised it) is hidden, not unknown.
+    hidden = select(_id_text(BreachReport.id)).where(~func.coalesce(visible(actor), false())).scalar_subquery()
+    about_a_report = func.coalesce(col(AuditEvent.resource_type), "") == RESOURCE
+    return ~and_(about_a_report, _id_text(func.coalesce(col(AuditEvent.resource_id), "")).in_(hidden))
 
 
 def sees_all(actor: Actor, report: BreachReport) -> bool:
@@ -464,22 +486,28 @@ async def detect_unauthorised_access(
 # -- compliance --------------------------------------------------------------------------------
 
 
-async def complaints_without_procedure_advised(session: AsyncSession, now: datetime, settings: Settings
-                                               ) -> list[str]:
+# Each takes the actor whose summary it is, and lists only reports that actor may know of
+# (``visible``); without one (``None``) it is the service's own view of every report.
+
+
+async def complaints_without_procedure_advised(session: AsyncSession, now: datetime, settings: Settings,
+                                               actor: Actor | None = None) -> list[str]:
     """External complaints whose complainant has not been told about the Complaint Procedure (§1.7)."""
-    rows = await session.execute(
-        select(BreachReport.id).where(col(BreachReport.kind) == BreachKind.external_complaint.value,
-                                      col(BreachReport.complaint_procedure_advised).is_(False))
-        .order_by(col(BreachReport.created_at), col(BreachReport.id))
-    )
+    query = select(BreachReport.id).where(col(BreachReport.kind) == BreachKind.external_complaint.value,
+                                          col(BreachReport.complaint_procedure_advised).is_(False))
+    if actor is not None:
+        query = query.where(visible(actor))
+    rows = await session.execute(query.order_by(col(BreachReport.created_at), col(BreachReport.id)))
     return [str(i) for i in rows.scalars()]
 
 
-async def open_too_long(session: AsyncSession, now: datetime, settings: Settings) -> list[str]:
+async def open_too_long(session: AsyncSession, now: datetime, settings: Settings,
+                        actor: Actor | None = None) -> list[str]:
     """Reports still open or under investigation after settings.breach_open_too_long_days."""
     cutoff = now - timedelta(days=settings.breach_open_too_long_days)
-    rows = await session.execute(
-        select(BreachReport.id).where(col(BreachReport.status).in_(UNRESOLVED), col(BreachReport.created_at) < cutoff)
-        .order_by(col(BreachReport.created_at), col(BreachReport.id))
-    )
+    query = select(BreachReport.id).where(col(BreachReport.status).in_(UNRESOLVED),
+                                          col(BreachReport.created_at) < cutoff)
+    if actor is not None:
+        query = query.where(visible(actor))
+    rows = await session.execute(query.order_by(col(BreachReport.created_at), col(BreachReport.id)))
     return [str(i) for i in rows.scalars()]

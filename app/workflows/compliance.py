@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import ColumnElement
@@ -46,18 +47,34 @@ async def consent_pending(session: AsyncSession, now: datetime, settings: Settin
     )
 
 
-def checks() -> dict[str, Check]:
-    """Name -> check, in the order the summary lists them."""
+# Checks whose ids depend on who asks: breach reports, which the colleague concerned never
+# learns of (§1.8, §7.1). Their counts stay out of the summary's audit event, where another
+# director's count could be set against one's own.
+PER_ACTOR = frozenset({"complaints_without_procedure_advised", "breach_reports_open_too_long"})
+
+
+async def consent_refused(session: AsyncSession, now: datetime, settings: Settings) -> list[str]:
+    """Kept although the person refused permission (§1.2, §6.1): each needs a decision."""
+    return await _record_ids(
+        session, (col(Record.consent_status) == ConsentStatus.refused.value) & col(Record.destroyed_at).is_(None)
+    )
+
+
+def checks(actor: Actor | None = None) -> dict[str, Check]:
+    """Name -> check, in the order the summary lists them; those in PER_ACTOR see only what
+    ``actor`` may know of (without one, everything: the service's own view)."""
     from app.workflows import access_requests, breach_reports, disclosures
 
     found: dict[str, Check] = {
         "records_past_retention": records_past_retention,
         "reviews_overdue": reviews_overdue,
         "consent_pending": consent_pending,
+        "consent_refused": consent_refused,
         "access_requests_overdue": access_requests.overdue_ids,
         "disclosures_subject_not_informed": disclosures.subject_not_informed,
-        "complaints_without_procedure_advised": breach_reports.complaints_without_procedure_advised,
-        "breach_reports_open_too_long": breach_reports.open_too_long,
+        "complaints_without_procedure_advised": partial(breach_reports.complaints_without_procedure_advised,
+                                                        actor=actor),
+        "breach_reports_open_too_long": partial(breach_reports.open_too_long, actor=actor),
     }
     return found
 
@@ -65,11 +82,11 @@ def checks() -> dict[str, Check]:
 async def summary(session: AsyncSession, *, actor: Actor, now: datetime, settings: Settings) -> dict[str, Any]:
     """Every check's ids and count; the read is audited (it lists record ids)."""
     result: dict[str, Any] = {}
-    for name, check in checks().items():
+    for name, check in checks(actor).items():
         ids = await check(session, now, settings)
         result[name] = {"ids": ids, "count": len(ids)}
     add_event(session, now=now, actor=actor, action="compliance.summary", resource_type="compliance",
               decision="allow", rule="director", clause="§6",
-              detail={name: item["count"] for name, item in result.items()})
+              detail={name: item["count"] for name, item in result.items() if name not in PER_ACTOR})
     await session.commit()
     return result

@@ -34,6 +34,7 @@ from app.models.records import (
     AccessNote,
     Classification,
     Consent,
+    ConsentStatus,
     Record,
     RecordContent,
     RecordCreate,
@@ -268,7 +269,10 @@ def to_public(
         access_requester_id=record.access_requester_id,
         entitled_user_ids=entitled,
         consent=Consent(status=record.consent_status, obtained_at=record.consent_obtained_at,  # type: ignore[arg-type]
-                        purpose_explained=record.consent_purpose_explained),
+                        purpose_explained=record.consent_purpose_explained,
+                        # the hot path never shows a refusal (read_record_fast), so its rows need no reason
+                        refusal_reason=record.consent_refusal_reason
+                        if record.consent_status == ConsentStatus.refused else None),
         last_verified_at=record.last_verified_at,
         destroyed_at=record.destroyed_at,
         access=AccessNote(rule=decision.rule, clause=decision.clause, emergency=decision.emergency)
@@ -318,6 +322,23 @@ async def _check_personnel(session: AsyncSession, *, actor: Actor, subject: Subj
                            rule="personnel", clause="§4.3")
 
 
+CONSENT_RULE, CONSENT_CLAUSE = "consent-refused", "§1.2, §6.1"
+
+
+def check_consent(consent: Consent) -> None:
+    """A refusal says why the person refused, and only a refusal has a reason (§1.2, §6.1)."""
+    reason = consent.refusal_reason
+    if consent.status == ConsentStatus.refused and (reason is None or not reason.strip()):
+        message = "a refusal of consent records why the person refused (refusal_reason)"
+    elif consent.status != ConsentStatus.refused and reason is not None:
+        message = "only a refused consent has a refusal_reason"
+    else:
+        return
+    raise Problem(422, f"consent.refusal_reason: {message}", type="validation-error", rule=CONSENT_RULE,
+                  clause=CONSENT_CLAUSE,
+                  errors=[{"loc": ["body", "consent", "refusal_reason"], "msg": message, "type": "value_error"}])
+
+
 # -- create ----------------------------------------------------------------------
 
 
@@ -338,6 +359,7 @@ async def create_record(
         raise field_error("custodian_id", "a service client must name the custodian")
     await _check_custodian(session, custodian_id)
     await _check_requester(session, data.access_requester_id, data.classification)
+    check_consent(data.consent)
     if data.classification == Classification.personnel:
         await _check_personnel(session, actor=actor, subject=subject)
     retention = data.retention_until
@@ -352,6 +374,7 @@ async def create_record(
         consent_status=data.consent.status.value,
         consent_obtained_at=data.consent.obtained_at,
         consent_purpose_explained=data.consent.purpose_explained,
+        consent_refusal_reason=data.consent.refusal_reason,
         retention_until=retention,
         review_due=data.review_due or now + timedelta(days=settings.review_interval_days),
         created_by=actor.id if actor.kind == "user" else None,
@@ -413,6 +436,8 @@ async def read_record_fast(
             raise not_found("record")
         if row.record_id is None or row.destroyed_at is not None:
             return None  # destroyed: the general path audits the read and answers 410
+        if row.consent_status == ConsentStatus.refused:
+            return None  # its reason is encrypted text (EncryptedText), which the general path decrypts
         entitled = await conn.scalars(_ENTITLED, {"record_id": row.id}) if row.classification == "sensitive" else []
     facts = RecordFacts(
         classification=Classification(row.classification), custodian_id=row.custodian_id,
@@ -599,6 +624,8 @@ async def update_record(
         await _check_custodian(session, changes["custodian_id"])
     requester = changes.get("access_requester_id", record.access_requester_id)
     await _check_requester(session, requester, new_class)
+    if "consent" in changes:
+        check_consent(data.consent or Consent())
 
     values: dict[str, Any] = {"version": record.version + 1, "updated_at": now}
     for key in ("classification", "purpose", "custodian_id", "access_requester_id", "retention_until", "review_due"):
@@ -607,7 +634,8 @@ async def update_record(
     if "consent" in changes:
         consent = data.consent or Consent()
         values.update(consent_status=consent.status.value, consent_obtained_at=consent.obtained_at,
-                      consent_purpose_explained=consent.purpose_explained)
+                      consent_purpose_explained=consent.purpose_explained,
+                      consent_refusal_reason=consent.refusal_reason)
     result = await session.execute(
         update(Record).where(col(Record.id) == record.id, col(Record.version) == expected).values(**values)
     )
@@ -676,7 +704,7 @@ async def shred(
         update(Record)
         .where(col(Record.id).in_(record_ids), col(Record.destroyed_at).is_(None))
         .values(destroyed_at=now, destroyed_by=by, destroy_reason=reason, version=col(Record.version) + 1,
-                updated_at=now)
+                updated_at=now, consent_refusal_reason=None)
         .execution_options(synchronize_session=False)
     )
     # After the records' row locks, so a package being fulfilled meanwhile is cleared too.

@@ -6,6 +6,7 @@ tests/test_browser.py; the browser test there also proves the docs CSP lets the 
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -92,7 +93,17 @@ async def test_docs_init_script_points_at_this_openapi(client: httpx.AsyncClient
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/javascript")
     assert '"url": "/openapi.json"' in r.text
-    assert '"persistAuthorization": true' in r.text
+
+
+async def test_docs_explorer_keeps_no_login_in_the_browser(client: httpx.AsyncClient) -> None:
+    """persistAuthorization would keep the username, password, client secret and refresh token
+    in localStorage, where any script on the origin and anyone at the machine finds them (§6.6)."""
+    r = await client.get("/docs/init.js")
+    start = r.text.index("Object.assign(") + len("Object.assign(")
+    params, _ = json.JSONDecoder().raw_decode(r.text[start:])
+    assert params["url"] == "/openapi.json"
+    assert params.get("persistAuthorization", False) is False, params
+    assert "persistAuthorization" not in r.text and "localStorage" not in r.text
 
 
 @pytest.mark.parametrize("name", ["index.html", "..%2Fswagger-ui.css", "swagger-initializer.js", "x"])
