@@ -3,8 +3,8 @@
 Why a person refused consent (§1.2, §6.1): free text about them, so EncryptedText
 (stored as TEXT). The column is new, so there is nothing to encrypt here.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-03 07:50:00.000000
 """
 from collections.abc import Sequence
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0007'
-down_revision: str | None = '0006'
+revision: str = '0008'
+down_revision: str | None = '0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -24,5 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('records', schema=None) as batch_op:
-        batch_op.drop_column('consent_refusal_reason')
+    # A plain DROP COLUMN (SQLite 3.35+): a batch copy of `records` would break the
+    # foreign keys that point at it.
+    op.drop_column('records', 'consent_refusal_reason')
