@@ -70,6 +70,8 @@ class User(SQLModel, table=True):
     role: str = Field(max_length=16)
     staff_type: str | None = Field(default=None, max_length=16)
     line_manager_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True)
+    # When line_manager_id was last changed; None when it is as the account was made.
+    line_manager_since: datetime | None = utc_column(nullable=True)
     active: bool = True
     password_hash: str = Field(max_length=255)
     created_at: datetime = created_at_field()

@@ -156,6 +156,7 @@ class AccessNote(BaseModel):
     rule: str
     clause: str
     emergency: bool = False
+    recent_relation: bool = False  # through a line-manager relation less than a day old (§3.2, §4.5)
 
 
 class RecordSummary(BaseModel):

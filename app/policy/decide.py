@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, and_, false, func, or_, true
+from sqlalchemy import BindParameter, ColumnElement, and_, false, func, not_, or_, true
 from sqlmodel import col, select
 
 from app.models.accounts import User
@@ -21,7 +22,16 @@ from app.models.records import (
     Subject,
 )
 from app.policy.actor import Actor
-from app.policy.rules import DENIAL, FORMER, RULES, Action, Relation
+from app.policy.rules import (
+    DENIAL,
+    EXCLUSIONS,
+    FORMER,
+    RECENT_RELATION,
+    RULES,
+    STAFF_RELATIONS,
+    Action,
+    Relation,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +45,9 @@ class RecordFacts:
     shared_with_actor: bool
     actor_named: bool
     actor_grant_expires_at: datetime | None  # latest unrevoked grant covering it
+    custodian_line_manager_since: datetime | None = None  # None: since the custodian's account was made
+    employee_line_manager_since: datetime | None = None  # likewise for the employee's account
+    subject_user_id: uuid.UUID | None = None  # the account the record's subject is linked to
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +57,34 @@ class Decision:
     clause: str
     reason: str
     emergency: bool = False
+    recent_relation: bool = False  # allowed by a line-manager relation less than a day old
 
 
 def _is_user(actor: Actor) -> bool:
     return actor.kind == "user"
 
 
+_Test = Callable[[Actor, RecordFacts, datetime], bool]
+
 # What each relation means in Python; relation_sql below says the same in SQL.
-_HOLDS: dict[Relation, Callable[[Actor, RecordFacts, datetime], bool]] = {
+_HOLDS: dict[Relation, _Test] = {
     Relation.any_active: lambda a, f, now: a.kind == "user" or a.has_scope("records:read"),
-    Relation.custodian: lambda a, f, now: _is_user(a) and f.custodian_id == a.id,
-    Relation.custodians_line_manager: lambda a, f, now: _is_user(a) and f.custodian_line_manager_id == a.id,
+    Relation.custodian: lambda a, f, now: f.custodian_id == a.id,
+    Relation.custodians_line_manager: lambda a, f, now: f.custodian_line_manager_id == a.id,
     Relation.shared_with: lambda a, f, now: f.shared_with_actor,
     Relation.named: lambda a, f, now: f.actor_named,
     Relation.director: lambda a, f, now: a.is_director,
-    Relation.employees_line_manager: lambda a, f, now: _is_user(a) and f.employee_line_manager_id == a.id,
+    Relation.employees_line_manager: lambda a, f, now: f.employee_line_manager_id == a.id,
     Relation.grant_holder: lambda a, f, now: f.actor_grant_expires_at is not None and f.actor_grant_expires_at > now,
+    Relation.subject_self: lambda a, f, now: _is_user(a) and f.subject_user_id == a.id,
+}
+for _relation in STAFF_RELATIONS:  # staff accounts only: never a trustee or a service client
+    _HOLDS[_relation] = (lambda test: lambda a, f, now: a.is_staff and test(a, f, now))(_HOLDS[_relation])
+
+# Since when a relation holds, for the relations that have a date.
+_SINCE: dict[Relation, Callable[[RecordFacts], datetime | None]] = {
+    Relation.custodians_line_manager: lambda f: f.custodian_line_manager_since,
+    Relation.employees_line_manager: lambda f: f.employee_line_manager_since,
 }
 
 
@@ -67,28 +92,52 @@ def holds(relation: Relation, actor: Actor, facts: RecordFacts, now: datetime) -
     return _HOLDS[relation](actor, facts, now)
 
 
-_Candidates = tuple[tuple[Callable[[Actor, RecordFacts, datetime], bool], Decision], ...]
+def is_recent(since: datetime | None, now: datetime) -> bool:
+    """A relation set less than RECENT_RELATION ago; None means set when the account was made."""
+    return since is not None and since > now - RECENT_RELATION
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    test: _Test
+    decision: Decision
+    since: Callable[[RecordFacts], datetime | None] | None  # for a relation that has a date
+    recent: Decision  # the same decision, flagged as made through a recent relation
+
+
 _Key = tuple[Action, Classification]
 
 
-def _compile() -> tuple[dict[_Key, _Candidates], dict[_Key, Decision]]:
-    """Precompute, per action and class, the (relation test, decision) pairs to try in table order."""
-    candidates: dict[_Key, _Candidates] = {}
+def _compile() -> tuple[dict[_Key, tuple[_Candidate, ...]], dict[_Key, Decision],
+                        dict[_Key, tuple[tuple[_Test, Decision], ...]]]:
+    """Precompute, per action and class, the relations to try in table order, the default
+    denial, and the exclusions that turn an allow into a denial."""
+    candidates: dict[_Key, tuple[_Candidate, ...]] = {}
     denials: dict[_Key, Decision] = {}
+    exclusions: dict[_Key, tuple[tuple[_Test, Decision], ...]] = {}
     for action in Action:
         for cls in Classification:
-            candidates[action, cls] = tuple(
-                (_HOLDS[relation], Decision(True, rule.id, rule.clause, f"{relation.value} may {action.value}",
-                                            emergency=rule.emergency))
-                for rule in RULES if action in rule.actions and cls in rule.classifications
-                for relation in sorted(rule.relations)
-            )
+            found = []
+            for rule in RULES:
+                if action not in rule.actions or cls not in rule.classifications:
+                    continue
+                for relation in sorted(rule.relations):
+                    decision = Decision(True, rule.id, rule.clause, f"{relation.value} may {action.value}",
+                                        emergency=rule.emergency)
+                    found.append(_Candidate(_HOLDS[relation], decision, _SINCE.get(relation),
+                                            dataclasses.replace(decision, recent_relation=True)))
+            candidates[action, cls] = tuple(found)
             denials[action, cls] = Decision(False, *DENIAL[cls],
                                             f"no rule lets this account {action.value} a {cls.value} record")
-    return candidates, denials
+            exclusions[action, cls] = tuple(
+                (_HOLDS[e.relation], Decision(False, e.rule, e.clause,
+                                              f"{e.relation.value}: no rule reaches a {cls.value} record"))
+                for e in EXCLUSIONS if cls in e.classifications
+            )
+    return candidates, denials, exclusions
 
 
-_CANDIDATES, _DENIALS = _compile()
+_CANDIDATES, _DENIALS, _EXCLUSIONS = _compile()
 _FORMER = Decision(False, *FORMER, "a deactivated account can do nothing")
 
 
@@ -97,9 +146,14 @@ def decide(actor: Actor, action: Action, facts: RecordFacts, now: datetime) -> D
     if not actor.active:
         return _FORMER
     key = (action, facts.classification)
-    for test, decision in _CANDIDATES[key]:
-        if test(actor, facts, now):
-            return decision
+    for candidate in _CANDIDATES[key]:
+        if candidate.test(actor, facts, now):
+            for excluded, denial in _EXCLUSIONS[key]:
+                if excluded(actor, facts, now):
+                    return denial
+            if candidate.since is not None and is_recent(candidate.since(facts), now):
+                return candidate.recent
+            return candidate.decision
     return _DENIALS[key]
 
 
@@ -129,6 +183,8 @@ def relation_sql(
     (default ``actor.id``) is the id they are about.
     """
     me = actor.id if actor_id is None else actor_id
+    if relation in STAFF_RELATIONS and not actor.is_staff:
+        return None
     match relation:
         case Relation.any_active:
             return true() if actor.kind == "user" or actor.has_scope("records:read") else None
@@ -167,6 +223,11 @@ def relation_sql(
             by_record = select(EmergencyGrant.record_id).where(live, col(EmergencyGrant.record_id).is_not(None))
             by_subject = select(EmergencyGrant.subject_id).where(live, col(EmergencyGrant.subject_id).is_not(None))
             return or_(col(Record.id).in_(by_record), col(Record.subject_id).in_(by_subject))
+        case Relation.subject_self:
+            if actor.kind != "user":
+                return None
+            own = select(Subject.id).where(col(Subject.user_id) == me)
+            return col(Record.subject_id).in_(own)
     return None  # pragma: no cover - every relation is handled above
 
 
@@ -186,7 +247,13 @@ def records_filter(
             continue
         classes = sorted(c.value for c in rule.classifications)
         clauses.append(and_(col(Record.classification).in_(classes), or_(*relations)))
-    return or_(*clauses) if clauses else false()
+    if not clauses:
+        return false()
+    excluded = [and_(col(Record.classification).in_(sorted(c.value for c in e.classifications)), cond)
+                for e in EXCLUSIONS
+                if (cond := relation_sql(e.relation, actor, now, actor_id=actor_id)) is not None]
+    allowed = or_(*clauses)
+    return and_(allowed, not_(or_(*excluded))) if excluded else allowed
 
 
 def facts_columns(actor_id: uuid.UUID | BindParameter[Any]) -> dict[str, Any]:

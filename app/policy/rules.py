@@ -10,6 +10,7 @@ relations have one meaning in Python (``decide.holds``) and one in SQL
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 from app.models.records import Classification
@@ -31,6 +32,18 @@ class Relation(StrEnum):
     director = "director"  # the actor is a director
     employees_line_manager = "employees_line_manager"  # the employee's current line manager
     grant_holder = "grant_holder"  # the actor holds a live emergency grant (§4.5)
+    subject_self = "subject_self"  # the record's subject is linked to the actor's own account
+
+
+# Relations that hold only for staff (colleagues and directors): keeping a record, managing
+# the colleague who keeps it or the employee it is about, and being named on it. A trustee
+# sees what is passed to them (§3.1), whatever they kept or managed before their role changed.
+STAFF_RELATIONS = frozenset({Relation.custodian, Relation.custodians_line_manager, Relation.named,
+                             Relation.employees_line_manager})
+# Relations that date from when a line manager was set; a read through one younger than this
+# is flagged in the audit as emergency reads are, so re-parenting is never a quiet way round
+# the named list and emergency grants (§3.2, §4.5).
+RECENT_RELATION = timedelta(days=1)
 
 
 C = Classification
@@ -63,6 +76,24 @@ RULES: tuple[Rule, ...] = (
     Rule("personnel", "§4.3", frozenset({R.employees_line_manager, R.director}), frozenset({C.personnel}),
          frozenset({A.read, A.update, A.destroy})),
     Rule("emergency", "§4.5", frozenset({R.grant_holder}), ALL_CLASSES, frozenset({A.read}), emergency=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """Where ``relation`` holds on a record of these classes, no rule allows anything; a
+    refusal that only this causes names ``rule`` and ``clause``."""
+
+    rule: str
+    clause: str
+    relation: Relation
+    classifications: frozenset[Classification]
+
+
+EXCLUSIONS: tuple[Exclusion, ...] = (
+    # The employee a personnel file is about asks for it in writing (§3.6), whatever their
+    # role, line-management relations or emergency grants.
+    Exclusion("personnel", "§3.6", R.subject_self, frozenset({C.personnel})),
 )
 
 # When no rule allows, the denial cites the rule that governs the record's class.

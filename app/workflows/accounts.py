@@ -7,13 +7,14 @@ import asyncio
 import secrets
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import field_error, not_found
+from app.core.errors import PolicyDenied, field_error, not_found
 from app.core.pagination import CursorCodec, Page
 from app.core.security import Passwords, hash_secret
 from app.models.accounts import (
@@ -133,6 +134,11 @@ async def update_user(
             raise field_error(key, "cannot be null")
     if "line_manager_id" in changes and changes["line_manager_id"] is not None:
         await _check_line_manager(session, user_id=user.id, manager_id=changes["line_manager_id"])
+    # Old and new values of what changes who may see what (ids and roles only).
+    moved: dict[str, list[object]] = {key: [_plain(getattr(user, key)), _plain(changes[key])]
+             for key in ("line_manager_id", "role", "active") if key in changes and changes[key] != getattr(user, key)}
+    if "line_manager_id" in moved and changes["line_manager_id"] == actor.id:
+        await _refuse_self_as_line_manager(session, user=user, actor=actor, now=now, moved=moved)
     if changes.get("role") is not None:
         if changes["role"] == "trustee":
             has_reports = (
@@ -151,6 +157,8 @@ async def update_user(
             raise field_error("active", "a director cannot deactivate their own account")
         if changes.get("role") not in (None, user.role):
             raise field_error("role", "a director cannot change their own role")
+    if "line_manager_id" in moved:
+        user.line_manager_since = now if changes["line_manager_id"] is not None else None
     for key in ("full_name", "role", "staff_type", "line_manager_id"):
         if key in changes:
             setattr(user, key, changes[key])
@@ -169,9 +177,27 @@ async def update_user(
     session.add(user)
     add_event(session, now=now, actor=actor, action="account.update", resource_type="user",
               resource_id=user.id, decision="allow", rule="director", clause="§2",
-              detail={"fields": sorted(changes)})
+              detail={"fields": sorted(changes), **moved})
     await session.commit()
     return user
+
+
+def _plain(value: object) -> object:
+    return str(value) if isinstance(value, uuid.UUID | StrEnum) else value
+
+
+async def _refuse_self_as_line_manager(
+    session: AsyncSession, *, user: User, actor: Actor, now: datetime, moved: dict[str, list[object]]
+) -> None:
+    """A director does not make themself someone's line manager alone: the relation would open
+    that colleague's records, sensitive ones included, which otherwise takes being named or an
+    emergency grant (§3.2, §4.5). Another director may make the change. The attempt is audited."""
+    add_event(session, now=now, actor=actor, action="account.update", resource_type="user",
+              resource_id=user.id, decision="deny", rule="line-manager-change", clause="§4.5, §3.2",
+              detail={"line_manager_id": moved["line_manager_id"]})
+    await session.commit()
+    raise PolicyDenied("a director cannot make themself someone's line manager: another director makes "
+                       "that change", rule="line-manager-change", clause="§4.5, §3.2")
 
 
 # -- service clients ------------------------------------------------------------

@@ -125,7 +125,10 @@ def _record_statement(*, with_actor: bool, core: bool = False) -> Select[Any]:
         # Named as sessions.row_actor reads them (no record or content column has these names).
         actor_cols = (*(col(getattr(User, f)) for f in _ACTOR_FIELDS), col(AuthSession.revoked_at))
     columns = (*record_cols, col(custodian.line_manager_id).label("custodian_lm"),
-               col(employee.line_manager_id).label("employee_lm"), facts["shared"], facts["named"], facts["grant"])
+               col(employee.line_manager_id).label("employee_lm"), facts["shared"], facts["named"], facts["grant"],
+               col(custodian.line_manager_since).label("custodian_lm_since"),
+               col(employee.line_manager_since).label("employee_lm_since"),
+               col(Subject.user_id).label("subject_user_id"))
     on_record = col(Record.id) == bindparam("record_id")
     if not with_actor:
         stmt = (
@@ -151,7 +154,8 @@ def _record_statement(*, with_actor: bool, core: bool = False) -> Select[Any]:
 
 
 def _loaded(row: Any) -> LoadedRecord:
-    record, content, custodian_lm, employee_lm, shared, named, grant = row
+    record, content, custodian_lm, employee_lm, shared, named, grant, custodian_lm_since, employee_lm_since, \
+        subject_user_id = row
     if record is None:
         raise not_found("record")
     return LoadedRecord(
@@ -165,6 +169,9 @@ def _loaded(row: Any) -> LoadedRecord:
             shared_with_actor=bool(shared),
             actor_named=bool(named),
             actor_grant_expires_at=grant,
+            custodian_line_manager_since=custodian_lm_since,
+            employee_line_manager_since=employee_lm_since,
+            subject_user_id=subject_user_id,
         ),
     )
 
@@ -212,8 +219,17 @@ async def authorize(
     if audit_allow:
         add_event(session, now=now, actor=actor, action=f"record.{action.value}", resource_type="record",
                   resource_id=loaded.record.id, decision="allow", rule=decision.rule, clause=decision.clause,
-                  emergency=decision.emergency, detail={"classification": loaded.record.classification})
+                  **allow_flags(decision, loaded.record.classification))
     return decision
+
+
+def allow_flags(decision: Decision, classification: str) -> dict[str, Any]:
+    """The emergency flag and detail of an allowed read's audit event: a read through a grant,
+    or through a line-manager relation less than a day old, is flagged (§4.5, §3.2)."""
+    detail: dict[str, Any] = {"classification": classification}
+    if decision.recent_relation:
+        detail["recent_relation"] = True
+    return {"emergency": decision.emergency or decision.recent_relation, "detail": detail}
 
 
 async def after_denial(
@@ -275,7 +291,8 @@ def to_public(
                         if record.consent_status == ConsentStatus.refused else None),
         last_verified_at=record.last_verified_at,
         destroyed_at=record.destroyed_at,
-        access=AccessNote(rule=decision.rule, clause=decision.clause, emergency=decision.emergency)
+        access=AccessNote(rule=decision.rule, clause=decision.clause, emergency=decision.emergency,
+                          recent_relation=decision.recent_relation)
         if decision else None,
     )
 
@@ -320,6 +337,9 @@ async def _check_personnel(session: AsyncSession, *, actor: Actor, subject: Subj
     if not actor.is_director and (employee is None or employee.line_manager_id != actor.id):
         raise PolicyDenied("only the employee's line manager or a director keeps personnel records",
                            rule="personnel", clause="§4.3")
+    if subject.user_id == actor.id:
+        raise PolicyDenied("nobody keeps their own personnel records: the employee asks in writing",
+                           rule="personnel", clause="§3.6")
 
 
 CONSENT_RULE, CONSENT_CLAUSE = "consent-refused", "§1.2, §6.1"
@@ -443,6 +463,8 @@ async def read_record_fast(
         classification=Classification(row.classification), custodian_id=row.custodian_id,
         custodian_line_manager_id=row.custodian_lm, employee_line_manager_id=row.employee_lm,
         shared_with_actor=bool(row.shared), actor_named=bool(row.named), actor_grant_expires_at=row.grant,
+        custodian_line_manager_since=row.custodian_lm_since, employee_line_manager_since=row.employee_lm_since,
+        subject_user_id=row.subject_user_id,
     )
     decision = decide(actor, Action.read, facts, now)
     if not decision.allowed:
@@ -450,7 +472,7 @@ async def read_record_fast(
     title, content = open_content(keyring, row)
     await audit.write(event_row(now=now, actor=actor, action="record.read", resource_type="record",
                                 resource_id=row.id, decision="allow", rule=decision.rule, clause=decision.clause,
-                                emergency=decision.emergency, detail={"classification": row.classification}))
+                                **allow_flags(decision, row.classification)))
     return to_public(row, title=title, content=content, entitled=entitled, decision=decision)
 
 

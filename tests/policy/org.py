@@ -35,6 +35,17 @@ ROLES: dict[str, tuple[str, str | None]] = {
     "target": ("colleague", "director"),  # whom shares and names go to
     "employee_line_manager": ("colleague", "director"),
     "employee": ("colleague", "employee_line_manager"),
+    "new_manager": ("colleague", "director"),  # made the custodian's (and employee's) line manager today
+}
+
+# Changes made after the organisation is built, each a case of its own in the matrix:
+# case -> who acts.
+AFTERWARDS: dict[str, str] = {
+    "custodian_now_trustee": "custodian",  # the custodian's role becomes trustee (§3.1)
+    "named_now_trustee": "named",  # the named colleague's role becomes trustee (§3.1)
+    "employee_director": "employee",  # the employee the personnel file is about is a director (§3.6)
+    "employee_with_grant": "employee",  # ... or holds a live emergency grant over it (§3.6)
+    "new_line_manager": "new_manager",  # a director re-parents the custodian and the employee (§3.2, §4.5)
 }
 
 
@@ -76,12 +87,16 @@ async def make_record(
     return out
 
 
-async def build_org(factory: Factory, classification: str, *, login: Iterable[str] = ()) -> Org:
-    """One record of ``classification`` and a person in every relation to it."""
+async def build_org(factory: Factory, classification: str, *, login: Iterable[str] = (),
+                    afterwards: str | None = None) -> Org:
+    """One record of ``classification`` and a person in every relation to it; ``afterwards``
+    names a change from AFTERWARDS to make once it is built."""
     client, state = factory.client, factory.state
-    wanted = set(login) | {"director", "custodian"}
+    wanted = set(login) | {"director", "custodian"} | ({AFTERWARDS[afterwards]} if afterwards else set())
     people: dict[str, Person] = {}
     for name, (role, manager) in ROLES.items():
+        if name == "employee" and afterwards == "employee_director":
+            role = "director"
         people[name] = await factory.user(role, manager=people[manager] if manager else None,
                                           name=name.replace("_", " ").title(), login=name in wanted)
     marker = uuid.uuid4().hex
@@ -103,7 +118,10 @@ async def build_org(factory: Factory, classification: str, *, login: Iterable[st
                                 shared_by=people["custodian"].id, shared_at=now))
         session.add(RecordNamedAccess(record_id=rid, user_id=people["named"].id, consent_reference="letter 1",
                                       added_by=people["custodian"].id, added_at=now))
-        for name, delta in (("grant_live", timedelta(hours=1)), ("grant_expired", timedelta(hours=-1))):
+        grants = [("grant_live", timedelta(hours=1)), ("grant_expired", timedelta(hours=-1))]
+        if afterwards == "employee_with_grant":
+            grants.append(("employee", timedelta(hours=1)))
+        for name, delta in grants:
             session.add(EmergencyGrant(grantee_id=people[name].id, record_id=rid, reason="emergency",
                                        expires_at=now + delta, issued_by=people["director"].id,
                                        issued_at=now - timedelta(hours=2)))
@@ -112,6 +130,16 @@ async def build_org(factory: Factory, classification: str, *, login: Iterable[st
         r = await client.patch(f"/users/{people['deactivated'].id}", json={"active": False},
                                headers=people["director"].headers)
         assert r.status_code == 200, r.text
+    director = people["director"].headers
+    if afterwards in ("custodian_now_trustee", "named_now_trustee"):
+        who = people[AFTERWARDS[afterwards]]
+        r = await client.patch(f"/users/{who.id}", json={"role": "trustee"}, headers=director)
+        assert r.status_code == 200, r.text
+    if afterwards == "new_line_manager":
+        for who in ("custodian", "employee"):
+            r = await client.patch(f"/users/{people[who].id}", json={"line_manager_id": str(people["new_manager"].id)},
+                                   headers=director)
+            assert r.status_code == 200, r.text
     return Org(people=people, subject_id=subject["id"], record_id=record["id"], classification=classification,
                title=title, content=content)
 

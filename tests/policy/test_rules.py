@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from app.models.records import Classification
 from app.policy.actor import Actor
 from app.policy.decide import RecordFacts, decide
-from app.policy.rules import DENIAL, FORMER, RULES, Action
+from app.policy.rules import DENIAL, EXCLUSIONS, FORMER, RULES, Action
 
 # DESIGN §1: how many bullets each section of the policy has.
 SECTIONS = {1: 9, 2: 3, 3: 7, 4: 6, 5: 4, 6: 6, 7: 2}
@@ -32,7 +32,7 @@ def test_clause_checker_can_fail() -> None:
 
 
 def test_every_rule_cites_clauses_that_exist() -> None:
-    cited = [r.clause for r in RULES] + [c for _, c in DENIAL.values()] + [FORMER[1]]
+    cited = [r.clause for r in RULES] + [c for _, c in DENIAL.values()] + [FORMER[1]] + [e.clause for e in EXCLUSIONS]
     bad = [c for c in cited if not _clause_ok(c)]
     assert bad == []
 
@@ -57,23 +57,31 @@ def _actors() -> list[Actor]:
 def test_decide_always_names_a_rule_and_clause() -> None:
     """Every combination of actor, action and facts gives a decision with a rule and a real clause."""
     valid_rules = {r.id for r in RULES} | {rule for rule, _ in DENIAL.values()} | {FORMER[0]}
+    valid_rules |= {e.rule for e in EXCLUSIONS}
     grants = (None, NOW - timedelta(seconds=1), NOW, NOW + timedelta(seconds=1))
+    since = (None, NOW - timedelta(hours=1))
     checked = 0
     for actor in _actors():
         other = uuid.uuid4()
-        for action, cls, custodian, clm, elm, shared, named, grant in itertools.product(
+        for action, cls, custodian, clm, elm, shared, named, grant, lm_since, subject in itertools.product(
             Action, Classification, (actor.id, other), (actor.id, other, None), (actor.id, other, None),
-            (False, True), (False, True), grants,
+            (False, True), (False, True), grants, since, (actor.id, None),
         ):
-            facts = RecordFacts(cls, custodian, clm, elm, shared, named, grant)
+            facts = RecordFacts(cls, custodian, clm, elm, shared, named, grant, lm_since, lm_since, subject)
             d = decide(actor, action, facts, NOW)
             assert d.rule in valid_rules and _clause_ok(d.clause) and d.reason, (actor, action, facts, d)
             if not actor.active:
                 assert (d.allowed, d.rule, d.clause) == (False, "former", "§7.2")
             if d.emergency:
                 assert d.allowed and d.rule == "emergency" and grant is not None and grant > NOW
+            if d.recent_relation:
+                assert d.allowed and d.rule in ("line-manager", "personnel") and lm_since is not None
+            if d.allowed and actor.role == "trustee":  # what is passed to them, and grants (§3.1, §4.5)
+                assert d.rule in ("general", "shared", "emergency"), (facts, d)
+            if d.allowed and cls == Classification.personnel and actor.kind == "user":  # never one's own file (§3.6)
+                assert subject != actor.id, (actor, facts, d)
             checked += 1
-    assert checked > 10_000
+    assert checked > 40_000
 
 
 def _facts(cls: Classification, **kw: object) -> RecordFacts:

@@ -52,7 +52,8 @@ async def test_a_live_grant_reads_flagged_and_revoking_ends_it(client, factory: 
     grant = (await _grant(factory, director, helper, record_id=sens["id"])).json()
     r = await client.get(f"/records/{sens['id']}", headers=helper.headers)
     assert r.status_code == 200, r.text
-    assert r.json()["access"] == {"rule": "emergency", "clause": "§4.5", "emergency": True}
+    assert r.json()["access"] == {"rule": "emergency", "clause": "§4.5", "emergency": True,
+                                  "recent_relation": False}
     listed = (await client.get("/records", headers=helper.headers)).json()["items"]
     assert [i["id"] for i in listed] == [sens["id"]]
     allowed = [e for e in await events(factory, action="record.read", actor_id=helper.id) if e.decision == "allow"]

@@ -64,7 +64,8 @@ async def test_director_reads_sensitive_only_through_a_grant_which_is_flagged(cl
     assert r.json()["active"] is True
     r = await client.get(f"/records/{rec['id']}", headers=director.headers)
     assert r.status_code == 200, r.text
-    assert r.json()["access"] == {"rule": "emergency", "clause": "§4.5", "emergency": True}
+    assert r.json()["access"] == {"rule": "emergency", "clause": "§4.5", "emergency": True,
+                                  "recent_relation": False}
     assert r.json()["content"] == "dispute-marker"
     reads = await events(factory, action="record.read", resource_id=rec["id"], actor_id=director.id)
     assert [(e.decision, e.rule, e.emergency) for e in reads] == [("deny", "named", False),

@@ -17,7 +17,7 @@ import pytest
 
 from app.models.records import RecordNamedAccess, RecordShare
 from tests.factory import Factory
-from tests.policy.org import Org, build_org, db_record, events, has_content
+from tests.policy.org import AFTERWARDS, Org, build_org, db_record, events, has_content
 
 ACTIONS = ("read", "update", "share", "destroy")
 
@@ -40,8 +40,10 @@ DENIED = {
     "personnel": ("personnel", "§4.3"),
 }
 STAFF = "staff-only"  # sharing is for staff accounts; a trustee is stopped before the rules
+OWN = "own-file"  # one's own personnel file: asked for in writing, whatever else holds (§3.6)
 NO = None
 NONE4 = (NO, NO, NO, NO)
+TRUSTEE = (NO, NO, STAFF, NO)
 
 # (read, update, share, destroy): the rule that allows, or NO for a refusal.
 MATRIX: dict[str, dict[str, tuple[str | None, ...]]] = {
@@ -55,6 +57,9 @@ MATRIX: dict[str, dict[str, tuple[str | None, ...]]] = {
         "shared": ("general", NO, NO, NO),
         "grant_live": ("general", NO, NO, NO),
         "grant_expired": ("general", NO, NO, NO),
+        "custodian_now_trustee": ("general", NO, STAFF, NO),
+        "named_now_trustee": ("general", NO, STAFF, NO),
+        "new_line_manager": ("general", "line-manager", "line-manager", "line-manager"),
     },
     "confidential": {
         "custodian": ("custodian", "custodian", "custodian", NO),
@@ -66,6 +71,9 @@ MATRIX: dict[str, dict[str, tuple[str | None, ...]]] = {
         "shared": ("shared", NO, NO, NO),
         "grant_live": ("emergency", NO, NO, NO),
         "grant_expired": NONE4,
+        "custodian_now_trustee": TRUSTEE,  # keeps nothing it kept as a colleague (§3.1)
+        "named_now_trustee": TRUSTEE,
+        "new_line_manager": ("line-manager",) * 4,
     },
     "sensitive": {
         "custodian": ("custodian", "custodian", "custodian", NO),
@@ -77,6 +85,9 @@ MATRIX: dict[str, dict[str, tuple[str | None, ...]]] = {
         "shared": NONE4,  # a share means nothing on a sensitive record
         "grant_live": ("emergency", NO, NO, NO),
         "grant_expired": NONE4,
+        "custodian_now_trustee": TRUSTEE,
+        "named_now_trustee": TRUSTEE,
+        "new_line_manager": ("line-manager",) * 4,
     },
     "personnel": {
         "custodian": NONE4,  # the custodian, line-manager, shared and named rules never reach personnel
@@ -90,6 +101,11 @@ MATRIX: dict[str, dict[str, tuple[str | None, ...]]] = {
         "employee_line_manager": ("personnel", "personnel", NO, "personnel"),
         "grant_live": ("emergency", NO, NO, NO),
         "grant_expired": NONE4,
+        "custodian_now_trustee": TRUSTEE,
+        "named_now_trustee": TRUSTEE,
+        "new_line_manager": ("personnel", "personnel", NO, "personnel"),
+        "employee_director": (OWN, OWN, NO, OWN),  # a director's rank does not open their own file
+        "employee_with_grant": (OWN, NO, NO, NO),  # nor does an emergency grant
     },
 }
 CASES = [(cls, rel) for cls, rows in MATRIX.items() for rel in [*rows, "deactivated"]]
@@ -119,6 +135,8 @@ def _expected(cls: str, rel: str, action: str) -> tuple[int, str | None, str | N
     rule = MATRIX[cls][rel][ACTIONS.index(action)]
     if rule is NO:
         return 403, *DENIED[cls]
+    if rule == OWN:
+        return 403, "personnel", "§3.6"
     if rule == STAFF:
         return 403, STAFF, "§4.2"
     if action == "share" and cls == "general":
@@ -136,12 +154,14 @@ async def _shared_to_target(factory: Factory, org: Org) -> bool:
 
 @pytest.mark.parametrize(("classification", "relation"), CASES, ids=[f"{c}-{r}" for c, r in CASES])
 async def test_matrix(client: httpx.AsyncClient, factory: Factory, classification: str, relation: str) -> None:
-    org = await build_org(factory, classification, login=[relation])
-    actor_id = org[relation].id
+    who = AFTERWARDS.get(relation, relation)
+    org = await build_org(factory, classification, login=[who],
+                          afterwards=relation if relation in AFTERWARDS else None)
+    actor_id = org[who].id
     for action in ACTIONS:
         status, rule, clause = _expected(classification, relation, action)
         before = await db_record(factory, org.record_id)
-        r = await _act(client, factory, org, relation, action)
+        r = await _act(client, factory, org, who, action)
         where = f"{classification}/{relation}/{action}"
         assert r.status_code == status, f"{where}: {r.status_code} {r.text}"
         if status >= 400:  # a refusal never carries the record
@@ -164,7 +184,10 @@ async def test_matrix(client: httpx.AsyncClient, factory: Factory, classificatio
             continue
         # Allowed: the decision names the rule, in the response or in the audit event.
         if action in ("read", "update"):
-            assert r.json()["access"] == {"rule": rule, "clause": clause, "emergency": rule == "emergency"}, where
+            # Through a line-manager relation set today, the read is flagged (§3.2, §4.5).
+            recent = relation == "new_line_manager" and rule in ("line-manager", "personnel")
+            assert r.json()["access"] == {"rule": rule, "clause": clause, "emergency": rule == "emergency",
+                                          "recent_relation": recent}, where
         else:
             audit = "record.destroy" if action == "destroy" else (
                 "record.name" if classification == "sensitive" else "record.share")
@@ -182,9 +205,10 @@ async def test_matrix(client: httpx.AsyncClient, factory: Factory, classificatio
 async def test_matrix_covers_design_table() -> None:
     """Every relation the issue lists is in the table, for every class."""
     base = {"custodian", "line_manager", "colleague", "trustee", "director", "named", "shared",
-            "grant_live", "grant_expired"}
+            "grant_live", "grant_expired", "custodian_now_trustee", "named_now_trustee", "new_line_manager"}
     for cls, rows in MATRIX.items():
-        expected = base | ({"employee", "employee_line_manager"} if cls == "personnel" else set())
+        expected = base | ({"employee", "employee_line_manager", "employee_director", "employee_with_grant"}
+                           if cls == "personnel" else set())
         assert set(rows) == expected, cls
         assert all(len(v) == len(ACTIONS) for v in rows.values())
 
