@@ -4,8 +4,8 @@ A read through a line-manager relation less than a day old is flagged in the aud
 (§3.2, §4.5). Existing accounts get NULL: their relation counts as set when the account
 was made, and is not flagged.
 
-Revision ID: 0008
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 """
 from collections.abc import Sequence
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import app.core.db
 
-revision: str = '0008'
-down_revision: str | None = '0006'
+revision: str = '0009'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -26,5 +26,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("line_manager_since")
+    # In place (SQLite 3.35+): a batch copy of `users` would break the foreign keys to it.
+    op.drop_column("users", "line_manager_since")
