@@ -7,6 +7,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
+
+log = logging.getLogger("kmm.db")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -334,6 +337,8 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=10000")
+        # Deleted content is overwritten with zeros, not left in free pages (§4.6).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
         # Postgres has sha256() built in; the audit chain's verify query needs it here too.
         dbapi_conn.create_function("kmm_sha256_hex", 1, _sql_sha256_hex, deterministic=True)
@@ -345,6 +350,29 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # Every request writes (at least its audit event): take the write lock up front,
         # so two transactions never deadlock upgrading from read to write.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def scrub_after_shred(session: AsyncSession) -> None:
+    """After a shred has committed: on SQLite, move the WAL into the database and truncate it.
+
+    With ``secure_delete`` the deleting transaction writes zeroed pages, but the WAL still
+    holds the earlier frames with the ciphertext and the wrapped data key until a checkpoint
+    copies the zeroed pages over them and the log is truncated (§4.6). A checkpoint that
+    readers keep from completing is logged; the next one finishes it. PostgreSQL: see
+    docs/shredding.md (its WAL archives and backups are the operator's part).
+    """
+    engine = session.bind
+    if not isinstance(engine, AsyncEngine) or engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        row = await cursor.fetchone()
+        await cursor.close()
+    if row is not None and row[0]:
+        log.warning("the WAL checkpoint after a shred did not complete; the next one finishes it")
 
 
 def sha256_hex(text: str) -> str:
