@@ -133,15 +133,16 @@ class Settings(BaseSettings):
             "jwt_secret": secrets.token_urlsafe(48),
             "master_keys": [base64.urlsafe_b64encode(os.urandom(32)).decode()],
         }
-        try:
-            # Created owner-only from the first byte; O_EXCL so two processes starting
-            # together cannot both write one (the loser reads the winner's file).
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            loaded: dict[str, object] = json.loads(path.read_text())
+        from app.core.files import read_private, write_private  # local: files imports this module
+
+        # Owner-only from the first byte, and whole: of two processes starting together one
+        # creates the file and the other reads it.
+        if not write_private(path, json.dumps(data, indent=2), replace=False):
+            text = read_private(path)
+            if text is None:
+                raise ConfigurationError(f"the secrets file {path} vanished while it was read")
+            loaded: dict[str, object] = json.loads(text)
             return loaded
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(data, indent=2))
         log.warning(
             "generated local secrets in %s (development only; production sets KMM_JWT_SECRET "
             "and KMM_MASTER_KEYS)", path,

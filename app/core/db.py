@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
+from app.core.files import create_private
 
 log = logging.getLogger("kmm.db")
 
@@ -70,10 +72,27 @@ def make_engine(settings: Settings) -> AsyncEngine:
         kwargs["max_overflow"] = settings.database_pool_size
         kwargs["pool_timeout"] = settings.database_timeout_seconds
         kwargs["pool_recycle"] = 1800
+    if settings.is_sqlite:
+        _private_database_file(settings.database_url)
     engine = create_async_engine(settings.database_url, **kwargs)
     if settings.is_sqlite:
         _tune_sqlite(engine)
     return engine
+
+
+def _private_database_file(url: str) -> None:
+    """Create a new SQLite database file owner-only (0600) before SQLite opens it.
+
+    SQLite gives the WAL and shared-memory files the database file's mode, so they are
+    owner-only too. An in-memory database, or a directory that does not exist (the
+    connection reports it), is left to SQLite.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.parent.is_dir():
+        create_private(path)
 
 
 # -- the hot path's statements -----------------------------------------------------------------
