@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "If-Match", "X-Request-ID"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "X-Reason", "X-Request-ID"],
             expose_headers=["ETag", "X-Request-ID", "X-Confidentiality"],
         )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)

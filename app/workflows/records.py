@@ -693,6 +693,16 @@ async def drop_passed_on(session: AsyncSession, record_ids: list[uuid.UUID]) -> 
     await session.execute(delete(RecordNamedAccess).where(col(RecordNamedAccess.record_id).in_(record_ids)))
 
 
+def destroy_reason(*given: str | None) -> str:
+    """The one reason given for a shred, from the body, the X-Reason header or the query."""
+    reasons = {r for r in given if r is not None}
+    if not reasons:
+        raise field_error("reason", "say why the record is shredded: {\"reason\": ...} in the body, or X-Reason")
+    if len(reasons) > 1:
+        raise field_error("reason", "given more than once, differently; give it once")
+    return reasons.pop()
+
+
 async def destroy_record(
     session: AsyncSession, *, record_id: uuid.UUID, reason: str, actor: Actor, now: datetime
 ) -> Tombstone:
