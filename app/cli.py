@@ -157,7 +157,11 @@ def seed_demo() -> None:
     """Seed a demo organisation (idempotent) and print the logins."""
     from app import seed
 
-    logins = run_with_state(seed.seed_demo)
+    try:
+        logins = run_with_state(seed.seed_demo)
+    except ConfigurationError as exc:
+        typer.secho(f"refused: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(seed.describe_logins(logins))
 
 

@@ -14,6 +14,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestMiddleware
+from app.core.routing import LiteralPaths, RouteTable
 from app.core.state import AppState
 from app.routers import ROUTERS, TAGS, docs
 from app.routers.responses import document_common_problems
@@ -74,12 +75,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         import importlib
 
         app.include_router(importlib.import_module("app.routers.bench").router)
+    app.state.routes = routes = RouteTable.of(app.router.routes)
+    app.add_middleware(LiteralPaths, table=routes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "If-Match", "X-Request-ID"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "X-Reason", "X-Request-ID"],
             expose_headers=["ETag", "X-Request-ID", "X-Confidentiality"],
         )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from app.core.files import read_private, write_private
 from app.core.state import AppState
 from app.models.accounts import Role, StaffType, User, UserCreate
 from app.workflows import accounts
@@ -52,7 +53,7 @@ def email_for(key: str) -> str:
 
 async def seed_accounts(state: AppState) -> dict[str, User]:
     path = _logins_file(state)
-    passwords: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    passwords: dict[str, str] = json.loads(read_private(path) or "{}")
     users: dict[str, User] = {}
     now = state.clock.now()
     async with state.sessionmaker() as session:
@@ -72,8 +73,7 @@ async def seed_accounts(state: AppState) -> dict[str, User]:
                                 password=passwords[key]),
                 passwords=state.passwords, now=now, actor=None,
             )
-    path.write_text(json.dumps(passwords, indent=2))
-    path.chmod(0o600)
+    write_private(path, json.dumps(passwords, indent=2))
     return users
 
 

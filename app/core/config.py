@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger("kmm.config")
@@ -40,6 +40,25 @@ DEFAULT_RETENTION_DAYS: dict[str, int] = {
 
 class ConfigurationError(RuntimeError):
     """The settings cannot run a service; the message says what to set."""
+
+
+# What production accepts at least (the library's defaults for argon2id), and the lockout
+# settings that still mean something: a handful of tries, minutes to a day.
+PRODUCTION_ARGON2_TIME_COST = 3
+PRODUCTION_ARGON2_MEMORY_KIB = 65536
+LOCKOUT_THRESHOLD_RANGE = (3, 100)
+LOCKOUT_MINUTES_RANGE = (1, 24 * 60)
+# A random 32-byte key has about 30 distinct byte values; one with fewer than this was made by hand.
+_MIN_DISTINCT = 8
+
+
+def _weak_key(text: str) -> bool:
+    """A master key of one repeated byte (all zero, say) or a short repeated pattern."""
+    try:
+        key = base64.urlsafe_b64decode(text.encode())
+    except ValueError:
+        return False  # not base64: decode_master_keys says so
+    return len(set(key)) < _MIN_DISTINCT
 
 
 class Settings(BaseSettings):
@@ -76,9 +95,9 @@ class Settings(BaseSettings):
     lockout_window_minutes: int = 15
     lockout_minutes: int = 15
 
-    # argon2 cost; tests lower it, production keeps the library's defaults.
-    argon2_time_cost: int = 3
-    argon2_memory_kib: int = 65536
+    # argon2 cost; tests lower it, production keeps at least the library's defaults.
+    argon2_time_cost: int = PRODUCTION_ARGON2_TIME_COST
+    argon2_memory_kib: int = PRODUCTION_ARGON2_MEMORY_KIB
 
     retention_days: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RETENTION_DAYS))
     review_interval_days: int = 365
@@ -91,6 +110,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     # Exposes /bench/baseline (only the benchmark sets it).
     bench_endpoints: bool = False
+    # Production runs on PostgreSQL; a single-host deployment may choose SQLite knowingly.
+    allow_sqlite_in_production: bool = False
 
     @field_validator("database_url")
     @classmethod
@@ -115,6 +136,45 @@ class Settings(BaseSettings):
             return [item.strip() for item in text.split(",") if item.strip()]
         return v
 
+    @model_validator(mode="after")
+    def _refuse_weak_production_settings(self) -> Settings:
+        """With KMM_ENV=production, refuse settings that weaken the service, naming each.
+
+        Missing secrets are ``require_secrets``' to report; this names what is set but weak.
+        The message names settings, never their values.
+        """
+        if self.env != "production" or self.jwt_secret is None or not self.master_keys:
+            return self
+        problems: list[str] = []
+        weak = [str(n) for n, k in enumerate(self.master_keys, 1) if _weak_key(k.get_secret_value())]
+        if weak:
+            problems.append(f"KMM_MASTER_KEYS: key {', '.join(weak)} is weak (all one byte or few distinct "
+                            "bytes); generate each with os.urandom(32)")
+        jwt_secret = self.jwt_secret.get_secret_value()
+        if len(jwt_secret) >= 32 and len(set(jwt_secret)) < _MIN_DISTINCT:  # shorter: require_secrets says so
+            problems.append("KMM_JWT_SECRET is weak (few distinct characters); use a random one")
+        if "*" in self.cors_origins:
+            problems.append("KMM_CORS_ORIGINS must name the origins; '*' lets any web page call the API")
+        if self.bench_endpoints:
+            problems.append("KMM_BENCH_ENDPOINTS exposes the benchmark's unauthenticated endpoint; unset it")
+        if self.argon2_time_cost < PRODUCTION_ARGON2_TIME_COST:
+            problems.append(f"KMM_ARGON2_TIME_COST must be at least {PRODUCTION_ARGON2_TIME_COST}")
+        if self.argon2_memory_kib < PRODUCTION_ARGON2_MEMORY_KIB:
+            problems.append(f"KMM_ARGON2_MEMORY_KIB must be at least {PRODUCTION_ARGON2_MEMORY_KIB}")
+        for name, value, (low, high) in (
+            ("KMM_LOCKOUT_THRESHOLD", self.lockout_threshold, LOCKOUT_THRESHOLD_RANGE),
+            ("KMM_LOCKOUT_WINDOW_MINUTES", self.lockout_window_minutes, LOCKOUT_MINUTES_RANGE),
+            ("KMM_LOCKOUT_MINUTES", self.lockout_minutes, LOCKOUT_MINUTES_RANGE),
+        ):
+            if not low <= value <= high:
+                problems.append(f"{name} must be between {low} and {high}")
+        if self.is_sqlite and not self.allow_sqlite_in_production:
+            problems.append("DATABASE_URL is SQLite: production runs on PostgreSQL "
+                            "(set KMM_ALLOW_SQLITE_IN_PRODUCTION=true to run a single host on SQLite knowingly)")
+        if problems:
+            raise ConfigurationError("KMM_ENV=production refuses weak settings: " + "; ".join(problems))
+        return self
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -135,15 +195,16 @@ class Settings(BaseSettings):
             "jwt_secret": secrets.token_urlsafe(48),
             "master_keys": [base64.urlsafe_b64encode(os.urandom(32)).decode()],
         }
-        try:
-            # Created owner-only from the first byte; O_EXCL so two processes starting
-            # together cannot both write one (the loser reads the winner's file).
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            loaded: dict[str, object] = json.loads(path.read_text())
+        from app.core.files import read_private, write_private  # local: files imports this module
+
+        # Owner-only from the first byte, and whole: of two processes starting together one
+        # creates the file and the other reads it.
+        if not write_private(path, json.dumps(data, indent=2), replace=False):
+            text = read_private(path)
+            if text is None:
+                raise ConfigurationError(f"the secrets file {path} vanished while it was read")
+            loaded: dict[str, object] = json.loads(text)
             return loaded
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(data, indent=2))
         log.warning(
             "generated local secrets in %s (development only; production sets KMM_JWT_SECRET "
             "and KMM_MASTER_KEYS)", path,

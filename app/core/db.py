@@ -7,9 +7,11 @@ import collections
 import contextlib
 import functools
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
@@ -28,6 +30,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import Settings
+from app.core.files import create_private
+
+log = logging.getLogger("kmm.db")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -67,10 +72,27 @@ def make_engine(settings: Settings) -> AsyncEngine:
         kwargs["max_overflow"] = settings.database_pool_size
         kwargs["pool_timeout"] = settings.database_timeout_seconds
         kwargs["pool_recycle"] = 1800
+    if settings.is_sqlite:
+        _private_database_file(settings.database_url)
     engine = create_async_engine(settings.database_url, **kwargs)
     if settings.is_sqlite:
         _tune_sqlite(engine)
     return engine
+
+
+def _private_database_file(url: str) -> None:
+    """Create a new SQLite database file owner-only (0600) before SQLite opens it.
+
+    SQLite gives the WAL and shared-memory files the database file's mode, so they are
+    owner-only too. An in-memory database, or a directory that does not exist (the
+    connection reports it), is left to SQLite.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.parent.is_dir():
+        create_private(path)
 
 
 # -- the hot path's statements -----------------------------------------------------------------
@@ -334,6 +356,8 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=10000")
+        # Deleted content is overwritten with zeros, not left in free pages (§4.6).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
         # Postgres has sha256() built in; the audit chain's verify query needs it here too.
         dbapi_conn.create_function("kmm_sha256_hex", 1, _sql_sha256_hex, deterministic=True)
@@ -345,6 +369,29 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # Every request writes (at least its audit event): take the write lock up front,
         # so two transactions never deadlock upgrading from read to write.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def scrub_after_shred(session: AsyncSession) -> None:
+    """After a shred has committed: on SQLite, move the WAL into the database and truncate it.
+
+    With ``secure_delete`` the deleting transaction writes zeroed pages, but the WAL still
+    holds the earlier frames with the ciphertext and the wrapped data key until a checkpoint
+    copies the zeroed pages over them and the log is truncated (§4.6). A checkpoint that
+    readers keep from completing is logged; the next one finishes it. PostgreSQL: see
+    docs/shredding.md (its WAL archives and backups are the operator's part).
+    """
+    engine = session.bind
+    if not isinstance(engine, AsyncEngine) or engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        row = await cursor.fetchone()
+        await cursor.close()
+    if row is not None and row[0]:
+        log.warning("the WAL checkpoint after a shred did not complete; the next one finishes it")
 
 
 def sha256_hex(text: str) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.context import request_id_var
+from app.core.routing import RouteTable, allow_header
 
 log = logging.getLogger("kmm.errors")
 
@@ -137,13 +138,18 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            routes = getattr(request.app.state, "routes", None)
+            if isinstance(routes, RouteTable):
+                headers = {**(headers or {}), "Allow": allow_header(routes.allowed(request.scope["path"]))}
         return problem_response(
             exc.status_code,
             detail,
             type=_TITLES.get(exc.status_code, "error").lower().replace(" ", "-"),
-            headers=getattr(exc, "headers", None),
+            headers=headers,
         )
 
     @app.exception_handler(OperationalError)

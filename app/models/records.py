@@ -205,6 +205,15 @@ class AccessLog(BaseModel):
     next_cursor: str | None = None
 
 
+DESTROY_REASON_MAX = 500
+
+
+class DestroyRequest(BaseModel):
+    """The body of ``DELETE /records/{id}``: why it is shredded (§4.6)."""
+
+    reason: str = Field(min_length=1, max_length=DESTROY_REASON_MAX)
+
+
 class Tombstone(BaseModel):
     id: uuid.UUID
     subject_id: uuid.UUID

@@ -5,14 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from app.core.pagination import Page
 from app.core.state import AppState
 from app.deps import ClaimsDep, CurrentActor, CurrentUser, LimitDep, NowDep, SessionDep, StaffUser, StateDep
 from app.models.records import (
+    DESTROY_REASON_MAX,
     AccessLog,
     Classification,
+    DestroyRequest,
     NamedAccessCreate,
     NamedAccessPublic,
     Purpose,
@@ -116,9 +118,15 @@ async def update_record(
                responses=problem_responses(401, 403, 404, 409, 410, 422))
 async def destroy_record(
     record_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep,
-    reason: Annotated[str, Query(min_length=1, max_length=500, description="why it is shredded (§4.6)")],
+    body: Annotated[DestroyRequest | None, Body(description="why it is shredded (§4.6)")] = None,
+    x_reason: Annotated[str | None, Header(min_length=1, max_length=DESTROY_REASON_MAX,
+                                           description="why it is shredded (§4.6), instead of the body")] = None,
+    reason: Annotated[str | None, Query(min_length=1, max_length=DESTROY_REASON_MAX, deprecated=True,
+                                        description="deprecated: URLs are logged by proxies; use the body "
+                                                    "or X-Reason")] = None,
 ) -> Tombstone:
-    return await records.destroy_record(session, record_id=record_id, reason=reason, actor=actor, now=now)
+    why = records.destroy_reason(body.reason if body is not None else None, x_reason, reason)
+    return await records.destroy_record(session, record_id=record_id, reason=why, actor=actor, now=now)
 
 
 # -- shares (§3.1) ------------------------------------------------------------------

@@ -36,6 +36,7 @@ from sqlmodel import SQLModel
 from app.core.config import ConfigurationError, Settings
 from app.core.crypto import DecryptionError, encrypt
 from app.core.encrypted import decrypt_text, encrypt_text, encrypted_columns, key_prefix
+from app.core.files import read_private, write_private
 from app.core.state import AppState
 from app.models.access_requests import AccessPackageSealed
 from app.models.records import RecordContent
@@ -105,20 +106,14 @@ def decode_key(text: str) -> bytes:
 
 def _write_secrets(path: Path, data: dict[str, Any]) -> None:
     """Replace the file atomically (a reader sees the old file or the new one), mode 0600."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(data, indent=2))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=2))
 
 
 def _secrets(settings: Settings) -> dict[str, Any]:
     if settings.keys_from_environment:
         raise KeysInEnvironment(ENVIRONMENT_STEPS)
     settings.read_keyring()  # creates the file if it does not exist yet
-    data: dict[str, Any] = json.loads(settings.secrets_file.read_text())
+    data: dict[str, Any] = json.loads(read_private(settings.secrets_file) or "{}")
     return data
 
 

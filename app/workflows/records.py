@@ -21,7 +21,7 @@ from sqlmodel import col, delete, select
 
 from app.core.config import Settings
 from app.core.crypto import Keyring, decrypt, encrypt
-from app.core.db import RowSource
+from app.core.db import RowSource, scrub_after_shred
 from app.core.errors import PolicyDenied, Problem, field_error, not_found
 from app.core.pagination import CursorCodec
 from app.core.security import TokenClaims
@@ -40,6 +40,7 @@ from app.models.records import (
     RecordCreate,
     RecordNamedAccess,
     RecordPublic,
+    RecordShare,
     RecordSummary,
     RecordUpdate,
     Subject,
@@ -710,15 +711,16 @@ async def _check_reclassification(
 async def shred(
     session: AsyncSession, *, record_ids: list[uuid.UUID], by: uuid.UUID | None, reason: str, now: datetime
 ) -> int:
-    """Remove content, data keys and review notes for good; keep the tombstones (§4.6).
+    """Remove content, data keys, review notes, shares and names for good; keep the tombstones (§4.6).
 
-    Set-based, so a sweep shreds a batch in three statements. Only records not already
+    Set-based, so a sweep shreds a batch in a few statements. Only records not already
     destroyed are stamped (so a concurrent destroy cannot win twice); returns how many.
     The caller audits and commits.
     """
     if not record_ids:
         return 0
     await session.execute(delete(RecordContent).where(col(RecordContent.record_id).in_(record_ids)))
+    await drop_passed_on(session, record_ids)
     await session.execute(
         update(RecordReview).where(col(RecordReview.record_id).in_(record_ids)).values(note_ct=None)
     )
@@ -732,6 +734,26 @@ async def shred(
     # After the records' row locks, so a package being fulfilled meanwhile is cleared too.
     await packages.forget_records(session, record_ids)
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def drop_passed_on(session: AsyncSession, record_ids: list[uuid.UUID]) -> None:
+    """Delete the shares and named access of shredded records (§4.6).
+
+    Their reasons and consent references describe the record and its subject; the audit
+    events of the shares and names still say who held it and when, without the reasons.
+    """
+    await session.execute(delete(RecordShare).where(col(RecordShare.record_id).in_(record_ids)))
+    await session.execute(delete(RecordNamedAccess).where(col(RecordNamedAccess.record_id).in_(record_ids)))
+
+
+def destroy_reason(*given: str | None) -> str:
+    """The one reason given for a shred, from the body, the X-Reason header or the query."""
+    reasons = {r for r in given if r is not None}
+    if not reasons:
+        raise field_error("reason", "say why the record is shredded: {\"reason\": ...} in the body, or X-Reason")
+    if len(reasons) > 1:
+        raise field_error("reason", "given more than once, differently; give it once")
+    return reasons.pop()
 
 
 async def destroy_record(
@@ -753,5 +775,6 @@ async def destroy_record(
               resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
               detail={"classification": record.classification, "sweep": False})
     await session.commit()
+    await scrub_after_shred(session)
     await session.refresh(record)
     return tombstone(record)

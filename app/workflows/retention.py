@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.core.db import scrub_after_shred
 from app.core.errors import PolicyDenied
 from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, SweepResult
 from app.models.records import Record
@@ -79,7 +80,7 @@ async def sweep(
         try:
             batch = list((await session.execute(query)).scalars())
             # Detached, the rows cost no identity-map bookkeeping; the batch is shredded in
-            # three statements and its audit events are inserted together at commit.
+            # a few set-based statements and its audit events are inserted together at commit.
             session.expunge_all()
             with session.no_autoflush:
                 await shred(session, record_ids=[r.id for r in batch], by=by, reason=reason, now=now)
@@ -104,6 +105,8 @@ async def sweep(
               detail={"count": len(destroyed), "packages": len(gone_packages),
                       "by": "director" if actor else "kmm retention-sweep"})
     await session.commit()
+    if destroyed or gone_packages:
+        await scrub_after_shred(session)
     log.info("retention sweep", extra={"sweep_id": str(sweep_id), "count": len(destroyed),
                                        "packages": len(gone_packages)})
     return SweepResult(sweep_id=sweep_id, dry_run=False, as_of=now, count=len(destroyed), ids=destroyed,

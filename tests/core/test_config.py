@@ -16,7 +16,7 @@ from app.core.state import AppState
 from app.main import create_app
 
 KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
-SECRET = "s" * 48
+SECRET = "s3cr3t-" + "kmm-signing-key-" * 3
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def _clean_env(monkeypatch):
 
 def _production(tmp_path, **kw) -> Settings:  # type: ignore[no-untyped-def]
     return Settings(env="production", database_url=f"sqlite:///{tmp_path}/p.db",
-                    secrets_file=tmp_path / "secrets.json", **kw)
+                    secrets_file=tmp_path / "secrets.json", allow_sqlite_in_production=True, **kw)
 
 
 @pytest.mark.parametrize(
