@@ -165,8 +165,8 @@ class RecordSummary(BaseModel):
     custodian_id: uuid.UUID
     label: Literal["CONFIDENTIAL"] | None
     version: int
-    retention_until: datetime | None
-    review_due: datetime | None
+    retention_until: datetime
+    review_due: datetime
     legal_hold: bool
     created_at: datetime
     updated_at: datetime
@@ -228,8 +228,8 @@ class Record(SQLModel, table=True):
     consent_status: str = Field(default="pending", max_length=16)
     consent_obtained_at: datetime | None = utc_column(nullable=True)
     consent_purpose_explained: bool = False
-    retention_until: datetime | None = utc_column(nullable=True)
-    review_due: datetime | None = utc_column(nullable=True)
+    retention_until: datetime = utc_column()  # from the per-purpose schedule (§6.5)
+    review_due: datetime = utc_column()  # §6.4
     last_verified_at: datetime | None = utc_column(nullable=True)
     legal_hold: bool = False
     # Free text that can name people: encrypted at rest (§6.6); input models cap it at REASON_MAX.

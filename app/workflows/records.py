@@ -46,6 +46,7 @@ from app.models.records import (
 )
 from app.policy.actor import Actor
 from app.policy.decide import Decision, RecordFacts, decide, facts_columns, records_filter
+from app.policy.retention import RETENTION_RULE, may_choose_retention, schedule_date
 from app.policy.rules import Action
 from app.workflows.audit_trail import AuditWriter, add_event, event_row
 from app.workflows.breach_reports import detect_unauthorised_access
@@ -291,10 +292,22 @@ def gone(record: Record) -> Problem:
 # -- validation shared by create and update -----------------------------------------------
 
 
-async def _check_custodian(session: AsyncSession, custodian_id: uuid.UUID) -> None:
+async def _check_custodian(session: AsyncSession, custodian_id: uuid.UUID) -> User:
     user = await session.get(User, custodian_id)
     if user is None or not user.active or user.role not in ("colleague", "director"):
         raise field_error("custodian_id", "the custodian must be an active staff account")
+    return user
+
+
+def _check_retention(
+    actor: Actor, *, retention: datetime, scheduled: datetime, classification: Classification,
+    custodian_line_manager_id: uuid.UUID | None,
+) -> None:
+    """A retention date other than the schedule's is the custodian's line manager's or a director's choice (§6.5)."""
+    if retention != scheduled and not may_choose_retention(
+            actor, classification=classification, custodian_line_manager_id=custodian_line_manager_id):
+        raise PolicyDenied("only the custodian's line manager or a director sets a retention date other than "
+                           "the per-purpose schedule's", rule=RETENTION_RULE[0], clause=RETENTION_RULE[1])
 
 
 async def _check_requester(session: AsyncSession, subject_id: uuid.UUID | None, classification: str) -> None:
@@ -335,13 +348,14 @@ async def create_record(
     custodian_id = data.custodian_id or (actor.id if actor.kind == "user" else None)
     if custodian_id is None:
         raise field_error("custodian_id", "a service client must name the custodian")
-    await _check_custodian(session, custodian_id)
+    custodian = await _check_custodian(session, custodian_id)
     await _check_requester(session, data.access_requester_id, data.classification)
     if data.classification == Classification.personnel:
         await _check_personnel(session, actor=actor, subject=subject)
-    retention = data.retention_until
-    if retention is None and data.classification != Classification.general:
-        retention = now + timedelta(days=settings.retention_days.get(data.purpose.value, 6 * 365))
+    scheduled = schedule_date(now, data.purpose.value, settings.retention_days)
+    retention = data.retention_until or scheduled
+    _check_retention(actor, retention=retention, scheduled=scheduled, classification=data.classification,
+                     custodian_line_manager_id=custodian.line_manager_id)
     record = Record(
         subject_id=subject.id,
         classification=data.classification.value,
@@ -565,7 +579,7 @@ def etag(version: int) -> str:
 
 async def update_record(
     session: AsyncSession, *, record_id: uuid.UUID, data: RecordUpdate, if_match: str | None, actor: Actor,
-    now: datetime, keyring: Keyring,
+    now: datetime, keyring: Keyring, settings: Settings,
 ) -> RecordPublic:
     expected = parse_if_match(if_match)
     loaded = await load_record(session, record_id, actor=actor, now=now)
@@ -576,8 +590,8 @@ async def update_record(
     changes = data.model_dump(exclude_unset=True)
     if not changes:
         raise Problem(422, "nothing to change", type="validation-error")
-    if any(changes.get(k, 0) is None for k in ("title", "content", "classification", "purpose", "custodian_id")):
-        raise Problem(422, "title, content, classification, purpose and custodian_id cannot be null",
+    if any(changes.get(k, 0) is None for k in _NOT_NULL):
+        raise Problem(422, f"{', '.join(_NOT_NULL[:-1])} and {_NOT_NULL[-1]} cannot be null (§6.4, §6.5)",
                       type="validation-error")
     if expected != record.version:
         raise Problem(412, "the record changed since you read it; fetch it again", type="precondition-failed")
@@ -598,11 +612,23 @@ async def update_record(
         await _check_custodian(session, changes["custodian_id"])
     requester = changes.get("access_requester_id", record.access_requester_id)
     await _check_requester(session, requester, new_class)
+    retention = _new_retention(record, changes, settings)
+    try:
+        _check_retention_move(actor, record=record, retention=retention, purpose=changes.get("purpose"),
+                              classification=new_class, facts=loaded.facts, settings=settings)
+    except PolicyDenied as denied:  # a refused move is a decision about the record: audit it
+        add_event(session, now=now, actor=actor, action="record.retention", resource_type="record",
+                  resource_id=record_id, decision="deny", rule=denied.extra["rule"], clause=denied.extra["clause"],
+                  detail={"retention_until": [record.retention_until.isoformat(), retention.isoformat()]})
+        await session.commit()
+        raise
 
-    values: dict[str, Any] = {"version": record.version + 1, "updated_at": now}
-    for key in ("classification", "purpose", "custodian_id", "access_requester_id", "retention_until", "review_due"):
+    values: dict[str, Any] = {"version": record.version + 1, "updated_at": now, "retention_until": retention}
+    for key in ("classification", "purpose", "custodian_id", "access_requester_id", "review_due"):
         if key in changes:
             values[key] = changes[key].value if hasattr(changes[key], "value") else changes[key]
+    dates = {"retention_until": [record.retention_until.isoformat(), retention.isoformat()],
+             "review_due": [record.review_due.isoformat(), values.get("review_due", record.review_due).isoformat()]}
     if "consent" in changes:
         consent = data.consent or Consent()
         values.update(consent_status=consent.status.value, consent_obtained_at=consent.obtained_at,
@@ -627,13 +653,43 @@ async def update_record(
         )
     add_event(session, now=now, actor=actor, action="record.update", resource_type="record",
               resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
-              detail={"fields": sorted(changes), "version": record.version + 1,
+              detail={"fields": sorted(changes), "version": record.version + 1, **dates,
                       **({"classification": [old_class.value, new_class.value]} if new_class != old_class else {})})
     await session.commit()
     await session.refresh(record)
     entitled = await entitled_ids(session, record)
     await session.commit()
     return to_public(record, title=title, content=content, entitled=entitled, decision=decision)
+
+
+_NOT_NULL = ("title", "content", "classification", "purpose", "custodian_id", "retention_until", "review_due")
+
+
+def _new_retention(record: Record, changes: dict[str, Any], settings: Settings) -> datetime:
+    """The retention date after an update: the one asked for; else the schedule's for the new
+    purpose where the date followed the schedule; else the date chosen before (§6.5)."""
+    if "retention_until" in changes:
+        return cast(datetime, changes["retention_until"])
+    following = record.retention_until == schedule_date(record.created_at, record.purpose, settings.retention_days)
+    if following and "purpose" in changes:
+        return schedule_date(record.created_at, changes["purpose"].value, settings.retention_days)
+    return record.retention_until
+
+
+def _check_retention_move(
+    actor: Actor, *, record: Record, retention: datetime, purpose: Any, classification: Classification,
+    facts: RecordFacts, settings: Settings,
+) -> None:
+    """Whoever may update a record may keep its date or put it on the schedule; an earlier
+    choice by someone entitled stays (§6.5). Any other date needs the line manager or a director."""
+    current = record.retention_until
+    chosen_before = current != schedule_date(record.created_at, record.purpose, settings.retention_days)
+    if retention == current and chosen_before:
+        return
+    scheduled = schedule_date(record.created_at, purpose.value if purpose else record.purpose,
+                              settings.retention_days)
+    _check_retention(actor, retention=retention, scheduled=scheduled, classification=classification,
+                     custodian_line_manager_id=facts.custodian_line_manager_id)
 
 
 async def _check_reclassification(
