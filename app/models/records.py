@@ -183,10 +183,12 @@ class RecordPublic(RecordSummary):
 
 
 class AccessLogEntry(BaseModel):
-    """One allowed read of a record: who, when, and by which rule (no content)."""
+    """One access to a record: who, when, how (``record.read``, ``record.list``,
+    ``record.export``) and by which rule (no content)."""
 
     event_id: int
     at: datetime
+    action: str
     actor_id: uuid.UUID | None
     actor_role: str | None
     rule: str | None

@@ -26,7 +26,6 @@ from app.core.errors import PolicyDenied, Problem, field_error, not_found
 from app.core.pagination import CursorCodec
 from app.core.security import TokenClaims
 from app.models.accounts import AuthSession, User
-from app.models.audit import AuditEvent
 from app.models.lifecycle import RecordReview
 from app.models.records import (
     AccessLog,
@@ -50,6 +49,7 @@ from app.policy.retention import RETENTION_RULE, may_choose_retention, schedule_
 from app.policy.rules import Action
 from app.workflows.audit_trail import AuditWriter, add_event, event_row
 from app.workflows.breach_reports import detect_unauthorised_access
+from app.workflows.record_access import record_accesses
 from app.workflows.sessions import load_actor, row_actor, session_actor
 
 LABEL = "CONFIDENTIAL"
@@ -515,7 +515,8 @@ async def list_records(
     nxt = cursors.encode("records", [str(found[limit - 1].id)]) if len(found) > limit else None
     await audit.write(event_row(now=now, actor=actor, action="record.list", resource_type="record",
                                 decision="allow", rule="policy-filter", clause="§3.1",
-                                detail={"count": len(items), "filters": sorted(given)}))
+                                detail={"count": len(items), "filters": sorted(given),
+                                        "record_ids": [str(item.id) for item in items]}))
     return items, nxt
 
 
@@ -523,7 +524,8 @@ async def access_log(
     session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime, cursors: CursorCodec,
     limit: int, cursor: str | None,
 ) -> AccessLog:
-    """Who read the record, when and by which rule, newest first, emergency reads flagged (DESIGN §6).
+    """Who accessed the record (read it, saw it in a list, or exported it), when and by which
+    rule, newest first, emergency reads flagged (DESIGN §6).
 
     For those answerable for it: whoever may update it (its custodian, their line manager,
     for personnel the employee's line manager), and directors, who oversee the policy.
@@ -537,19 +539,10 @@ async def access_log(
         await session.commit()
         raise PolicyDenied("only those answerable for a record, and directors, see who read it",
                            rule=decision.rule, clause=decision.clause)
-    query = (
-        sa_select(col(AuditEvent.id), col(AuditEvent.at), col(AuditEvent.actor_id), col(AuditEvent.actor_role),
-                  col(AuditEvent.rule), col(AuditEvent.clause), col(AuditEvent.emergency))
-        .where(col(AuditEvent.resource_type) == "record", col(AuditEvent.resource_id) == str(record_id),
-               col(AuditEvent.action) == "record.read", col(AuditEvent.decision) == "allow")
-        .order_by(col(AuditEvent.id).desc())
-        .limit(limit + 1)
-    )
-    if before is not None:
-        query = query.where(col(AuditEvent.id) < before)
-    rows = (await session.execute(query)).all()
-    items = [AccessLogEntry(event_id=r[0], at=r[1], actor_id=r[2], actor_role=r[3], rule=r[4], clause=r[5],
-                            emergency=r[6]) for r in rows[:limit]]
+    rows = await record_accesses(session, [record_id], newest_first=True, limit=limit + 1, before=before)
+    items = [AccessLogEntry(event_id=r.event_id, at=r.at, action=r.action, actor_id=r.actor_id,
+                            actor_role=r.actor_role, rule=r.rule, clause=r.clause, emergency=r.emergency)
+             for r in rows[:limit]]
     nxt = cursors.encode("access-log", [items[-1].event_id]) if len(rows) > limit else None
     add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
               resource_id=record_id, decision="allow", rule="director" if not decision.allowed else decision.rule,
