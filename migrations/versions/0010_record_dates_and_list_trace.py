@@ -82,7 +82,6 @@ def upgrade() -> None:
     op.create_table('audit_event_records',
     sa.Column('record_id', sa.String(length=36), nullable=False),
     sa.Column('event_id', sa.BigInteger(), nullable=False),
-    sa.ForeignKeyConstraint(['event_id'], ['audit_events.id'], ),
     sa.PrimaryKeyConstraint('record_id', 'event_id')
     )
     if dialect == "postgresql":
