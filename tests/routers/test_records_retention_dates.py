@@ -211,3 +211,22 @@ async def test_creating_with_a_custom_retention_date_follows_the_same_rule(
     r = await client.post("/records", headers=alice.headers, json={
         **body, "custodian_id": str(manager.id), "retention_until": (now - timedelta(days=3)).isoformat()})
     _assert_refused(r)
+
+
+async def test_for_personnel_records_only_a_director_chooses_the_date(client, factory, settings, clock) -> None:
+    """The employee's line manager keeps personnel records (§4.3) as a custodian keeps others,
+    even when also the line manager of the colleague named custodian."""
+    director, manager, alice, bob = await _team(factory)
+    r = await client.post("/subjects", headers=director.headers, json={
+        "kind": "individual", "name": "Alice", "category": "employee", "user_id": str(alice.id)})
+    assert r.status_code == 201, r.text
+    body = {"subject_id": r.json()["id"], "title": "probation", "content": MARKER, "classification": "personnel",
+            "purpose": "personnel_administration", "custodian_id": str(bob.id)}
+    custom = (clock.now() + timedelta(days=30)).isoformat()
+    _assert_refused(await client.post("/records", headers=manager.headers, json={**body, "retention_until": custom}))
+    rec = (await client.post("/records", headers=manager.headers, json=body)).json()
+    _assert_refused(await _patch(client, manager, rec, {"retention_until": custom}))
+    r = await _patch(client, director, rec, {"retention_until": custom})
+    assert r.status_code == 200, r.text
+    r = await client.post("/records", headers=director.headers, json={**body, "retention_until": custom})
+    assert r.status_code == 201, r.text
