@@ -33,6 +33,7 @@ from app.models.records import (
     AccessNote,
     Classification,
     Consent,
+    Purpose,
     Record,
     RecordContent,
     RecordCreate,
@@ -670,7 +671,7 @@ def _new_retention(record: Record, changes: dict[str, Any], settings: Settings) 
 
 
 def _check_retention_move(
-    actor: Actor, *, record: Record, retention: datetime, purpose: Any, classification: Classification,
+    actor: Actor, *, record: Record, retention: datetime, purpose: Purpose | None, classification: Classification,
     facts: RecordFacts, settings: Settings,
 ) -> None:
     """Whoever may update a record may keep its date or put it on the schedule; an earlier
