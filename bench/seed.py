@@ -224,7 +224,7 @@ def seed_records(
             created = now - timedelta(days=rng.randint(0, 2000), seconds=rng.randint(0, 86_400))
             records.append((
                 rid, subject_id, cls, purpose, custodian, requester, rng.choice(CONSENT), rng.random() < 0.5,
-                None if cls == "general" else now + timedelta(days=6 * 365), now + timedelta(days=365),
+                now + timedelta(days=6 * 365), now + timedelta(days=365),
                 False, 1, custodian, created, created,
             ))
             key, kid, wrapped = keyring.new_data_key(aad=_aad(rid, "key"))

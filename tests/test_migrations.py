@@ -70,3 +70,57 @@ def test_downgrade_to_base_and_up_again(tmp_path):
 
 def test_there_is_one_head():
     assert len(head_revisions()) == 1
+
+
+def test_records_without_dates_get_the_schedule_s(tmp_path):
+    """Records made before every record had both dates get them from the schedule (§6.4, §6.5)."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import insert, select
+
+    from app.models.accounts import User
+    from app.models.records import Record, Subject
+
+    with fresh_database(tmp_path, retention_days={"service_delivery": 10, "funder_reporting": 20}) as settings:
+        before = ScriptDirectory.from_config(alembic_config(settings)).get_revision("0010").down_revision
+        upgrade(settings, str(before))
+        made = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+        verified = made + timedelta(days=3)
+        user_id, subject_id = uuid.uuid4(), uuid.uuid4()
+        rows = {uuid.uuid4(): ("service_delivery", None, None, None),
+                uuid.uuid4(): ("funder_reporting", None, None, verified),
+                uuid.uuid4(): ("equal_opportunities_monitoring", None, None, None),
+                uuid.uuid4(): ("service_delivery", made + timedelta(days=1), made + timedelta(days=2), None)}
+        engine = sync_engine(settings)
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert(User.__table__).values(  # type: ignore[attr-defined]
+                    id=user_id, email="m@test.kmm", full_name="M", role="colleague", active=True,
+                    password_hash="x", created_at=made))
+                conn.execute(insert(Subject.__table__).values(  # type: ignore[attr-defined]
+                    id=subject_id, kind="individual", name="S", category="service_user", officers=[],
+                    created_at=made))
+                for rid, (purpose, retention, review, last) in rows.items():
+                    conn.execute(insert(Record.__table__).values(  # type: ignore[attr-defined]
+                        id=rid, subject_id=subject_id, classification="general", purpose=purpose,
+                        custodian_id=user_id, consent_status="pending", consent_purpose_explained=False,
+                        legal_hold=False, version=1, created_at=made, updated_at=made,
+                        retention_until=retention, review_due=review, last_verified_at=last))
+            upgrade(settings)
+            with engine.connect() as conn:
+                t = Record.__table__  # type: ignore[attr-defined]
+                got = {r.id: (r.retention_until, r.review_due)
+                       for r in conn.execute(select(t.c.id, t.c.retention_until, t.c.review_due))}
+        finally:
+            engine.dispose()
+        year = timedelta(days=settings.review_interval_days)
+        ids = list(rows)
+        assert got == {
+            ids[0]: (made + timedelta(days=10), made + year),
+            ids[1]: (made + timedelta(days=20), verified + year),
+            ids[2]: (made + timedelta(days=6 * 365), made + year),  # not in this schedule: the default
+            ids[3]: (made + timedelta(days=1), made + timedelta(days=2)),  # dates already set stay
+        }
+        assert _differences(settings) == []

@@ -175,10 +175,12 @@ class PackageRecord(BaseModel):
 
 
 class AccessHistoryEntry(BaseModel):
-    """One read of a record in the package: who, when, by which rule. Never what was read."""
+    """One access to a record in the package: who, when, how (read, list, export), by which
+    rule. Never what was seen."""
 
     record_id: uuid.UUID
     at: datetime
+    action: str
     actor_id: uuid.UUID | None
     actor_name: str | None
     actor_role: str | None

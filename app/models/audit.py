@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, field_validator
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, PrimaryKeyConstraint, String
 from sqlmodel import Column, Field, SQLModel
 
 from app.models.base import BigIntPK, utc_column
@@ -57,6 +57,24 @@ class AuditEvent(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=64)
     client_ip: str | None = Field(default=None, max_length=64)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class AuditEventRecord(SQLModel, table=True):
+    """One record an event about many records showed (a list view): an index of the ids in
+    the event's ``detail["record_ids"]``, so a record's access log finds its list views by key.
+
+    The database writes these rows itself, in the statement that inserts the event (a
+    trigger made by the migrations), so every writer fills it and it commits with the event.
+    It holds nothing the chained event does not: it can be rebuilt from the trail. No foreign
+    key: only that trigger writes it, from the event just inserted, and a per-row key check
+    would cost the list (the hot path) about a millisecond per 50 ids.
+    """
+
+    __tablename__ = "audit_event_records"
+    __table_args__ = (PrimaryKeyConstraint("record_id", "event_id"),)
+
+    record_id: str = Field(sa_column=Column(String(36), nullable=False))
+    event_id: int = Field(sa_column=Column(BigInteger(), nullable=False))
 
 
 class AuditSeal(SQLModel, table=True):

@@ -168,8 +168,8 @@ class RecordSummary(BaseModel):
     custodian_id: uuid.UUID
     label: Literal["CONFIDENTIAL"] | None
     version: int
-    retention_until: datetime | None
-    review_due: datetime | None
+    retention_until: datetime
+    review_due: datetime
     legal_hold: bool
     created_at: datetime
     updated_at: datetime
@@ -186,10 +186,12 @@ class RecordPublic(RecordSummary):
 
 
 class AccessLogEntry(BaseModel):
-    """One allowed read of a record: who, when, and by which rule (no content)."""
+    """One access to a record: who, when, how (``record.read``, ``record.list``,
+    ``record.export``) and by which rule (no content)."""
 
     event_id: int
     at: datetime
+    action: str
     actor_id: uuid.UUID | None
     actor_role: str | None
     rule: str | None
@@ -242,8 +244,8 @@ class Record(SQLModel, table=True):
     consent_purpose_explained: bool = False
     # Free text about the person: encrypted at rest (§6.6); input models cap it at REASON_MAX.
     consent_refusal_reason: str | None = Field(default=None, sa_column=Column(EncryptedText(), nullable=True))
-    retention_until: datetime | None = utc_column(nullable=True)
-    review_due: datetime | None = utc_column(nullable=True)
+    retention_until: datetime = utc_column()  # from the per-purpose schedule (§6.5)
+    review_due: datetime = utc_column()  # §6.4
     last_verified_at: datetime | None = utc_column(nullable=True)
     legal_hold: bool = False
     # Free text that can name people: encrypted at rest (§6.6); input models cap it at REASON_MAX.

@@ -108,7 +108,7 @@ async def update_record(
     if_match: Annotated[str | None, Header(max_length=100)] = None,
 ) -> RecordPublic:
     record = await records.update_record(session, record_id=record_id, data=body, if_match=if_match, actor=actor,
-                                         now=now, keyring=state.keyring)
+                                         now=now, keyring=state.keyring, settings=state.settings)
     protect(response, record.classification)
     response.headers["ETag"] = records.etag(record.version)
     return record

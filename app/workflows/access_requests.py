@@ -42,12 +42,11 @@ from app.models.access_requests import (
     PackageRecord,
     SignatoryCapacity,
 )
-from app.models.accounts import User
-from app.models.audit import AuditEvent
 from app.models.records import Classification, Record, RecordContent, Subject, SubjectCategory, SubjectKind
 from app.policy.actor import Actor
 from app.workflows import packages
 from app.workflows.audit_trail import add_event
+from app.workflows.record_access import record_accesses
 from app.workflows.records import label_for, open_content, tombstone
 
 S = AccessRequestStatus
@@ -372,20 +371,12 @@ async def build_package(
 
 
 async def _access_history(session: AsyncSession, record_ids: list[uuid.UUID]) -> list[AccessHistoryEntry]:
-    """Who read the released records, when and by which rule: allowed reads from the audit trail."""
-    if not record_ids:
-        return []
-    rows = await session.execute(
-        select(AuditEvent, User.full_name)
-        .outerjoin(User, col(User.id) == AuditEvent.actor_id)
-        .where(col(AuditEvent.resource_type) == "record", col(AuditEvent.action) == "record.read",
-               col(AuditEvent.decision) == "allow", col(AuditEvent.resource_id).in_([str(i) for i in record_ids]))
-        .order_by(col(AuditEvent.at), col(AuditEvent.id))
-    )
+    """Who accessed the released records (read, listed, exported), when and by which rule."""
     return [
-        AccessHistoryEntry(record_id=uuid.UUID(str(e.resource_id)), at=e.at, actor_id=e.actor_id, actor_name=name,
-                           actor_role=e.actor_role, rule=e.rule, clause=e.clause, emergency=e.emergency)
-        for e, name in rows
+        AccessHistoryEntry(record_id=a.record_id, at=a.at, action=a.action, actor_id=a.actor_id,
+                           actor_name=a.actor_name, actor_role=a.actor_role, rule=a.rule, clause=a.clause,
+                           emergency=a.emergency)
+        for a in await record_accesses(session, record_ids, newest_first=False)
     ]
 
 

@@ -26,7 +26,6 @@ from app.core.errors import PolicyDenied, Problem, field_error, not_found
 from app.core.pagination import CursorCodec
 from app.core.security import TokenClaims
 from app.models.accounts import AuthSession, User
-from app.models.audit import AuditEvent
 from app.models.lifecycle import RecordReview
 from app.models.records import (
     AccessLog,
@@ -35,6 +34,7 @@ from app.models.records import (
     Classification,
     Consent,
     ConsentStatus,
+    Purpose,
     Record,
     RecordContent,
     RecordCreate,
@@ -48,10 +48,12 @@ from app.models.records import (
 )
 from app.policy.actor import Actor
 from app.policy.decide import Decision, RecordFacts, decide, facts_columns, records_filter
+from app.policy.retention import RETENTION_RULE, may_choose_retention, schedule_date
 from app.policy.rules import Action
 from app.workflows import packages
 from app.workflows.audit_trail import AuditWriter, add_event, event_row
 from app.workflows.breach_reports import detect_unauthorised_access
+from app.workflows.record_access import record_accesses
 from app.workflows.sessions import load_actor, row_actor, session_actor
 
 LABEL = "CONFIDENTIAL"
@@ -314,10 +316,22 @@ def gone(record: Record) -> Problem:
 # -- validation shared by create and update -----------------------------------------------
 
 
-async def _check_custodian(session: AsyncSession, custodian_id: uuid.UUID) -> None:
+async def _check_custodian(session: AsyncSession, custodian_id: uuid.UUID) -> User:
     user = await session.get(User, custodian_id)
     if user is None or not user.active or user.role not in ("colleague", "director"):
         raise field_error("custodian_id", "the custodian must be an active staff account")
+    return user
+
+
+def _check_retention(
+    actor: Actor, *, retention: datetime, scheduled: datetime, classification: Classification,
+    custodian_line_manager_id: uuid.UUID | None,
+) -> None:
+    """A retention date other than the schedule's is the custodian's line manager's or a director's choice (§6.5)."""
+    if retention != scheduled and not may_choose_retention(
+            actor, classification=classification, custodian_line_manager_id=custodian_line_manager_id):
+        raise PolicyDenied("only the custodian's line manager or a director sets a retention date other than "
+                           "the per-purpose schedule's", rule=RETENTION_RULE[0], clause=RETENTION_RULE[1])
 
 
 async def _check_requester(session: AsyncSession, subject_id: uuid.UUID | None, classification: str) -> None:
@@ -378,14 +392,15 @@ async def create_record(
     custodian_id = data.custodian_id or (actor.id if actor.kind == "user" else None)
     if custodian_id is None:
         raise field_error("custodian_id", "a service client must name the custodian")
-    await _check_custodian(session, custodian_id)
+    custodian = await _check_custodian(session, custodian_id)
     await _check_requester(session, data.access_requester_id, data.classification)
     check_consent(data.consent)
     if data.classification == Classification.personnel:
         await _check_personnel(session, actor=actor, subject=subject)
-    retention = data.retention_until
-    if retention is None and data.classification != Classification.general:
-        retention = now + timedelta(days=settings.retention_days.get(data.purpose.value, 6 * 365))
+    scheduled = schedule_date(now, data.purpose.value, settings.retention_days)
+    retention = data.retention_until or scheduled
+    _check_retention(actor, retention=retention, scheduled=scheduled, classification=data.classification,
+                     custodian_line_manager_id=custodian.line_manager_id)
     record = Record(
         subject_id=subject.id,
         classification=data.classification.value,
@@ -550,7 +565,8 @@ async def list_records(
     nxt = cursors.encode("records", [str(found[limit - 1].id)]) if len(found) > limit else None
     await audit.write(event_row(now=now, actor=actor, action="record.list", resource_type="record",
                                 decision="allow", rule="policy-filter", clause="§3.1",
-                                detail={"count": len(items), "filters": sorted(given)}))
+                                detail={"count": len(items), "filters": sorted(given),
+                                        "record_ids": [str(item.id) for item in items]}))
     return items, nxt
 
 
@@ -558,7 +574,8 @@ async def access_log(
     session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime, cursors: CursorCodec,
     limit: int, cursor: str | None,
 ) -> AccessLog:
-    """Who read the record, when and by which rule, newest first, emergency reads flagged (DESIGN §6).
+    """Who accessed the record (read it, saw it in a list, or exported it), when and by which
+    rule, newest first, emergency reads flagged (DESIGN §6).
 
     For those answerable for it: whoever may update it (its custodian, their line manager,
     for personnel the employee's line manager), and directors, who oversee the policy.
@@ -572,19 +589,10 @@ async def access_log(
         await session.commit()
         raise PolicyDenied("only those answerable for a record, and directors, see who read it",
                            rule=decision.rule, clause=decision.clause)
-    query = (
-        sa_select(col(AuditEvent.id), col(AuditEvent.at), col(AuditEvent.actor_id), col(AuditEvent.actor_role),
-                  col(AuditEvent.rule), col(AuditEvent.clause), col(AuditEvent.emergency))
-        .where(col(AuditEvent.resource_type) == "record", col(AuditEvent.resource_id) == str(record_id),
-               col(AuditEvent.action) == "record.read", col(AuditEvent.decision) == "allow")
-        .order_by(col(AuditEvent.id).desc())
-        .limit(limit + 1)
-    )
-    if before is not None:
-        query = query.where(col(AuditEvent.id) < before)
-    rows = (await session.execute(query)).all()
-    items = [AccessLogEntry(event_id=r[0], at=r[1], actor_id=r[2], actor_role=r[3], rule=r[4], clause=r[5],
-                            emergency=r[6]) for r in rows[:limit]]
+    rows = await record_accesses(session, [record_id], newest_first=True, limit=limit + 1, before=before)
+    items = [AccessLogEntry(event_id=r.event_id, at=r.at, action=r.action, actor_id=r.actor_id,
+                            actor_role=r.actor_role, rule=r.rule, clause=r.clause, emergency=r.emergency)
+             for r in rows[:limit]]
     nxt = cursors.encode("access-log", [items[-1].event_id]) if len(rows) > limit else None
     add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
               resource_id=record_id, decision="allow", rule="director" if not decision.allowed else decision.rule,
@@ -614,7 +622,7 @@ def etag(version: int) -> str:
 
 async def update_record(
     session: AsyncSession, *, record_id: uuid.UUID, data: RecordUpdate, if_match: str | None, actor: Actor,
-    now: datetime, keyring: Keyring,
+    now: datetime, keyring: Keyring, settings: Settings,
 ) -> RecordPublic:
     expected = parse_if_match(if_match)
     loaded = await load_record(session, record_id, actor=actor, now=now)
@@ -625,8 +633,8 @@ async def update_record(
     changes = data.model_dump(exclude_unset=True)
     if not changes:
         raise Problem(422, "nothing to change", type="validation-error")
-    if any(changes.get(k, 0) is None for k in ("title", "content", "classification", "purpose", "custodian_id")):
-        raise Problem(422, "title, content, classification, purpose and custodian_id cannot be null",
+    if any(changes.get(k, 0) is None for k in _NOT_NULL):
+        raise Problem(422, f"{', '.join(_NOT_NULL[:-1])} and {_NOT_NULL[-1]} cannot be null (§6.4, §6.5)",
                       type="validation-error")
     if expected != record.version:
         raise Problem(412, "the record changed since you read it; fetch it again", type="precondition-failed")
@@ -649,11 +657,23 @@ async def update_record(
     await _check_requester(session, requester, new_class)
     if "consent" in changes:
         check_consent(data.consent or Consent())
+    retention = _new_retention(record, changes, settings)
+    try:
+        _check_retention_move(actor, record=record, retention=retention, purpose=changes.get("purpose"),
+                              classification=new_class, facts=loaded.facts, settings=settings)
+    except PolicyDenied as denied:  # a refused move is a decision about the record: audit it
+        add_event(session, now=now, actor=actor, action="record.retention", resource_type="record",
+                  resource_id=record_id, decision="deny", rule=denied.extra["rule"], clause=denied.extra["clause"],
+                  detail={"retention_until": [record.retention_until.isoformat(), retention.isoformat()]})
+        await session.commit()
+        raise
 
-    values: dict[str, Any] = {"version": record.version + 1, "updated_at": now}
-    for key in ("classification", "purpose", "custodian_id", "access_requester_id", "retention_until", "review_due"):
+    values: dict[str, Any] = {"version": record.version + 1, "updated_at": now, "retention_until": retention}
+    for key in ("classification", "purpose", "custodian_id", "access_requester_id", "review_due"):
         if key in changes:
             values[key] = changes[key].value if hasattr(changes[key], "value") else changes[key]
+    dates = {"retention_until": [record.retention_until.isoformat(), retention.isoformat()],
+             "review_due": [record.review_due.isoformat(), values.get("review_due", record.review_due).isoformat()]}
     if "consent" in changes:
         consent = data.consent or Consent()
         values.update(consent_status=consent.status.value, consent_obtained_at=consent.obtained_at,
@@ -679,13 +699,43 @@ async def update_record(
         )
     add_event(session, now=now, actor=actor, action="record.update", resource_type="record",
               resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
-              detail={"fields": sorted(changes), "version": record.version + 1,
+              detail={"fields": sorted(changes), "version": record.version + 1, **dates,
                       **({"classification": [old_class.value, new_class.value]} if new_class != old_class else {})})
     await session.commit()
     await session.refresh(record)
     entitled = await entitled_ids(session, record)
     await session.commit()
     return to_public(record, title=title, content=content, entitled=entitled, decision=decision)
+
+
+_NOT_NULL = ("title", "content", "classification", "purpose", "custodian_id", "retention_until", "review_due")
+
+
+def _new_retention(record: Record, changes: dict[str, Any], settings: Settings) -> datetime:
+    """The retention date after an update: the one asked for; else the schedule's for the new
+    purpose where the date followed the schedule; else the date chosen before (§6.5)."""
+    if "retention_until" in changes:
+        return cast(datetime, changes["retention_until"])
+    following = record.retention_until == schedule_date(record.created_at, record.purpose, settings.retention_days)
+    if following and "purpose" in changes:
+        return schedule_date(record.created_at, changes["purpose"].value, settings.retention_days)
+    return record.retention_until
+
+
+def _check_retention_move(
+    actor: Actor, *, record: Record, retention: datetime, purpose: Purpose | None, classification: Classification,
+    facts: RecordFacts, settings: Settings,
+) -> None:
+    """Whoever may update a record may keep its date or put it on the schedule; an earlier
+    choice by someone entitled stays (§6.5). Any other date needs the line manager or a director."""
+    current = record.retention_until
+    chosen_before = current != schedule_date(record.created_at, record.purpose, settings.retention_days)
+    if retention == current and chosen_before:
+        return
+    scheduled = schedule_date(record.created_at, purpose.value if purpose else record.purpose,
+                              settings.retention_days)
+    _check_retention(actor, retention=retention, scheduled=scheduled, classification=classification,
+                     custodian_line_manager_id=facts.custodian_line_manager_id)
 
 
 async def _check_reclassification(

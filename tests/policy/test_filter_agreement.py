@@ -102,7 +102,8 @@ async def _insert(state: Any, org: dict[str, Any]) -> tuple[list[User], list[uui
         await session.flush()
         records = [Record(subject_id=subjects[r["subject"]].id, classification=r["classification"].value,
                           purpose="service_delivery", custodian_id=users[r["custodian"]].id,
-                          created_at=NOW, updated_at=NOW) for r in org["records"]]
+                          created_at=NOW, updated_at=NOW, retention_until=NOW + timedelta(days=365),
+                          review_due=NOW + timedelta(days=365)) for r in org["records"]]
         session.add_all(records)
         await session.flush()
         for ri, ui in org["shares"]:

@@ -74,7 +74,8 @@ async def test_twenty_threads_on_separate_connections_one_wins(client, factory: 
                 try:
                     out = await records.update_record(
                         session, record_id=uuid.UUID(rec["id"]), data=RecordUpdate(content=f"writer {i}"),
-                        if_match='"v1"', actor=actor, now=state.clock.now(), keyring=state.keyring)
+                        if_match='"v1"', actor=actor, now=state.clock.now(), keyring=state.keyring,
+                        settings=settings)
                     return out.version
                 except Problem as exc:
                     return exc.status

@@ -1,0 +1,92 @@
+"""Who accessed these records: the one answer behind a record's access log and an access
+package's history (DESIGN §5, §6).
+
+An access is an allowed read of the record (``record.read``), an export of it in a fulfilled
+access request (``record.export``), or a list that showed it (``record.list``). Reads and
+exports are events about the record itself, found by the events' resource index; a list
+event names every record it showed in its detail, and ``audit_event_records`` indexes those
+ids (written by the database with the event), so neither question scans events' JSON.
+Only ids, actors, rules and times come back: never anything a record says.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, union_all
+from sqlalchemy import select as sa_select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.models.accounts import User
+from app.models.audit import AuditEvent, AuditEventRecord
+
+# Events about one record that show it to someone.
+SHOWING = ("record.read", "record.export")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAccess:
+    event_id: int
+    record_id: uuid.UUID
+    at: datetime
+    action: str
+    actor_id: uuid.UUID | None
+    actor_name: str | None
+    actor_role: str | None
+    rule: str | None
+    clause: str | None
+    emergency: bool
+
+
+def _branches(ids: list[str], *, before: int | None, limit: int | None) -> list[Select[Any]]:
+    direct: Any = sa_select(col(AuditEvent.id).label("event_id"), col(AuditEvent.resource_id).label("record_id")).where(
+        col(AuditEvent.resource_type) == "record", col(AuditEvent.resource_id).in_(ids),
+        col(AuditEvent.action).in_(SHOWING), col(AuditEvent.decision) == "allow")
+    listed = sa_select(col(AuditEventRecord.event_id), col(AuditEventRecord.record_id)).where(
+        col(AuditEventRecord.record_id).in_(ids))
+    out: list[Select[Any]] = []
+    sides: tuple[tuple[Any, Any], ...] = ((direct, col(AuditEvent.id)), (listed, col(AuditEventRecord.event_id)))
+    for branch, event_id in sides:
+        if before is not None:
+            branch = branch.where(event_id < before)
+        if limit is not None:  # each side stops at the page too, walking its index from the newest
+            sub = branch.order_by(event_id.desc()).limit(limit).subquery()
+            branch = sa_select(sub.c.event_id, sub.c.record_id)
+        out.append(branch)
+    return out
+
+
+async def record_accesses(
+    session: AsyncSession, record_ids: Sequence[uuid.UUID], *, newest_first: bool, limit: int | None = None,
+    before: int | None = None,
+) -> list[RecordAccess]:
+    """Every access to any of ``record_ids``, one entry per record and event.
+
+    Newest first (by event id; ``before`` and ``limit`` page it), or oldest first by time.
+    """
+    if not record_ids:
+        return []
+    ids = [str(i) for i in record_ids]
+    accessed = union_all(*_branches(ids, before=before, limit=limit)).subquery("accessed")
+    query = (
+        sa_select(accessed.c.event_id, accessed.c.record_id, col(AuditEvent.at), col(AuditEvent.action),
+                  col(AuditEvent.actor_id), col(User.full_name), col(AuditEvent.actor_role), col(AuditEvent.rule),
+                  col(AuditEvent.clause), col(AuditEvent.emergency))
+        .join(AuditEvent, col(AuditEvent.id) == accessed.c.event_id)
+        .outerjoin(User, col(User.id) == AuditEvent.actor_id)
+    )
+    if newest_first:
+        query = query.order_by(accessed.c.event_id.desc())
+    else:
+        query = query.order_by(col(AuditEvent.at), accessed.c.event_id, accessed.c.record_id)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = (await session.execute(query)).all()
+    return [RecordAccess(event_id=r[0], record_id=uuid.UUID(str(r[1])), at=r[2], action=r[3], actor_id=r[4],
+                         actor_name=r[5], actor_role=r[6], rule=r[7], clause=r[8], emergency=bool(r[9]))
+            for r in rows]
