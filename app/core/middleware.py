@@ -1,6 +1,9 @@
 """One pure-ASGI middleware for what every request needs.
 
-It sets the request id (and echoes it as ``X-Request-ID``), enforces the body-size
+It sets the request id (and echoes it as ``X-Request-ID``; one that is not 1-64 of
+``[A-Za-z0-9._-]`` is replaced by a generated one) and the client address (the peer's,
+or the one a trusted proxy forwarded, see app/serving.py; kept only when it parses as
+an IP address, in its normal form), enforces the body-size
 limit (413 problem+json), adds the security headers, counts metrics, writes one access
 log line, and turns any exception that escaped the routers into a 500 problem+json
 with no internals. Pure ASGI keeps it cheap on the hot path.
@@ -8,6 +11,8 @@ with no internals. Pure ASGI keeps it cheap on the hot path.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import logging
 import re
@@ -35,6 +40,24 @@ _CSP_DOCS = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_ip(host: str) -> str | None:
+    try:
+        parsed = str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+    return parsed if len(parsed) <= 64 else None
+
+
+def client_address(scope: Scope) -> str | None:
+    """The client's IP address in normal form, or None when what the scope holds is not one."""
+    client = scope.get("client")
+    host = client[0] if client else None
+    if not isinstance(host, str) or not host or len(host) > 64:
+        return None
+    return _parse_ip(host)
 
 
 class BodyTooLarge(HTTPException):
@@ -72,8 +95,7 @@ class RequestMiddleware:
                     content_length = None
         rid = rid or uuid.uuid4().hex
         request_id_var.set(rid)
-        client = scope.get("client")
-        client_ip_var.set(client[0] if client else None)
+        client_ip_var.set(client_address(scope))
         path: str = scope["path"]
         started = time.perf_counter()
         status_holder = {"status": 500, "started": False}

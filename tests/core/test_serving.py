@@ -165,3 +165,11 @@ def test_kmm_serve_refuses_an_oversized_request_head_with_431(monkeypatch):
             assert b"connection: close" in answer.lower()
         # the server still answers afterwards
         assert live.request([]).startswith(b"HTTP/1.1 200")
+
+
+def test_kmm_serve_reads_forwarded_headers_only_from_trusted_proxies(monkeypatch):
+    served = _served_config(monkeypatch, trusted_proxies=["10.0.0.5", "10.1.0.0/16"])
+    assert served.proxy_headers is True
+    assert served.forwarded_allow_ips == ["10.0.0.5", "10.1.0.0/16"]
+    none = _served_config(monkeypatch)
+    assert (none.proxy_headers, none.forwarded_allow_ips) == (False, [])
