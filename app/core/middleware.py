@@ -4,7 +4,9 @@ It sets the request id (and echoes it as ``X-Request-ID``; one that is not 1-64 
 ``[A-Za-z0-9._-]`` is replaced by a generated one) and the client address (the peer's,
 or the one a trusted proxy forwarded, see app/serving.py; kept only when it parses as
 an IP address, in its normal form), enforces the body-size
-limit (413 problem+json), adds the security headers, counts metrics, writes one access
+limit (413 problem+json), adds the security headers and, unless a response says
+otherwise, ``Cache-Control: no-store`` with ``Pragma: no-cache`` (tokens, RFC 6749 §5.1,
+and anything about people: only what holds nothing personal opts out), counts metrics, writes one access
 log line, and turns any exception that escaped the routers into a 500 problem+json
 with no internals. Pure ASGI keeps it cheap on the hot path.
 """
@@ -33,6 +35,7 @@ REQUESTS = Counter("kmm_http_requests_total", "HTTP requests", ["method", "route
 LATENCY = Histogram("kmm_http_request_seconds", "HTTP request latency", ["method", "route"])
 
 _VALID_RID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 _CSP_API = "default-src 'none'; frame-ancestors 'none'"
 # The docs explorer (app/routers/docs.py) is served from this origin alone: its scripts are
 # files, never inline. Swagger UI sets style attributes, and shows data: images.
@@ -111,7 +114,20 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["started"] = True
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
+                headers, cache_control, pragma = [], None, False
+                for k, v in message.get("headers", []):
+                    name = k.lower()
+                    if name == b"server":
+                        continue
+                    if name == b"cache-control":
+                        cache_control = v
+                    elif name == b"pragma":
+                        pragma = True
+                    headers.append((k, v))
+                if cache_control is None:
+                    headers += _NO_STORE
+                elif not pragma and b"no-store" in cache_control:
+                    headers.append(_NO_STORE[1])
                 message["headers"] = headers + extra_headers
             await send(message)
 
