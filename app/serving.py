@@ -44,26 +44,48 @@ _TOO_LARGE_RESPONSE = (
 )
 
 
+class _HeadTooLarge(Exception):
+    pass
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bound on the bytes of a request's head.
 
-    httptools gathers a header's name and value in full before handing it on, so the bytes
-    are counted as they arrive: every chunk received while a head is incomplete counts
-    (the tail of a chunk that completed one head and began another does not, so the
-    buffer stays within the limit plus one read). Past the limit the answer is 431; what
-    the client still sends is read and dropped for a moment, then the connection closes
-    (closing at once, with unread bytes, would reset it before the client read the 431).
+    A complete head is measured exactly (its URL and headers, as the parser hands them
+    on) before the application sees it. httptools gathers a header's name and value in
+    full before handing it on, so an incomplete head is bounded too: every chunk after
+    which a head is still incomplete counts (the tail of a chunk that completed one head
+    and began another does not, so the buffer stays within the limit plus one read of the
+    transport). Past the limit the answer is 431; what the client still sends is read and
+    dropped for a moment, then the connection closes (closing at once, with unread bytes,
+    would reset it before the client read the 431).
     """
 
     LINGER_SECONDS = 1.0
     _head_open = True  # a head has begun (or may begin) and is not complete
-    _head_bytes = 0
+    _head_bytes = 0  # received while the head is incomplete
+    _head_size = 0  # the URL and headers the parser has handed on
     _heads_done = 0
     _refused = False
+
+    def on_message_begin(self) -> None:
+        self._head_size = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._head_open, self._head_bytes = False, 0
         self._heads_done += 1
+        if self._head_size > MAX_HEAD_BYTES:
+            self._refuse()
+            raise _HeadTooLarge  # stops the parser: the application never sees this request
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -74,14 +96,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return
         open_before, done_before = self._head_open, self._heads_done
-        if open_before and self._head_bytes + len(data) > MAX_HEAD_BYTES:
-            self._refuse()
-            return
-        super().data_received(data)
+        super().data_received(data)  # a chunk that completes the head (and brings body with it) is fine
         if open_before and self._head_open and self._heads_done == done_before:
             self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # the parser stopped because the head was refused: 431 is sent
+            super().send_400_response(msg)
 
     def _refuse(self) -> None:
+        if self._refused:
+            return
         self._refused = True
         transport = self.transport
         if transport.is_closing():
