@@ -94,7 +94,7 @@ def serve(
         raise typer.Exit(2) from exc
     from app.serving import serve as serve_app
 
-    serve_app(host=host, port=port, workers=workers)
+    serve_app(host=host, port=port, workers=workers, trusted_proxies=settings.trusted_proxies)
 
 
 @cli.command("create-user")

@@ -10,17 +10,113 @@ supervisor is kept as it is (health checks, restarts, signals): the socket it ha
 each new worker is a ``ReusePortSocket``, whose pickled form is "bind a fresh one", so a
 worker never listens on the parent's socket (which stays bound and never listens, so it
 receives nothing).
+
+A request's head (request line and headers) is bounded: `MAX_HEAD_BYTES`, answered
+`431` and the connection closed (httptools itself sets no limit; h11 gets the same one).
+Forwarded headers (`X-Forwarded-For`, `X-Forwarded-Proto`) count only from the addresses
+in `KMM_TRUSTED_PROXIES`; with none set (the default) uvicorn ignores them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
+# The request line and headers together. Tokens are refused past 8 KiB (app/core/security.py).
+MAX_HEAD_BYTES = 64 * 1024
+
+_TOO_LARGE = json.dumps({
+    "type": "https://kmm.example/problems/request-header-fields-too-large",
+    "title": "Request header fields too large", "status": 431,
+    "detail": f"the request line and headers exceed {MAX_HEAD_BYTES} bytes",
+}).encode()
+_TOO_LARGE_RESPONSE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/problem+json\r\n"
+    b"content-length: " + str(len(_TOO_LARGE)).encode() + b"\r\nconnection: close\r\n\r\n" + _TOO_LARGE
+)
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on the bytes of a request's head.
+
+    A complete head is measured exactly (its URL and headers, as the parser hands them
+    on) before the application sees it. httptools gathers a header's name and value in
+    full before handing it on, so an incomplete head is bounded too: every chunk after
+    which a head is still incomplete counts (the tail of a chunk that completed one head
+    and began another does not, so the buffer stays within the limit plus one read of the
+    transport). Past the limit the answer is 431; what the client still sends is read and
+    dropped for a moment, then the connection closes (closing at once, with unread bytes,
+    would reset it before the client read the 431).
+    """
+
+    LINGER_SECONDS = 1.0
+    _head_open = True  # a head has begun (or may begin) and is not complete
+    _head_bytes = 0  # received while the head is incomplete
+    _head_size = 0  # the URL and headers the parser has handed on
+    _heads_done = 0
+    _refused = False
+
+    def on_message_begin(self) -> None:
+        self._head_size = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head_open, self._head_bytes = False, 0
+        self._heads_done += 1
+        if self._head_size > MAX_HEAD_BYTES:
+            self._refuse()
+            raise _HeadTooLarge  # stops the parser: the application never sees this request
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_open = True
+        super().on_message_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        open_before, done_before = self._head_open, self._heads_done
+        super().data_received(data)  # a chunk that completes the head (and brings body with it) is fine
+        if open_before and self._head_open and self._heads_done == done_before:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # the parser stopped because the head was refused: 431 is sent
+            super().send_400_response(msg)
+
+    def _refuse(self) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(_TOO_LARGE_RESPONSE)
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(self.LINGER_SECONDS, transport.close)
 
 
 class ReusePortSocket(socket.socket):
@@ -44,11 +140,16 @@ class ReusePortSocket(socket.socket):
         return (ReusePortSocket.bound, (host, port))
 
 
-def serve(*, host: str, port: int, workers: int) -> None:
-    """uvicorn with uvloop and httptools; no access log (the app writes its own)."""
+def serve(*, host: str, port: int, workers: int, trusted_proxies: Sequence[str] = ()) -> None:
+    """uvicorn with uvloop and httptools (head size bounded); no access log (the app writes its own).
+
+    ``trusted_proxies`` (addresses or networks) are the only peers whose forwarded headers
+    count; none by default.
+    """
     config = uvicorn.Config(
-        "app.asgi:app", host=host, port=port, workers=workers, loop="uvloop", http="httptools",
-        access_log=False, server_header=False, proxy_headers=True, log_config=None,
+        "app.asgi:app", host=host, port=port, workers=workers, loop="uvloop", http=BoundedHttpToolsProtocol,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES, access_log=False, server_header=False,
+        proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies), log_config=None,
     )
     if workers <= 1 or not HAS_REUSEPORT:
         uvicorn.Server(config).run()

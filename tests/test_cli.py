@@ -170,6 +170,16 @@ def test_production_without_secrets_exits_2_with_the_reason(db, command):
     assert not db.secrets_file.exists()
 
 
+def test_serve_trusts_forwarded_headers_only_from_the_configured_proxies(db, monkeypatch):
+    from app import serving
+
+    calls: list[dict] = []  # type: ignore[type-arg]
+    monkeypatch.setattr(serving, "serve", lambda **kw: calls.append(kw))
+    r = kmm(db, "serve", KMM_TRUSTED_PROXIES="10.0.0.5,10.1.0.0/16")
+    assert r.exit_code == 0, r.output
+    assert calls[-1]["trusted_proxies"] == ["10.0.0.5", "10.1.0.0/16"]
+
+
 def test_serve_migrates_first_then_runs_uvicorn(db, monkeypatch):
     from app import serving
 
@@ -177,7 +187,7 @@ def test_serve_migrates_first_then_runs_uvicorn(db, monkeypatch):
     monkeypatch.setattr(serving, "serve", lambda **kw: calls.append(kw))
     r = kmm(db, "serve", "--host", "0.0.0.0", "--port", "8123", "--workers", "2")
     assert r.exit_code == 0, r.output
-    assert calls == [{"host": "0.0.0.0", "port": 8123, "workers": 2}]
+    assert calls == [{"host": "0.0.0.0", "port": 8123, "workers": 2, "trusted_proxies": []}]
     engine = sync_engine(db)
     with engine.connect() as conn:
         assert {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))} == head_revisions()

@@ -8,6 +8,7 @@ with ``KMM_ENV=production`` a missing secret stops the service at start.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import os
@@ -89,6 +90,8 @@ class Settings(BaseSettings):
     master_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Proxies (addresses or networks) whose X-Forwarded-For / -Proto `kmm serve` believes; none by default.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     lockout_threshold: int = 5
@@ -125,7 +128,7 @@ class Settings(BaseSettings):
             v = "sqlite+aiosqlite://" + v.removeprefix("sqlite://")
         return v
 
-    @field_validator("master_keys", "cors_origins", mode="before")
+    @field_validator("master_keys", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _list_from_env(cls, v: Any) -> Any:
         """Lists from the environment: a JSON array, or comma-separated values."""
@@ -174,6 +177,19 @@ class Settings(BaseSettings):
         if problems:
             raise ConfigurationError("KMM_ENV=production refuses weak settings: " + "; ".join(problems))
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        """Each an IP address or network, kept in normal form (uvicorn reads the same strings)."""
+        out = []
+        for item in v:
+            try:
+                network = ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"KMM_TRUSTED_PROXIES: {item!r} is not an IP address or network") from None
+            out.append(str(network.network_address) if network.num_addresses == 1 else str(network))
+        return out
 
     @property
     def is_sqlite(self) -> bool:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -119,6 +120,10 @@ def _safe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]
     ]
 
 
+def _db_error_name(exc: Exception) -> str:
+    return type(exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc).__name__
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -162,19 +167,33 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
+    # Whatever else the database says is never a bare 500: a value or a constraint it refuses is
+    # the input's fault (422, 409); anything more is 503. Driver messages may hold values: only
+    # the error's type is logged, and nothing of it is returned.
     @app.exception_handler(DataError)
-    async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+    @app.exception_handler(psycopg.DataError)  # the hot path's own connections (app.core.db)
+    async def _data_error(_: Request, exc: Exception) -> JSONResponse:
         # The database refused a value the models let through (on PostgreSQL, a NUL character
-        # in text): bad input, not a fault. The message may hold the value: log its type only.
-        log.warning("the database refused a value", extra={"error": type(exc.orig).__name__})
+        # in text, or one longer than its column): bad input, not a fault.
+        log.warning("the database refused a value", extra={"error": _db_error_name(exc)})
         return problem_response(422, "a value cannot be stored (for example, text with a NUL character)",
                                 type="validation-error")
 
+    @app.exception_handler(IntegrityError)
+    @app.exception_handler(psycopg.IntegrityError)
+    async def _integrity(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("the database refused a change", extra={"error": _db_error_name(exc)})
+        return problem_response(409, "the change conflicts with what is stored", type="conflict")
+
     @app.exception_handler(DBAPIError)
-    async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(sqlite3.Error)
+    async def _dbapi(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return await _db_unavailable(request, exc)
-        return await _unexpected(request, exc)
+        log.error("database error", extra={"error": _db_error_name(exc)})
+        return problem_response(503, "the database could not complete the request; try again shortly",
+                                type="database-error", headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,13 +1,20 @@
 """One pure-ASGI middleware for what every request needs.
 
-It sets the request id (and echoes it as ``X-Request-ID``), enforces the body-size
-limit (413 problem+json), adds the security headers, counts metrics, writes one access
+It sets the request id (and echoes it as ``X-Request-ID``; one that is not 1-64 of
+``[A-Za-z0-9._-]`` is replaced by a generated one) and the client address (the peer's,
+or the one a trusted proxy forwarded, see app/serving.py; kept only when it parses as
+an IP address, in its normal form), enforces the body-size
+limit (413 problem+json), adds the security headers and, unless a response says
+otherwise, ``Cache-Control: no-store`` with ``Pragma: no-cache`` (tokens, RFC 6749 §5.1,
+and anything about people: only what holds nothing personal opts out), counts metrics, writes one access
 log line, and turns any exception that escaped the routers into a 500 problem+json
 with no internals. Pure ASGI keeps it cheap on the hot path.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import logging
 import re
@@ -28,6 +35,7 @@ REQUESTS = Counter("kmm_http_requests_total", "HTTP requests", ["method", "route
 LATENCY = Histogram("kmm_http_request_seconds", "HTTP request latency", ["method", "route"])
 
 _VALID_RID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 _CSP_API = "default-src 'none'; frame-ancestors 'none'"
 # The docs explorer (app/routers/docs.py) is served from this origin alone: its scripts are
 # files, never inline. Swagger UI sets style attributes, and shows data: images.
@@ -35,6 +43,24 @@ _CSP_DOCS = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_ip(host: str) -> str | None:
+    try:
+        parsed = str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+    return parsed if len(parsed) <= 64 else None
+
+
+def client_address(scope: Scope) -> str | None:
+    """The client's IP address in normal form, or None when what the scope holds is not one."""
+    client = scope.get("client")
+    host = client[0] if client else None
+    if not isinstance(host, str) or not host or len(host) > 64:
+        return None
+    return _parse_ip(host)
 
 
 class BodyTooLarge(HTTPException):
@@ -72,8 +98,7 @@ class RequestMiddleware:
                     content_length = None
         rid = rid or uuid.uuid4().hex
         request_id_var.set(rid)
-        client = scope.get("client")
-        client_ip_var.set(client[0] if client else None)
+        client_ip_var.set(client_address(scope))
         path: str = scope["path"]
         started = time.perf_counter()
         status_holder = {"status": 500, "started": False}
@@ -89,7 +114,20 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["started"] = True
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
+                headers, cache_control, pragma = [], None, False
+                for k, v in message.get("headers", []):
+                    name = k.lower()
+                    if name == b"server":
+                        continue
+                    if name == b"cache-control":
+                        cache_control = v
+                    elif name == b"pragma":
+                        pragma = True
+                    headers.append((k, v))
+                if cache_control is None:
+                    headers += _NO_STORE
+                elif not pragma and b"no-store" in cache_control:
+                    headers.append(_NO_STORE[1])
                 message["headers"] = headers + extra_headers
             await send(message)
 

@@ -17,6 +17,8 @@ from app.core.config import Settings
 
 TokenType = Literal["access", "refresh"]
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "typ", "sid")
+# The service's own tokens are a few hundred characters; anything far longer is refused unread.
+MAX_TOKEN_LENGTH = 8192
 
 
 class InvalidToken(Exception):
@@ -84,6 +86,10 @@ class Tokens:
         # Per instance (so per key): a verified token is not verified again.
         self._verify_cached = lru_cache(maxsize=4096)(self._verify)
 
+    def cached(self) -> int:
+        """How many verified tokens the signature cache holds."""
+        return self._verify_cached.cache_info().currsize
+
     def issue(
         self,
         *,
@@ -113,27 +119,30 @@ class Tokens:
     def decode(self, token: str, *, expected: TokenType, now: datetime) -> TokenClaims:
         """Verify a token and check its type and expiry against the service clock.
 
-        The signature check is cached per token string (bounded): a token presented again
+        A token longer than ``MAX_TOKEN_LENGTH`` is refused unread. The signature check is
+        cached per token string for verified tokens only (bounded): a token presented again
         is not re-verified, but its type and expiry are checked on every call, and whether
-        its session and account are still live is the caller's query.
+        its session and account are still live is the caller's query. A refused token is
+        never cached, and each refusal is a new error: an error kept and raised again would
+        grow its traceback (and hold every request's frames) on every raise.
         """
-        claims = self._verify_cached(token)
-        if isinstance(claims, InvalidToken):
-            raise claims
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken("token too long")
+        claims = self._verify_cached(token)  # raises InvalidToken; lru_cache keeps no failure
         if claims.typ != expected:
             raise InvalidToken(f"not an {expected} token" if expected == "access" else "wrong token type")
         if claims.exp <= int(now.timestamp()):
             raise InvalidToken("token expired")
         return claims
 
-    def _verify(self, token: str) -> TokenClaims | InvalidToken:
-        """The signature and shape of a token: its claims, or why it is refused."""
+    def _verify(self, token: str) -> TokenClaims:
+        """The signature and shape of a token: its claims, or InvalidToken saying why not."""
         try:
             header = jwt.get_unverified_header(token)
         except JWTError:
-            return InvalidToken("malformed token")
+            raise InvalidToken("malformed token") from None
         if header.get("alg") != self._alg:
-            return InvalidToken("unexpected signing algorithm")
+            raise InvalidToken("unexpected signing algorithm")
         try:
             claims = jwt.decode(
                 token,
@@ -151,11 +160,11 @@ class Tokens:
                 },
             )
         except JWTError:
-            return InvalidToken("invalid token")
+            raise InvalidToken("invalid token") from None
         if any(c not in claims for c in REQUIRED_CLAIMS):
-            return InvalidToken("token lacks required claims")
+            raise InvalidToken("token lacks required claims")
         if claims["typ"] not in ("access", "refresh") or not isinstance(claims["exp"], int):
-            return InvalidToken("invalid token claims")
+            raise InvalidToken("invalid token claims")
         try:
             return TokenClaims(
                 sub=str(claims["sub"]),
@@ -166,4 +175,4 @@ class Tokens:
                 kind=str(claims.get("knd", "user")),
             )
         except ValueError:
-            return InvalidToken("invalid token claims")
+            raise InvalidToken("invalid token claims") from None

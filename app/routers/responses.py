@@ -106,12 +106,11 @@ def document_common_problems(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def protect(response: Response, classification: str | None) -> None:
-    """Non-general content is never cached and says what it is (§3.7, §4.4)."""
+    """No record is ever stored by a cache (a general record is still about someone); non-general
+    content also says what it is (§3.7, §4.4)."""
+    response.headers["Cache-Control"] = "no-store"
     if classification and classification != "general":
-        response.headers["Cache-Control"] = "no-store"
         response.headers["X-Confidentiality"] = classification
-    else:
-        response.headers["Cache-Control"] = "private, no-cache"
 
 
 def labelled(classification: str) -> Any:

@@ -13,7 +13,10 @@ import uuid
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
+import psycopg
 from sqlalchemy import bindparam, event, insert
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col, select
@@ -79,8 +82,10 @@ class AuditWriter:
     ``await write(row)`` returns once the row is committed, so nothing is released before
     its event is durable. Rows that arrive while an INSERT is in flight wait for the next
     one: under load many requests share one statement and one commit (DESIGN §11),
-    and a lone request waits for just its own. If the INSERT fails, every request in the
-    batch gets the error (and answers 503), never its content.
+    and a lone request waits for just its own. If a batch's INSERT fails, its rows are
+    tried again one by one, so a row the database refuses fails only its own request;
+    when the database itself is unavailable nothing is retried and every request in the
+    batch gets the error (503). A request whose event is not committed never gets its content.
     """
 
     MAX_BATCH = 500
@@ -101,20 +106,45 @@ class AuditWriter:
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH:]
-                error: BaseException | None = None
                 try:
                     await self._rows.insert_many(_INSERT, [row for row, _ in batch])
                 except Exception as exc:
-                    error = exc
-                for _, future in batch:
-                    if future.done():  # its request went away; the event stands regardless
-                        continue
-                    if error is None:
-                        future.set_result(None)
+                    if len(batch) == 1 or _unavailable(exc):
+                        _settle(batch, exc)
                     else:
-                        future.set_exception(error)
+                        await self._one_by_one(batch)
+                else:
+                    _settle(batch, None)
         finally:
             self._flusher = None
+
+    async def _one_by_one(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        for i, (row, future) in enumerate(batch):
+            try:
+                await self._rows.insert_many(_INSERT, [row])
+            except Exception as exc:
+                if _unavailable(exc):  # the database went away: the rest fail with it
+                    _settle(batch[i:], exc)
+                    return
+                _settle([(row, future)], exc)
+            else:
+                _settle([(row, future)], None)
+
+
+def _unavailable(exc: Exception) -> bool:
+    """The database (or a connection to it) failed, rather than refusing a row."""
+    return isinstance(exc, OperationalError | PoolTimeoutError | psycopg.OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def _settle(batch: list[tuple[dict[str, Any], asyncio.Future[None]]], error: Exception | None) -> None:
+    for _, future in batch:
+        if future.done():  # its request went away; the event stands regardless
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 @event.listens_for(Session, "before_commit")

@@ -116,3 +116,16 @@ def test_the_secrets_file_is_git_ignored():
 
     ignored = (PROJECT_ROOT / ".gitignore").read_text().split()
     assert ".kmm-secrets.json" in ignored and ".kmm-demo-logins.json" in ignored
+
+
+def test_no_proxy_is_trusted_by_default(tmp_path):
+    assert Settings(secrets_file=tmp_path / "s.json").trusted_proxies == []
+
+
+def test_trusted_proxies_from_the_environment_are_addresses_or_networks(tmp_path, monkeypatch):
+    monkeypatch.setenv("KMM_TRUSTED_PROXIES", "10.0.0.5, 10.1.0.0/16,  2001:DB8::1 ")
+    assert Settings(secrets_file=tmp_path / "s.json").trusted_proxies == ["10.0.0.5", "10.1.0.0/16", "2001:db8::1"]
+    for bad in ("*", "proxy.internal", "10.0.0.5, nonsense", "10.0.0.0/33"):
+        monkeypatch.setenv("KMM_TRUSTED_PROXIES", bad)
+        with pytest.raises(ValueError, match="KMM_TRUSTED_PROXIES"):
+            Settings(secrets_file=tmp_path / "s.json")

@@ -12,7 +12,7 @@ from jose import jwt
 from app.core.config import Settings
 from app.core.errors import Problem
 from app.core.pagination import CursorCodec
-from app.core.security import InvalidToken, Passwords, Tokens, hash_secret, secrets_equal
+from app.core.security import MAX_TOKEN_LENGTH, InvalidToken, Passwords, Tokens, hash_secret, secrets_equal
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -108,3 +108,55 @@ def test_cursors_round_trip_and_refuse_forgery(cheap):
         assert err.value.status == 400
     with pytest.raises(Problem):
         codec.decode("service-clients", cursor)  # a cursor is only good for its own list
+
+
+# -- refused tokens cost nothing lasting ---------------------------------------------------
+
+
+def _refusal(tokens: Tokens, token: str) -> InvalidToken:
+    with pytest.raises(InvalidToken) as err:
+        tokens.decode(token, expected="access", now=NOW)
+    return err.value
+
+
+def _depth(exc: BaseException) -> int:
+    tb, n = exc.__traceback__, 0
+    while tb is not None:
+        tb, n = tb.tb_next, n + 1
+    return n
+
+
+def test_each_refusal_is_a_fresh_error_with_a_traceback_that_does_not_grow(cheap, tmp_path):
+    tokens = Tokens(cheap)
+    forged = _issue(Tokens(Settings(env="test", secrets_file=tmp_path / "other.json")))
+    first, second = _refusal(tokens, forged), _refusal(tokens, forged)
+    for _ in range(20):
+        last = _refusal(tokens, forged)
+    assert first is not second and second is not last
+    assert _depth(last) == _depth(first) <= 3
+    assert str(last) == "invalid token"
+
+
+def test_only_verified_tokens_are_cached(cheap, tmp_path):
+    tokens = Tokens(cheap)
+    forged = _issue(Tokens(Settings(env="test", secrets_file=tmp_path / "other.json")))
+    for bad in (forged, "not-a-token", "a.b.c", forged + "x"):
+        _refusal(tokens, bad)
+    assert tokens.cached() == 0
+    good = _issue(tokens)
+    tokens.decode(good, expected="access", now=NOW)
+    tokens.decode(good, expected="access", now=NOW)
+    assert tokens.cached() == 1
+
+
+def test_a_token_longer_than_the_limit_is_refused_before_decoding(cheap, monkeypatch):
+    tokens = Tokens(cheap)
+    good = _issue(tokens)
+    assert len(good) < MAX_TOKEN_LENGTH
+    # a genuine signature with padding claims past the limit is still refused, unread
+    huge = tokens.issue(sub=str(uuid.uuid4()), sid=uuid.uuid4(), typ="access", kind="user", now=NOW,
+                        expires_at=NOW + timedelta(minutes=15), extra={"pad": "x" * MAX_TOKEN_LENGTH})
+    monkeypatch.setattr(jwt, "get_unverified_header", lambda _: pytest.fail("decoded an oversized token"))
+    for bad in (huge, "A" * (1024 * 1024)):
+        assert str(_refusal(tokens, bad)) == "token too long"
+    assert tokens.cached() == 0
