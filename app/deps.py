@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import PolicyDenied
+from app.core.errors import PolicyDenied, Problem
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.core.security import InvalidToken, TokenClaims
 from app.core.state import AppState
@@ -125,3 +125,28 @@ async def limit_param(
 
 
 LimitDep = Annotated[int, Depends(limit_param)]
+
+
+def etag(version: int) -> str:
+    """A record's ETag: its version, as a strong entity tag."""
+    return f'"v{version}"'
+
+
+async def if_match_version(if_match: Annotated[str | None, Header(max_length=100)] = None) -> int:
+    """The record version the caller last read, from If-Match (an ETag made by ``etag``).
+
+    Without one (or with ``*``) an update is refused with 428; a tag that is no version of
+    the record with 412. The workflow compares the version with the record's own and
+    refuses a stale one with 412.
+    """
+    if not if_match or if_match.strip() == "*":
+        raise Problem(428, "send If-Match with the record's ETag to update it", type="precondition-required")
+    tag = if_match.strip()
+    tag = tag.removeprefix("W/").strip('"')
+    try:
+        return int(tag.removeprefix("v"))
+    except ValueError as exc:
+        raise Problem(412, "the If-Match ETag does not match the record", type="precondition-failed") from exc
+
+
+IfMatch = Annotated[int, Depends(if_match_version)]
