@@ -67,3 +67,15 @@ def test_the_access_log_sits_beside_the_audit_trail():
     from app.workflows import audit_access
 
     assert callable(audit_access.access_log) and callable(audit_access.record_accesses)
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("emergency_grants", ["EmergencyGrant", "GrantCreate", "GrantPublic"]),
+    ("retention", ["SweepRequest", "SweepResult"]),
+    ("reports", ["MonitoringReport"]),
+])
+def test_the_models_of_a_resource_are_in_models_of_its_name(module, names):
+    import importlib
+
+    models = importlib.import_module(f"app.models.{module}")
+    assert all(getattr(models, name).__module__ == models.__name__ for name in names)

@@ -9,8 +9,8 @@ from sqlmodel import select
 
 from app.core.state import AppState
 from app.models.accounts import User
+from app.models.emergency_grants import EmergencyGrant
 from app.models.records import (
-    EmergencyGrant,
     NamedAccessCreate,
     RecordCreate,
     ShareCreate,

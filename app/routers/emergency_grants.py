@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from app.core.pagination import Page
 from app.deps import CurrentUser, DirectorUser, LimitDep, NowDep, SessionDep, StateDep
-from app.models.records import GrantCreate, GrantPublic
+from app.models.emergency_grants import GrantCreate, GrantPublic
 from app.routers.responses import problem_responses
 from app.workflows import emergency_grants
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.deps import CurrentUser, NowDep, SessionDep
-from app.models.lifecycle import SweepRequest, SweepResult
+from app.models.retention import SweepRequest, SweepResult
 from app.routers.responses import problem_responses
 from app.workflows import retention
 

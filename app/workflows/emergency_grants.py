@@ -12,7 +12,8 @@ from sqlmodel import col, select
 
 from app.core.errors import Problem, field_error, not_found
 from app.core.pagination import CursorCodec, Page
-from app.models.records import EmergencyGrant, GrantCreate, GrantPublic, Record, Subject
+from app.models.emergency_grants import EmergencyGrant, GrantCreate, GrantPublic
+from app.models.records import Record, Subject
 from app.policy.actor import Actor
 from app.workflows.audit_trail import add_event
 from app.workflows.records.checks import check_active_user

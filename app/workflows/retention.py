@@ -18,8 +18,8 @@ from sqlmodel import col, select
 
 from app.core.db import scrub_after_shred
 from app.core.errors import PolicyDenied
-from app.models.lifecycle import SweepResult
 from app.models.records import Record
+from app.models.retention import SweepResult
 from app.policy.actor import Actor
 from app.workflows import packages
 from app.workflows.audit_trail import add_event

@@ -22,9 +22,9 @@ from sqlalchemy import bindparam
 from sqlmodel import col, select
 
 from app.models.accounts import User
+from app.models.emergency_grants import EmergencyGrant
 from app.models.records import (
     Classification,
-    EmergencyGrant,
     Record,
     RecordNamedAccess,
     RecordShare,
