@@ -14,6 +14,7 @@ from app.workflows.records.queries import ReadRow
 
 
 def aad(record_id: uuid.UUID, field: str) -> bytes:
+    """The associated data that binds a ciphertext to its record and field."""
     return record_id.bytes + b":" + field.encode()
 
 
