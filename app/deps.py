@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -132,21 +133,33 @@ def etag(version: int) -> str:
     return f'"v{version}"'
 
 
-async def if_match_version(if_match: Annotated[str | None, Header(max_length=100)] = None) -> int:
-    """The record version the caller last read, from If-Match (an ETag made by ``etag``).
+@dataclass(frozen=True, slots=True)
+class IfMatchTag:
+    """The If-Match header of an update; ``version`` is the record version the caller last read.
 
-    Without one (or with ``*``) an update is refused with 428; a tag that is no version of
-    the record with 412. The workflow compares the version with the record's own and
-    refuses a stale one with 412.
+    FastAPI solves dependencies before it validates the path and the body, so the refusal is
+    raised when the route asks for the version, once the request is otherwise valid: bad
+    input is 422 whatever If-Match says.
     """
-    if not if_match or if_match.strip() == "*":
-        raise Problem(428, "send If-Match with the record's ETag to update it", type="precondition-required")
-    tag = if_match.strip()
-    tag = tag.removeprefix("W/").strip('"')
-    try:
-        return int(tag.removeprefix("v"))
-    except ValueError as exc:
-        raise Problem(412, "the If-Match ETag does not match the record", type="precondition-failed") from exc
+
+    header: str | None
+
+    @property
+    def version(self) -> int:
+        """The version in the ETag (made by ``etag``): 428 without one (or with ``*``), 412 when
+        the tag is no version at all. The workflow refuses a stale version with 412."""
+        if not self.header or self.header.strip() == "*":
+            raise Problem(428, "send If-Match with the record's ETag to update it", type="precondition-required")
+        tag = self.header.strip()
+        tag = tag.removeprefix("W/").strip('"')
+        try:
+            return int(tag.removeprefix("v"))
+        except ValueError as exc:
+            raise Problem(412, "the If-Match ETag does not match the record", type="precondition-failed") from exc
 
 
-IfMatch = Annotated[int, Depends(if_match_version)]
+async def get_if_match(if_match: Annotated[str | None, Header(max_length=100)] = None) -> IfMatchTag:
+    return IfMatchTag(if_match)
+
+
+IfMatch = Annotated[IfMatchTag, Depends(get_if_match)]

@@ -59,6 +59,9 @@ def test_the_workflow_is_given_the_expected_version_not_the_header():
 
     assert etag(7) == '"v7"'
     assert IfMatch is not None
+    from app.deps import IfMatchTag
+
+    assert IfMatchTag(etag(7)).version == IfMatchTag("W/\"v7\"").version == 7
     params = inspect.signature(update_record).parameters
     assert "expected" in params and "if_match" not in params
 

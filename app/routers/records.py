@@ -116,10 +116,10 @@ async def access_log(
               responses=problem_responses(401, 403, 404, 410, 412, 422, 428))
 async def update_record(
     record_id: uuid.UUID, body: RecordUpdate, actor: CurrentUser, session: SessionDep, state: StateDep,
-    now: NowDep, response: Response, expected: IfMatch,
+    now: NowDep, response: Response, if_match: IfMatch,
 ) -> RecordPublic:
-    record = await commands.update_record(session, record_id=record_id, data=body, expected=expected, actor=actor,
-                                          now=now, keyring=state.keyring, settings=state.settings)
+    record = await commands.update_record(session, record_id=record_id, data=body, expected=if_match.version,
+                                          actor=actor, now=now, keyring=state.keyring, settings=state.settings)
     protect(response, record.classification)
     response.headers["ETag"] = etag(record.version)
     return record
