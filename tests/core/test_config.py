@@ -116,3 +116,14 @@ def test_the_secrets_file_is_git_ignored():
 
     ignored = (PROJECT_ROOT / ".gitignore").read_text().split()
     assert ".kmm-secrets.json" in ignored and ".kmm-demo-logins.json" in ignored
+
+
+@pytest.mark.parametrize(("address", "account"), [(20, 20), (25, 20)])
+def test_the_address_throttle_must_be_below_the_account_lock(monkeypatch, address, account):
+    """Otherwise one client address could lock an account out on its own."""
+    monkeypatch.setenv("KMM_LOGIN_ADDRESS_THRESHOLD", str(address))
+    monkeypatch.setenv("KMM_LOCKOUT_THRESHOLD", str(account))
+    with pytest.raises(ValueError, match="KMM_LOGIN_ADDRESS_THRESHOLD must be below KMM_LOCKOUT_THRESHOLD"):
+        Settings()
+    monkeypatch.setenv("KMM_LOGIN_ADDRESS_THRESHOLD", str(account - 1))
+    assert Settings().login_address_threshold == account - 1

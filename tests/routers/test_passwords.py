@@ -193,6 +193,9 @@ async def test_a_director_resets_a_password_and_it_must_be_changed(client, facto
     assert r.json()["rule"] == "password-change-required" and r.json()["clause"] == "§6.6"
     assert "items" not in r.json()
     assert (await client.get("/subjects", headers=p.headers)).status_code == 403
+    r = await client.get(f"/records/{uuid.uuid4()}", headers=p.headers)  # the read's hot path
+    assert r.status_code == 403 and r.json()["rule"] == "password-change-required"
+    assert (await client.post("/auth/token", data={"username": p.email, "password": NEW})).status_code == 200
     assert (await client.get("/users/me", headers=p.headers)).status_code == 200
     r = await client.post("/users/me/password", headers=p.headers,
                           json={"current_password": NEW, "new_password": NEWER})
