@@ -94,9 +94,15 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
-    lockout_threshold: int = 5
-    lockout_window_minutes: int = 15
-    lockout_minutes: int = 15
+    # Failed logins within the window: from one client address (any email) throttle that
+    # address; on one email (from anywhere) lock it. The address limit is the lower, so no
+    # single address can lock an account out.
+    login_address_threshold: int = Field(default=10, ge=1)
+    lockout_threshold: int = Field(default=20, ge=2)
+    lockout_window_minutes: int = Field(default=15, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+    # A refresh session ends this long after its login, however often it is refreshed.
+    session_max_days: int = Field(default=30, ge=1, le=365)
 
     # argon2 cost; tests lower it, production keeps at least the library's defaults.
     argon2_time_cost: int = PRODUCTION_ARGON2_TIME_COST
@@ -191,6 +197,13 @@ class Settings(BaseSettings):
             out.append(str(network.network_address) if network.num_addresses == 1 else str(network))
         return out
 
+    @model_validator(mode="after")
+    def _address_limit_below_account_limit(self) -> Settings:
+        if self.login_address_threshold >= self.lockout_threshold:
+            raise ValueError("KMM_LOGIN_ADDRESS_THRESHOLD must be below KMM_LOCKOUT_THRESHOLD, "
+                             "or one client address could lock an account out")
+        return self
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -202,6 +215,10 @@ class Settings(BaseSettings):
     @property
     def refresh_token_ttl(self) -> timedelta:
         return timedelta(days=self.refresh_token_days)
+
+    @property
+    def session_max_age(self) -> timedelta:
+        return timedelta(days=self.session_max_days)
 
     # -- secrets -------------------------------------------------------------
     def _local_secrets(self) -> dict[str, object]:

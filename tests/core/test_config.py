@@ -129,3 +129,14 @@ def test_trusted_proxies_from_the_environment_are_addresses_or_networks(tmp_path
         monkeypatch.setenv("KMM_TRUSTED_PROXIES", bad)
         with pytest.raises(ValueError, match="KMM_TRUSTED_PROXIES"):
             Settings(secrets_file=tmp_path / "s.json")
+
+
+@pytest.mark.parametrize(("address", "account"), [(20, 20), (25, 20)])
+def test_the_address_throttle_must_be_below_the_account_lock(monkeypatch, address, account):
+    """Otherwise one client address could lock an account out on its own."""
+    monkeypatch.setenv("KMM_LOGIN_ADDRESS_THRESHOLD", str(address))
+    monkeypatch.setenv("KMM_LOCKOUT_THRESHOLD", str(account))
+    with pytest.raises(ValueError, match="KMM_LOGIN_ADDRESS_THRESHOLD must be below KMM_LOCKOUT_THRESHOLD"):
+        Settings()
+    monkeypatch.setenv("KMM_LOGIN_ADDRESS_THRESHOLD", str(account - 1))
+    assert Settings().login_address_threshold == account - 1
