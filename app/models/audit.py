@@ -62,8 +62,12 @@ class AuditEvent(SQLModel, table=True):
 class AuditSeal(SQLModel, table=True):
     """An event's place in the hash chain; written only by the sealer, never changed.
 
-    ``seq`` runs 1..n in the order events were sealed; ``hash`` is SHA-256 over
-    ``prev_hash`` and the event's canonical serialisation.
+    ``seq`` runs 1..n in the order events were sealed; ``hash`` is HMAC-SHA-256, under
+    the key ``key_id`` names, over ``prev_hash``, the event's canonical serialisation and
+    the seal's own ``seq``, ``sealed_at`` and ``gap_from`` (docs/audit.md). ``gap_from``
+    is the first of the ids found missing just below the event when it was sealed (None:
+    none). A seal with the empty ``key_id`` was made before the chain was keyed: plain
+    SHA-256 over ``prev_hash`` and the event, accepted only at the start of the chain.
     """
 
     __tablename__ = "audit_seals"
@@ -75,6 +79,8 @@ class AuditSeal(SQLModel, table=True):
     prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
     hash: str = Field(sa_column=Column(String(64), nullable=False))
     sealed_at: datetime = utc_column()
+    key_id: str = Field(default="", sa_column=Column(String(16), nullable=False))
+    gap_from: int | None = Field(default=None, sa_column=Column(BigInteger(), nullable=True))
 
 
 class AuditEventPublic(AuditEventBase):
@@ -113,3 +119,9 @@ class ChainReport(BaseModel):
     pending: int = 0  # events committed after the sealing pass, not yet chained
     last_seq: int = 0
     head_hash: str = GENESIS_HASH  # record it elsewhere to detect a truncated tail later
+    head_event_id: int | None = None  # the event the last seal seals
+    head: str = f"0:{GENESIS_HASH}"  # "<last_seq>:<head_hash>", what `kmm audit-verify --expect-head` takes
+    # Event ids missing below the newest event that no seal explains (deleted events):
+    # how many, counted in whole runs; the first of them is first_broken_id when no link is broken.
+    missing: int = 0
+    expected_head_found: bool | None = None  # with an expected head: whether the chain still has it
