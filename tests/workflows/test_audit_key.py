@@ -197,3 +197,29 @@ async def test_the_key_is_never_stored_in_the_database(client, state):
     for key in audit_chain.installed_keys().secrets():
         assert key.hex() not in seal.model_dump_json()
     assert await count(state, AuditSeal) == 1
+
+
+async def _unkeyed_seals(state, event_ids_: list[int], *, first_seq: int, prev: str) -> str:
+    """Seals as the service wrote them before the chain was keyed (empty key_id, plain SHA-256)."""
+    for offset, event_id in enumerate(event_ids_):
+        digest = link_hash(prev, await _canonical(state, event_id))
+        async with state.engine.begin() as conn:
+            await conn.execute(insert(AuditSeal), [{"seq": first_seq + offset, "event_id": event_id, "prev_hash": prev,
+                                                    "hash": digest, "sealed_at": state.clock.now(), "key_id": ""}])
+        prev = digest
+    return prev
+
+
+async def test_seals_made_before_the_chain_was_keyed_verify_at_its_start_only(client, state, clock):
+    await _events_with_ids(state, 1, 2, 4)  # 3 went missing before the upgrade: not judged
+    await _unkeyed_seals(state, [1, 2, 4], first_seq=1, prev=GENESIS_HASH)
+    clock.advance(days=1)
+    await _events_with_ids(state, 5, 6)
+    assert await seal_all(state.engine, state.clock.now()) == 2  # keyed from here on
+    report = await verify_chain(state.engine, state.clock.now())
+    assert (report.ok, report.checked, report.missing) == (True, 5, 0)
+    # An unkeyed seal after a keyed one is what a forger without the key would write.
+    await _events_with_ids(state, 7)
+    await _unkeyed_seals(state, [7], first_seq=6, prev=(await _seals(state))[-1].hash)
+    report = await verify_chain(state.engine, state.clock.now())
+    assert (report.ok, report.first_broken_id) == (False, 7)
