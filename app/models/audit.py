@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, field_validator
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, text
 from sqlmodel import Column, Field, SQLModel
 
 from app.models.base import BigIntPK, utc_column
@@ -71,6 +71,14 @@ class AuditSeal(SQLModel, table=True):
     """
 
     __tablename__ = "audit_seals"
+    # Verify reads the few seals that record missing ids, and the unkeyed ones (made
+    # before the chain was keyed), without reading every seal.
+    __table_args__ = (
+        Index("ix_audit_seals_gaps", "event_id", postgresql_where=text("gap_from IS NOT NULL"),
+              sqlite_where=text("gap_from IS NOT NULL")),
+        Index("ix_audit_seals_unkeyed", "seq", "event_id", postgresql_where=text("key_id = ''"),
+              sqlite_where=text("key_id = ''")),
+    )
 
     seq: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
     event_id: int = Field(

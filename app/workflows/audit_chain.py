@@ -5,11 +5,15 @@ other. The sealer (a background task in every service process, and the first ste
 verify) takes one exclusive lock, reads the last seal, and gives each committed, still
 unsealed event the next ``seq`` with
 
-    hash = SHA-256(prev_hash || canonical(event))
+    hash = HMAC-SHA-256(key, prev_hash || canonical(event) [|| |gap_from|sealed_at])
 
-so the chain runs in seal order. An event whose transaction commits late (a lower id,
-committed after a higher one was sealed) is simply sealed later with a higher ``seq``.
-Unique ``seq`` and ``event_id`` make two racing sealers fail safely.
+under the current key of ``KMM_AUDIT_KEYS`` (named by the seal's ``key_id``; the key is
+never in the database), so the chain runs in seal order. ``gap_from`` records ids found
+missing below the event as it is sealed (rolled back, or still running), so that verify
+can tell them from deleted events (docs/audit.md, "Missing event ids"). An event whose
+transaction commits late (a lower id, committed after a higher one was sealed) is simply
+sealed later with a higher ``seq``. Unique ``seq`` and ``event_id`` make two racing
+sealers fail safely.
 
 The canonical form is built by the database from the stored row (one SQL expression,
 the same bytes on SQLite and PostgreSQL), so sealing and verifying read the event the
@@ -219,16 +223,19 @@ def link_hash(prev_hash: str, canonical: str) -> str:
     return sha256_hex(prev_hash + canonical)
 
 
-def seal_suffix(*, seq: int, sealed_at: datetime, gap_from: int | None) -> str:
-    """The seal's own fields as the MAC covers them: ``|seq|sealed_at in µs|gap_from or ~``."""
-    sealed_us = (sealed_at - _EPOCH) // timedelta(microseconds=1)
-    return f"|{seq}|{sealed_us}|{'~' if gap_from is None else gap_from}"
+def seal_suffix(*, sealed_at: datetime, gap_from: int | None) -> str:
+    """What the MAC covers of the seal itself: for a seal that records missing ids,
+    ``|gap_from|sealed_at in µs`` (verify trusts the record only when it was made in time,
+    so its time must be authentic); nothing otherwise. The seal's place is covered by the
+    links: each MAC covers prev_hash, the MAC of the seal before."""
+    if gap_from is None:
+        return ""
+    return f"|{gap_from}|{(sealed_at - _EPOCH) // timedelta(microseconds=1)}"
 
 
-def link_mac(key: bytes, prev_hash: str, canonical: str, *, seq: int, sealed_at: datetime,
-             gap_from: int | None) -> str:
+def link_mac(key: bytes, prev_hash: str, canonical: str, *, sealed_at: datetime, gap_from: int | None) -> str:
     """HMAC-SHA-256 (hex) of ``prev_hash || canonical(event) || seal_suffix``."""
-    message = prev_hash + canonical + seal_suffix(seq=seq, sealed_at=sealed_at, gap_from=gap_from)
+    message = prev_hash + canonical + seal_suffix(sealed_at=sealed_at, gap_from=gap_from)
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -305,7 +312,7 @@ async def seal_pending(
             if event_id > newest:  # not a late commit: ids newest+1 .. event_id-1 are missing now
                 gap_from = newest + 1 if event_id > newest + 1 else None
                 newest = event_id
-            digest = link_mac(key, prev, canonical, seq=seq, sealed_at=now, gap_from=gap_from)
+            digest = link_mac(key, prev, canonical, sealed_at=now, gap_from=gap_from)
             seals.append({"seq": seq, "event_id": event_id, "prev_hash": prev, "hash": digest,
                           "sealed_at": now, "key_id": key_id, "gap_from": gap_from})
             prev = digest
@@ -412,19 +419,17 @@ def _expected_hash(dialect: str, keys: AuditKeys) -> ColumnElement[str]:
     s = SEALS.c
     canonical = canonical_event(dialect)
     if dialect == "postgresql":
-        sealed_us: ColumnElement[Any] = _epoch_us_pg(s.sealed_at)
-        suffix = _cat(_text("'|'"), sql_cast(s.seq, Text), _text("'|'"), sql_cast(sealed_us, Text), _text("'|'"),
-                      func.coalesce(sql_cast(s.gap_from, Text), _text("'~'")))
-        message = _cat(s.prev_hash, canonical, suffix)
+        suffix = _cat(_text("'|'"), sql_cast(s.gap_from, Text), _text("'|'"), sql_cast(_epoch_us_pg(s.sealed_at), Text))
+        # CASE, not coalesce(): a strict || still evaluates its arguments on NULL.
+        message = _cat(s.prev_hash, canonical, case((s.gap_from.is_(None), _text("''")), else_=suffix))
         macs = _seal_mac_pg(keys, message)
     else:
         # "YYYY-MM-DD HH:MM:SS.ffffff": whole seconds by strftime (exact on a whole second),
         # then the six digits.
         sealed_us = (sql_cast(func.strftime(_text("'%s'"), func.substr(s.sealed_at, 1, 19)), BigInteger) * 1_000_000
                      + sql_cast(func.substr(s.sealed_at, 21, 6), BigInteger))
-        suffix = (_text("'|'") + sql_cast(s.seq, String) + _text("'|'") + sql_cast(sealed_us, String)
-                  + _text("'|'") + func.coalesce(sql_cast(s.gap_from, String), _text("'~'")))
-        message = s.prev_hash + canonical + suffix
+        suffix = _text("'|'") + sql_cast(s.gap_from, String) + _text("'|'") + sql_cast(sealed_us, String)
+        message = s.prev_hash + canonical + case((s.gap_from.is_(None), _text("''")), else_=suffix)
         macs = [(key_id, cast(ColumnElement[str], func.kmm_hmac_sha256_hex(
             bindparam(f"audit_key_{i}", keys.get(key_id), type_=LargeBinary), message)))
             for i, key_id in enumerate(keys.ids())]
@@ -484,26 +489,23 @@ async def _walk(engine: AsyncEngine, keys: AuditKeys, expect_head: tuple[int, st
             # built a hash table of every seal's hash inside the hashing query: on 200,000
             # seals about twice this pass's CPU, and past work_mem it spilled to disk.) A
             # one-row frame is all lag() needs, and spares PostgreSQL the peer-group work.
-            # A seal made before the chain was keyed (empty key_id) may only precede keyed ones.
+            # (A seal made before the chain was keyed, with an empty key_id, may only precede
+            # keyed ones: checked with the MACs, below.)
             walk = select(
                 s.seq,
                 s.prev_hash,
-                s.key_id,
-                s.event_id,
                 func.lag(s.seq).over(order_by=s.seq, rows=(-1, 0)).label("before_seq"),
                 func.lag(s.hash).over(order_by=s.seq, rows=(-1, 0)).label("before_hash"),
-                func.lag(s.key_id).over(order_by=s.seq, rows=(-1, 0)).label("before_key_id"),
             ).subquery("walk")
             w = walk.c
             expected_prev = case(
                 (w.seq == 1, _text(f"'{GENESIS_HASH}'")),
-                (and_(w.key_id == _text("''"), w.before_key_id != _text("''")), None),
                 (w.before_seq == w.seq - 1, w.before_hash),
-            )  # NULL (so broken) when the seal at seq - 1 is missing, or an unkeyed seal follows a keyed one
-            checked, first_bad_link, last_seq, floor = (
+            )  # NULL (so broken) when the seal at seq - 1 is missing
+            checked, first_bad_link, last_seq = (
                 await conn.execute(
                     select(func.count(), func.min(case((w.prev_hash.is_distinct_from(expected_prev), w.seq))),
-                           func.max(w.seq), func.max(case((w.key_id == _text("''"), w.event_id))))
+                           func.max(w.seq))
                 )
             ).one()
             # 2. Each seal against its event, in any order (so PostgreSQL may spread the
@@ -516,18 +518,40 @@ async def _walk(engine: AsyncEngine, keys: AuditKeys, expect_head: tuple[int, st
                     .select_from(SEALS.outerjoin(EVENTS, e.id == s.event_id))
                 )
             ).one()
+            # The unkeyed seals (a partial index holds them) must be seqs 1..n: as many as
+            # the highest. Otherwise the first after a keyed one is broken.
+            unkeyed = s.key_id == _text("''")
+            n_unkeyed, last_unkeyed, floor = (await conn.execute(
+                select(func.count(), func.max(s.seq), func.max(s.event_id)).where(unkeyed))).one()
+            if n_unkeyed and last_unkeyed != n_unkeyed:
+                first_keyed = (await conn.execute(select(func.min(s.seq)).where(~unkeyed))).scalar_one()
+                misplaced = (await conn.execute(
+                    select(func.min(s.seq)).where(unkeyed, s.seq > first_keyed))).scalar_one()
+                first_bad_link = misplaced if first_bad_link is None else min(first_bad_link, misplaced)
             # 3. Event ids missing below the newest event, each run of them explained by a
-            # seal that recorded it in time, or not (see GAP_GRACE).
-            ids = select(e.id, func.lag(e.id, 1, 0).over(order_by=e.id, rows=(-1, 0)).label("prev")).subquery("ids")
-            runs = [(int(lo), int(hi)) for lo, hi in (await conn.execute(
-                select(ids.c.prev + 1, ids.c.id - 1).where(ids.c.id > ids.c.prev + 1))).all()]
-            recorded = []
-            if runs:
-                recorded = [tuple(r) for r in (await conn.execute(
-                    select(s.gap_from, s.event_id, s.sealed_at, e.at)
-                    .join(EVENTS, e.id == s.event_id)
-                    .where(s.gap_from.is_not(None), s.key_id != _text("''")))).all()]
-            missing, first_missing = _unexplained_gaps(runs, recorded, int(floor or 0))  # type: ignore[arg-type]
+            # seal that recorded it in time, or not (see GAP_GRACE). The recorded gaps are
+            # few (a partial index holds them) and do not overlap, so first by counting: when
+            # the ids missing above the floor are as many as the recorded gaps still miss,
+            # every one is inside one, and the window over every event id is not needed.
+            floor = int(floor or 0)
+            total, above, newest = (await conn.execute(
+                select(func.count(), func.count().filter(e.id > floor), func.max(e.id)))).one()
+            x = EVENTS.alias("x")
+            lo = case((s.gap_from > floor, s.gap_from), else_=floor + 1)
+            still_missing = s.event_id - lo - (
+                select(func.count()).where(x.c.id >= lo, x.c.id < s.event_id).scalar_subquery())
+            recorded = [tuple(r) for r in (await conn.execute(
+                select(s.gap_from, s.event_id, s.sealed_at, e.at, still_missing)
+                .join(EVENTS, e.id == s.event_id)
+                .where(s.gap_from.is_not(None), s.key_id != _text("''"), s.event_id > floor + 1))).all()]
+            explained = sum(int(n) for _, _, sealed_at, at, n in recorded if sealed_at - at <= GAP_GRACE)
+            missing, first_missing = 0, None
+            if max((newest or 0) - floor, 0) - above != explained:
+                ids = select(e.id, func.lag(e.id, 1, 0).over(order_by=e.id, rows=(-1, 0)).label("prev")).subquery()
+                runs = [(int(a), int(b)) for a, b in (await conn.execute(
+                    select(ids.c.prev + 1, ids.c.id - 1).where(ids.c.id > ids.c.prev + 1))).all()]
+                missing, first_missing = _unexplained_gaps(
+                    runs, [(int(g), int(ev), sa, at) for g, ev, sa, at, _ in recorded], floor)
             first_broken_seq = min((q for q in (first_bad_link, first_bad_event) if q is not None), default=None)
             first_broken_id = first_missing
             if first_broken_seq is not None:
@@ -543,7 +567,7 @@ async def _walk(engine: AsyncEngine, keys: AuditKeys, expect_head: tuple[int, st
                 at_seq = (await conn.execute(select(s.hash).where(s.seq == expect_head[0]))).scalar()
                 expected_head_found = at_seq is not None and hmac.compare_digest(at_seq, expect_head[1])
             # Each seal names a distinct event, so the events no seal names are the rest.
-            pending = (await conn.execute(select(func.count()).select_from(EVENTS))).scalar_one() - found
+            pending = total - found
     head_hash = head or GENESIS_HASH
     return ChainReport(
         ok=first_broken_id is None and expected_head_found is not False,

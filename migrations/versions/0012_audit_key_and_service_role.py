@@ -27,6 +27,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 SERVICE_ROLE = "kmm_app"
+# Verify reads the seals that record missing ids, and the unkeyed ones, by these.
+INDEXES = (
+    ("ix_audit_seals_gaps", ["event_id"], "gap_from IS NOT NULL"),
+    ("ix_audit_seals_unkeyed", ["seq", "event_id"], "key_id = ''"),
+)
 APPEND_ONLY = ("audit_events", "audit_seals")
 
 # Two migrations in one cluster (other databases, other schemas) may race to create it.
@@ -56,6 +61,8 @@ def upgrade() -> None:
     with op.batch_alter_table('audit_seals') as batch:  # the default was for the seals already there
         batch.alter_column('key_id', existing_type=sa.String(length=16), existing_nullable=False,
                            server_default=None)
+    for name, columns, where in INDEXES:
+        op.create_index(name, 'audit_seals', columns, postgresql_where=sa.text(where), sqlite_where=sa.text(where))
     if op.get_bind().dialect.name != "postgresql":
         return
     schema, role = _schema(), SERVICE_ROLE
@@ -79,6 +86,8 @@ def downgrade() -> None:
         op.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}")
         op.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}")
         op.execute(f"REVOKE USAGE ON SCHEMA {schema} FROM {role}")
+    for name, _, _ in INDEXES:
+        op.drop_index(name, table_name='audit_seals')
     with op.batch_alter_table('audit_seals') as batch:
         batch.drop_column('gap_from')
         batch.drop_column('key_id')

@@ -32,7 +32,7 @@ def _us(at: datetime) -> int:
 
 def _expected_mac(key: bytes, seal: AuditSeal, canonical: str) -> str:
     """What the seal's hash must be, written out from the definition in docs/audit.md."""
-    suffix = f"|{seal.seq}|{_us(seal.sealed_at)}|{'~' if seal.gap_from is None else seal.gap_from}"
+    suffix = "" if seal.gap_from is None else f"|{seal.gap_from}|{_us(seal.sealed_at)}"
     message = (seal.prev_hash + canonical + suffix).encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
@@ -54,13 +54,14 @@ async def _canonical(state, event_id: int) -> str:
             select(canonical_event(conn.dialect.name)).where(AuditEvent.id == event_id))).scalar_one())
 
 
-def test_the_mac_is_hmac_sha256_over_the_link_and_the_seal():
+def test_the_mac_is_hmac_sha256_over_the_link_and_a_recorded_gap():
     at = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
-    mac = audit_chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", seq=1, sealed_at=at, gap_from=None)
-    message = f"{GENESIS_HASH}v1|1|x|1|{_us(at)}|~".encode()
-    assert mac == hmac.new(KEY_A, message, hashlib.sha256).hexdigest()
-    assert mac != audit_chain.link_mac(KEY_B, GENESIS_HASH, "v1|1|x", seq=1, sealed_at=at, gap_from=None)
-    assert mac != audit_chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", seq=1, sealed_at=at, gap_from=1)
+    mac = audit_chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
+    assert mac == hmac.new(KEY_A, f"{GENESIS_HASH}v1|1|x".encode(), hashlib.sha256).hexdigest()
+    assert mac != audit_chain.link_mac(KEY_B, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
+    # A seal that records missing ids covers where they begin, and when it was written.
+    gap = audit_chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=7)
+    assert gap == hmac.new(KEY_A, f"{GENESIS_HASH}v1|1|x|7|{_us(at)}".encode(), hashlib.sha256).hexdigest()
 
 
 async def test_seals_are_macs_under_the_current_key(client, state):
@@ -105,6 +106,22 @@ async def test_deleting_an_event_and_every_seal_then_resealing_is_caught(client,
     report = await verify_chain(state.engine, state.clock.now())  # re-seals all four with the key
     assert report.checked == 4 and report.pending == 0
     assert (report.ok, report.first_broken_id, report.missing) == (False, 3, 1)
+
+
+async def test_a_gap_record_made_to_look_timely_breaks_its_seal(client, state, clock):
+    await _events_with_ids(state, 1, 2, 3)
+    await seal_all(state.engine, state.clock.now())
+    clock.advance(hours=3)
+    await tamper(state, "DELETE FROM audit_events WHERE id = 2", table="audit_events")
+    await tamper(state, "DELETE FROM audit_seals", table="audit_seals")
+    await seal_all(state.engine, state.clock.now())  # event 3's seal records the gap, too late
+    (event_3,) = [s for s in await _seals(state) if s.event_id == 3]
+    assert event_3.gap_from == 2
+    earlier = (event_3.sealed_at - timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    await tamper(state, "UPDATE audit_seals SET sealed_at = :at WHERE event_id = 3", {"at": earlier},
+                 table="audit_seals")
+    report = await verify_chain(state.engine, state.clock.now())
+    assert (report.ok, report.first_broken_id) == (False, 3)
 
 
 async def test_ids_missing_when_sealed_are_explained_and_stay_so(client, state, clock):
