@@ -19,10 +19,13 @@ def audit_key_id(key: bytes) -> str:
 class AuditKeys:
     """The keys in order, the first current; by key id; and HMAC's padded forms for SQL."""
 
-    def __init__(self, keys: list[bytes]) -> None:
+    def __init__(self, keys: list[bytes], *, unkeyed_allowed: int = 0) -> None:
         if not keys:
             raise ValueError("the audit chain needs at least one key")
         self._keys = {audit_key_id(k): k for k in keys}
+        # How many seals made before the chain was keyed verify (KMM_AUDIT_UNKEYED_SEALS):
+        # the operator states it once, from outside the database, after the upgrade.
+        self.unkeyed_allowed = unkeyed_allowed
 
     @property
     def current_id(self) -> str:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # base64 (urlsafe) 32-byte keys of the audit chain's HMAC (docs/audit.md); the first
     # seals, later ones still verify the seals made with them. Never stored in the database.
     audit_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Seals made before the chain was keyed that verify (their number after the upgrade;
+    # docs/audit.md). None on a trail that was keyed from its start.
+    audit_unkeyed_seals: int = Field(default=0, ge=0)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -42,7 +42,7 @@ class AppState:
         # Reloads from its source when it meets a key id it lacks (see `kmm rotate-key`).
         keyring = Keyring(settings.keyring, source=settings.read_keyring)
         install_keyring(keyring)
-        install_audit_keys(AuditKeys(settings.audit_key_list))
+        install_audit_keys(AuditKeys(settings.audit_key_list, unkeyed_allowed=settings.audit_unkeyed_seals))
         rows = row_source(settings, engine)
         return cls(
             settings=settings,

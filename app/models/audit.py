@@ -133,3 +133,4 @@ class ChainReport(BaseModel):
     # how many, counted in whole runs; the first of them is first_broken_id when no link is broken.
     missing: int = 0
     expected_head_found: bool | None = None  # with an expected head: whether the chain still has it
+    unkeyed: int = 0  # seals made before the chain was keyed (KMM_AUDIT_UNKEYED_SEALS says how many verify)

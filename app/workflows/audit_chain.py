@@ -519,15 +519,23 @@ async def _walk(engine: AsyncEngine, keys: AuditKeys, expect_head: tuple[int, st
                 )
             ).one()
             # The unkeyed seals (a partial index holds them) must be seqs 1..n: as many as
-            # the highest. Otherwise the first after a keyed one is broken.
+            # the highest. Otherwise the first after a keyed one is broken; and so is the
+            # first beyond the number the settings accept (anyone can write unkeyed seals).
             unkeyed = s.key_id == _text("''")
             n_unkeyed, last_unkeyed, floor = (await conn.execute(
                 select(func.count(), func.max(s.seq), func.max(s.event_id)).where(unkeyed))).one()
+            misplaced = None
             if n_unkeyed and last_unkeyed != n_unkeyed:
                 first_keyed = (await conn.execute(select(func.min(s.seq)).where(~unkeyed))).scalar_one()
                 misplaced = (await conn.execute(
                     select(func.min(s.seq)).where(unkeyed, s.seq > first_keyed))).scalar_one()
+            if n_unkeyed > keys.unkeyed_allowed:
+                beyond = (await conn.execute(
+                    select(func.min(s.seq)).where(unkeyed, s.seq > keys.unkeyed_allowed))).scalar_one()
+                misplaced = beyond if misplaced is None else min(misplaced, beyond)
+            if misplaced is not None:
                 first_bad_link = misplaced if first_bad_link is None else min(first_bad_link, misplaced)
+                floor = 0  # the ids below unaccepted seals are judged like any others
             # 3. Event ids missing below the newest event, each run of them explained by a
             # seal that recorded it in time, or not (see GAP_GRACE). The recorded gaps are
             # few (a partial index holds them) and do not overlap, so first by counting: when
@@ -580,6 +588,7 @@ async def _walk(engine: AsyncEngine, keys: AuditKeys, expect_head: tuple[int, st
         head=f"{last_seq or 0}:{head_hash}",
         missing=missing,
         expected_head_found=expected_head_found,
+        unkeyed=n_unkeyed,
     )
 
 

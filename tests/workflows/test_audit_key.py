@@ -16,6 +16,7 @@ from app.workflows.audit_chain import (
     GAP_GRACE,
     AuditKeys,
     canonical_event,
+    installed_keys,
     link_hash,
     seal_all,
     verify_chain,
@@ -233,10 +234,17 @@ async def test_seals_made_before_the_chain_was_keyed_verify_at_its_start_only(cl
     clock.advance(days=1)
     await _events_with_ids(state, 5, 6)
     assert await seal_all(state.engine, state.clock.now()) == 2  # keyed from here on
+    # The operator states how many there were at the upgrade (KMM_AUDIT_UNKEYED_SEALS):
+    # no one without the key can add to them.
+    upgraded = AuditKeys(installed_keys().secrets(), unkeyed_allowed=3)
+    report = await verify_chain(state.engine, state.clock.now(), upgraded)
+    assert (report.ok, report.checked, report.missing, report.unkeyed) == (True, 5, 0, 3)
+    # By default none is accepted: a forger could rewrite a whole chain unkeyed.
     report = await verify_chain(state.engine, state.clock.now())
-    assert (report.ok, report.checked, report.missing) == (True, 5, 0)
+    assert (report.ok, report.first_broken_id, report.unkeyed) == (False, 1, 3)
     # An unkeyed seal after a keyed one is what a forger without the key would write.
     await _events_with_ids(state, 7)
     await _unkeyed_seals(state, [7], first_seq=6, prev=(await _seals(state))[-1].hash)
-    report = await verify_chain(state.engine, state.clock.now())
+    report = await verify_chain(state.engine, state.clock.now(), AuditKeys(installed_keys().secrets(),
+                                                                             unkeyed_allowed=10))
     assert (report.ok, report.first_broken_id) == (False, 7)

@@ -183,7 +183,8 @@ async def test_verify_of_an_empty_trail_is_ok(client, state):
     report = await verify_chain(state.engine, state.clock.now())
     assert report.model_dump() == {"ok": True, "checked": 0, "first_broken_id": None, "pending": 0,
                                    "last_seq": 0, "head_hash": GENESIS_HASH, "head_event_id": None,
-                                   "head": f"0:{GENESIS_HASH}", "missing": 0, "expected_head_found": None}
+                                   "head": f"0:{GENESIS_HASH}", "missing": 0, "expected_head_found": None,
+                                   "unkeyed": 0}
 
 
 async def _sealed_events(state, n: int = 5) -> list[int]:
