@@ -67,7 +67,8 @@ class AuditSeal(SQLModel, table=True):
     the seal's own ``seq``, ``sealed_at`` and ``gap_from`` (docs/audit.md). ``gap_from``
     is the first of the ids found missing just below the event when it was sealed (None:
     none). A seal with the empty ``key_id`` was made before the chain was keyed: plain
-    SHA-256 over ``prev_hash`` and the event, accepted only at the start of the chain.
+    SHA-256 over ``prev_hash`` and the event, accepted only at the start of the chain and
+    only as many as KMM_AUDIT_UNKEYED_SEALS says.
     """
 
     __tablename__ = "audit_seals"
