@@ -71,7 +71,8 @@ def test_production_refuses_a_weak_setting(tmp_path, kw, says):
     message = str(err.value)
     assert message.startswith("KMM_ENV=production refuses weak settings: ")
     assert says in message
-    assert SECRET not in message and KEY not in message and AUDIT_KEY not in message  # names the setting, never its value
+    # names the setting, never its value
+    assert SECRET not in message and KEY not in message and AUDIT_KEY not in message
     assert not (tmp_path / "s.json").exists()
 
 
@@ -101,7 +102,8 @@ def test_development_and_tests_keep_their_cheap_settings(tmp_path):
 
 def test_the_command_exits_2_with_the_reason(tmp_path):
     env = {"KMM_ENV": "production", "DATABASE_URL": f"sqlite:///{tmp_path}/p.db", "KMM_JWT_SECRET": SECRET,
-           "KMM_MASTER_KEYS": KEY, "KMM_AUDIT_KEYS": AUDIT_KEY, "KMM_SECRETS_FILE": str(tmp_path / "s.json"), "KMM_CORS_ORIGINS": "*"}
+           "KMM_MASTER_KEYS": KEY, "KMM_AUDIT_KEYS": AUDIT_KEY, "KMM_SECRETS_FILE": str(tmp_path / "s.json"),
+           "KMM_CORS_ORIGINS": "*"}
     r = CliRunner().invoke(cli, ["migrate"], env=env)
     assert r.exit_code == 2, r.output
     assert "KMM_CORS_ORIGINS must name the origins" in r.stderr
