@@ -155,14 +155,14 @@ def create_user(
 @cli.command("seed-demo")
 def seed_demo() -> None:
     """Seed a demo organisation (idempotent) and print the logins."""
-    from app import seed
+    from app import demo
 
     try:
-        logins = run_with_state(seed.seed_demo)
+        logins = run_with_state(demo.seed_demo)
     except ConfigurationError as exc:
         typer.secho(f"refused: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(seed.describe_logins(logins))
+    typer.echo(demo.describe_logins(logins))
 
 
 def _head(value: str | None) -> tuple[int, str] | None:

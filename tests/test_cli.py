@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.core.config import Settings
 from app.core.migrations import head_revisions
+from app.demo import PEOPLE, email_for
 from app.models.accounts import User
-from app.seed import PEOPLE, email_for
 from tests.conftest import PROJECT_ROOT
 from tests.databases import env_for, fresh_database, sync_engine
 

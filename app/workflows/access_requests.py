@@ -45,9 +45,10 @@ from app.models.access_requests import (
 from app.models.records import Classification, Record, RecordContent, Subject, SubjectCategory, SubjectKind
 from app.policy.actor import Actor
 from app.workflows import packages
+from app.workflows.audit_access import record_accesses
 from app.workflows.audit_trail import add_event
-from app.workflows.record_access import record_accesses
-from app.workflows.records import label_for, open_content, tombstone
+from app.workflows.records.content import open_content
+from app.workflows.records.shape import label_for, tombstone
 
 S = AccessRequestStatus
 RESOURCE = "access_request"
