@@ -69,8 +69,8 @@ class Problem(Exception):
 class PolicyDenied(Problem):
     """A policy decision said no; names the rule and the clause of the policy."""
 
-    def __init__(self, detail: str, *, rule: str, clause: str, status: int = 403) -> None:
-        super().__init__(status, detail, type="policy-denied", rule=rule, clause=clause)
+    def __init__(self, detail: str, *, rule: str, clause: str, status: int = 403, **extra: Any) -> None:
+        super().__init__(status, detail, type="policy-denied", rule=rule, clause=clause, **extra)
 
 
 def not_found(what: str) -> Problem:
@@ -112,12 +112,55 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+# What to do about an error of these pydantic types, added to its message.
+_HINTS = {
+    "timezone_aware": "add a time zone, e.g. Z or +00:00",
+}
+
+
+def _message(err: Any) -> str:
+    msg = str(err.get("msg", ""))
+    if err.get("type") == "json_invalid":  # the decoder's own words ("Expecting ',' delimiter") hold no input
+        reason = (err.get("ctx") or {}).get("error")
+        return f"{msg}: {reason}" if isinstance(reason, str) else msg
+    hint = _HINTS.get(str(err.get("type")))
+    return f"{msg}; {hint}" if hint else msg
+
+
 def _safe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Never echo the input back: it may be record content.
     return [
-        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        {"loc": list(err.get("loc", ())), "msg": _message(err), "type": err.get("type")}
         for err in exc.errors()
     ]
+
+
+def _where_json_breaks(exc: RequestValidationError) -> str | None:
+    """For a body that is not JSON: "the body is not valid JSON at line L column C (why)"."""
+    errors = exc.errors()
+    if len(errors) != 1 or errors[0].get("type") != "json_invalid" or not isinstance(exc.body, str):
+        return None
+    loc = errors[0].get("loc", ())
+    pos = loc[1] if len(loc) == 2 and isinstance(loc[1], int) else None
+    if pos is None:
+        return None
+    line = exc.body.count("\n", 0, pos) + 1
+    column = pos - exc.body.rfind("\n", 0, pos)
+    reason = (errors[0].get("ctx") or {}).get("error")
+    return f"the body is not valid JSON at line {line} column {column}" + (
+        f" ({reason})" if isinstance(reason, str) else "")
+
+
+def _validation_detail(exc: RequestValidationError, errors: list[dict[str, Any]]) -> str:
+    broken = _where_json_breaks(exc)
+    if broken:
+        return broken
+    fields = []
+    for e in errors:
+        name = ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0])
+        hint = _HINTS.get(str(e["type"]))
+        fields.append(f"{name} ({hint})" if hint else name)
+    return "invalid input: " + ", ".join(sorted(set(fields)))
 
 
 def _db_error_name(exc: Exception) -> str:
@@ -134,13 +177,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _safe_validation_errors(exc)
-        fields = sorted({".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]) for e in errors})
-        return problem_response(
-            422,
-            "invalid input: " + ", ".join(fields),
-            type="validation-error",
-            errors=errors,
-        )
+        return problem_response(422, _validation_detail(exc, errors), type="validation-error", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

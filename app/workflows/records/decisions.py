@@ -30,7 +30,8 @@ async def authorize(
         await session.commit()
         await after_denial(session, actor=actor, loaded=loaded, action=action, now=now)
         raise PolicyDenied(
-            f"{action.value} denied: {decision.reason}", rule=decision.rule, clause=decision.clause
+            f"{action.value} denied: {decision.reason}", rule=decision.rule, clause=decision.clause,
+            allowed_by=[{"rule": rule, "clause": clause} for rule, clause in decision.allowed_by],
         )
     if audit_allow:
         add_event(session, now=now, actor=actor, action=f"record.{action.value}", resource_type="record",
