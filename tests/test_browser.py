@@ -4,8 +4,9 @@
 port over a fresh SQLite database with the demo organisation seeded. Debian's Chromium,
 driven by Playwright, opens /docs, logs in with Authorize using the demo director's
 login, runs GET /users/me, GET /records and POST /records (with the document's example
-body, as printed) with "Try it out" -> "Execute", and reads the responses off the page. Every script and style the page loads must come from the
-service itself under its Content-Security-Policy: a violation fails the test.
+body, as printed) with "Try it out" -> "Execute", and reads the responses off the page.
+Every script and style the page loads must come from the service itself under its
+Content-Security-Policy: a violation fails the test.
 A screenshot is saved to test-artifacts/docs-explorer.png.
 """
 

@@ -193,7 +193,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/users"): Operation(
         "users.create", "Create an account",
         "A director creates a colleague, director or trustee account, with a line manager for "
-        "colleagues (§1.3, §3.3); passwords are checked against common ones (§6.6)."),
+        "colleagues (§1.3, §3.3); passwords are checked against common ones (§6.6).",
+        examples={"volunteer": _ex("A volunteer's account (choose a password of your own)", {
+            "email": "erin@demo.kmm.org.uk", "full_name": "Erin Example", "role": "colleague",
+            "staff_type": "volunteer", "password": "a long passphrase of your own choosing"})}),
     ("GET", "/users"): Operation(
         "users.list", "List accounts",
         "Accounts, for directors (§3.1, §6.6)."),
@@ -215,7 +218,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/service-clients"): Operation(
         "service_clients.create", "Register a service client",
         "A director registers another KMM system with scopes; the secret is in this response only "
-        "(§6.6)."),
+        "(§6.6).",
+        examples={"reporting": _ex("A reporting system that reads monitoring aggregates", {
+            "name": "Funder reporting", "scopes": ["reports:read"]})}),
     ("GET", "/service-clients"): Operation(
         "service_clients.list", "List service clients", "The registered service clients (§6.6)."),
     ("DELETE", "/service-clients/{client_id}"): Operation(
@@ -270,7 +275,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "access_requests.read", "Read an access request", "One request and its status (§3.4, §3.6)."),
     ("POST", "/access-requests/{request_id}/decision"): Operation(
         "access_requests.decide", "Approve or refuse a request",
-        "A director decides a received request, with reasons; never one about themself (§3.4, §3.6)."),
+        "A director decides a received request, with reasons; never one about themself (§3.4, §3.6).",
+        examples={"approve": _ex("Approve", {
+            "approve": True, "reason": "signature checked against the file"})}),
     ("POST", "/access-requests/{request_id}/withdraw"): Operation(
         "access_requests.withdraw", "Withdraw a request",
         "Directors, whoever logged it, or the employee who filed it withdraw an open request (§3.4, "
@@ -314,7 +321,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/breach-reports"): Operation(
         "breach_reports.create", "Report a complaint, concern, grievance or breach",
         "Any staff account reports; it goes to the line manager of the colleague concerned, or to a "
-        "director (§1.7, §1.8, §7.1, §7.2). The colleague concerned never sees it."),
+        "director (§1.7, §1.8, §7.1, §7.2). The colleague concerned never sees it.",
+        examples={"grievance": _ex("A grievance about KMM (§7.1)", {
+            "kind": "grievance", "description": "Rotas are changed without notice."})}),
     ("GET", "/breach-reports"): Operation(
         "breach_reports.list", "List breach reports",
         "Newest first; each caller sees only the reports they may, never one about themself (§7.2)."),

@@ -128,6 +128,13 @@ async def test_the_request_examples_work_against_the_demo(client: httpx.AsyncCli
     for body in _examples(spec, "post", "/access-requests"):
         r = await client.post("/access-requests", json=body, headers=alice)
         assert r.status_code == 201, r.text
+        (decision,) = _examples(spec, "post", "/access-requests/{request_id}/decision")
+        r = await client.post(f"/access-requests/{r.json()['id']}/decision", json=decision, headers=director)
+        assert r.status_code == 200, r.text
+    for path, who in (("/users", director), ("/service-clients", director), ("/breach-reports", alice)):
+        for body in _examples(spec, "post", path):
+            r = await client.post(path, json=body, headers=who)
+            assert r.status_code == 201, (path, r.text)
     for body in _examples(spec, "post", "/disclosures"):
         r = await client.post("/disclosures", json=body, headers=alice)
         assert r.status_code == 201, r.text
