@@ -60,8 +60,9 @@ class Decision:
     reason: str
     emergency: bool = False
     recent_relation: bool = False  # allowed by a line-manager relation less than a day old
-    # A denial: the (rule, clause) of every rule that would allow the action, in table order.
-    allowed_by: tuple[tuple[str, str], ...] = ()
+    # A denial by the table: the (rule, clause) of every rule that would allow the action, in
+    # table order (empty when none would); None for the other denials (former, exclusions).
+    allowed_by: tuple[tuple[str, str], ...] | None = None
 
 
 def _is_user(actor: Actor) -> bool:
@@ -117,7 +118,8 @@ def _denial(action: Action, cls: Classification, allowing: list[Rule]) -> Decisi
     those rules, the one that governs the class first where it is one of them (rules.DENIAL)."""
     if not allowing:
         governing = next(r for r in RULES if r.id == DENIAL[cls])
-        return Decision(False, governing.id, governing.clause, f"no one may {action.value} a {cls.value} record")
+        return Decision(False, governing.id, governing.clause, f"no one may {action.value} a {cls.value} record",
+                        allowed_by=())
     relations = {relation for r in allowing for relation in r.relations}
     if Relation.any_active in relations:  # every active account may: the others need not be named
         relations = {Relation.any_active}

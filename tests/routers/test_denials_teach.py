@@ -92,3 +92,13 @@ async def test_a_date_without_a_time_zone_gets_a_hint(client: httpx.AsyncClient,
     assert hint in body["errors"][0]["msg"] and body["errors"][0]["type"] == "timezone_aware"
     listed = await client.get("/records", headers=director.headers)
     assert listed.json()["items"] == []
+
+
+async def test_ones_own_personnel_file_is_refused_with_what_to_do_instead(
+        client: httpx.AsyncClient, factory: Factory) -> None:
+    org = await build_org(factory, "personnel", login=["employee"], afterwards="employee_with_grant")
+    r = await client.get(f"/records/{org.record_id}", headers=org["employee"].headers)
+    body = _problem(r, 403)
+    assert (body["rule"], body["clause"]) == ("personnel", "§3.6")
+    assert "asks the Director in writing" in body["detail"] and "allowed_by" not in body
+    assert org.content not in r.text and org.title not in r.text

@@ -29,10 +29,10 @@ async def authorize(
                   detail={"classification": loaded.record.classification})
         await session.commit()
         await after_denial(session, actor=actor, loaded=loaded, action=action, now=now)
-        raise PolicyDenied(
-            f"{action.value} denied: {decision.reason}", rule=decision.rule, clause=decision.clause,
-            allowed_by=[{"rule": rule, "clause": clause} for rule, clause in decision.allowed_by],
-        )
+        cited = {} if decision.allowed_by is None else {
+            "allowed_by": [{"rule": rule, "clause": clause} for rule, clause in decision.allowed_by]}
+        raise PolicyDenied(f"{action.value} denied: {decision.reason}", rule=decision.rule, clause=decision.clause,
+                           **cited)
     if audit_allow:
         add_event(session, now=now, actor=actor, action=f"record.{action.value}", resource_type="record",
                   resource_id=loaded.record.id, decision="allow", rule=decision.rule, clause=decision.clause,
