@@ -29,7 +29,7 @@ async def authorize(
                   detail={"classification": loaded.record.classification})
         await session.commit()
         await after_denial(session, actor=actor, loaded=loaded, action=action, now=now)
-        cited = {} if decision.allowed_by is None else {
+        cited: dict[str, Any] = {} if decision.allowed_by is None else {
             "allowed_by": [{"rule": rule, "clause": clause} for rule, clause in decision.allowed_by]}
         raise PolicyDenied(f"{action.value} denied: {decision.reason}", rule=decision.rule, clause=decision.clause,
                            **cited)
