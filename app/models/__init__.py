@@ -10,3 +10,4 @@ from app.models.accounts import AuthSession, LoginAttempt, RefreshToken, Service
 from app.models.audit import AuditEvent, AuditSeal
 from app.models.lifecycle import RecordReview
 from app.models.records import EmergencyGrant, Record, RecordContent, RecordNamedAccess, RecordShare, Subject
+from app.models.webhooks import ScheduledJob, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent

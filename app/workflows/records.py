@@ -50,7 +50,7 @@ from app.policy.actor import Actor
 from app.policy.decide import Decision, RecordFacts, decide, facts_columns, records_filter
 from app.policy.retention import RETENTION_RULE, may_choose_retention, schedule_date
 from app.policy.rules import Action
-from app.workflows import packages
+from app.workflows import packages, webhooks
 from app.workflows.audit_trail import AuditWriter, add_event, event_row
 from app.workflows.breach_reports import detect_unauthorised_access
 from app.workflows.record_access import record_accesses
@@ -824,6 +824,7 @@ async def destroy_record(
     add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
               resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
               detail={"classification": record.classification, "sweep": False})
+    await webhooks.records_destroyed(session, records=[record], sweep=False, now=now)
     await session.commit()
     await scrub_after_shred(session)
     await session.refresh(record)
