@@ -85,12 +85,12 @@ async def flag_access_requests(session: AsyncSession, now: datetime, settings: S
         )).all()
         await webhooks.enqueue(session, kind=kind, now=now, keep=True, notices=[
             webhooks.Notice(resource_id=r.id, occurrence_at=r.due_at,
-                            data={"access_request_id": str(r.id), "kind": r.kind, "due_at": r.due_at.isoformat()})
+                            data={"access_request_id": str(r.id), "kind": r.kind, "due_at": webhooks.iso(r.due_at)})
             for r in rows])
         for r in rows:
             add_event(session, now=now, actor=None, action=f"access_request.{flag}", resource_type="access_request",
                       resource_id=r.id, decision="allow", rule="scheduler", clause="§3.4",
-                      detail={"kind": r.kind, "due_at": r.due_at.isoformat()})
+                      detail={"kind": r.kind, "due_at": webhooks.iso(r.due_at)})
         counts[flag] = len(rows)
     await session.commit()
     return counts
@@ -109,7 +109,7 @@ async def remind_reviews(session: AsyncSession, now: datetime, settings: Setting
     await webhooks.enqueue(session, kind=kind, now=now, keep=True, notices=[
         webhooks.Notice(resource_id=r.id, occurrence_at=r.review_due,
                         data={"record_id": str(r.id), "classification": r.classification,
-                              "review_due": r.review_due.isoformat()})
+                              "review_due": webhooks.iso(r.review_due)})
         for r in rows])
     await session.commit()
     return {"count": len(rows)}

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,6 +74,11 @@ CLAIM_BATCH = 20
 MAX_BACKOFF = timedelta(hours=6)
 USER_AGENT = "kmm-records-webhooks/1"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+def iso(at: datetime) -> str:
+    """A time as the API writes it: UTC, ending in ``Z``."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- signing -------------------------------------------------------------------------------
@@ -264,7 +269,7 @@ async def enqueue(session: AsyncSession, *, kind: WebhookEventKind, notices: Seq
         if not wanting and not keep:
             continue
         event_id = uuid.uuid4()
-        body = {"id": str(event_id), "type": kind.value, "created_at": now.isoformat(), "data": notice.data}
+        body = {"id": str(event_id), "type": kind.value, "created_at": iso(now), "data": notice.data}
         events.append({"id": event_id, "kind": kind.value, "resource_id": notice.resource_id,
                        "occurrence_at": notice.occurrence_at, "payload": json.dumps(body, separators=(",", ":")),
                        "created_at": now})
@@ -285,7 +290,7 @@ async def enqueue(session: AsyncSession, *, kind: WebhookEventKind, notices: Seq
 async def access_request_received(session: AsyncSession, *, request: Any, now: datetime) -> None:
     await enqueue(session, kind=WebhookEventKind.access_request_received, now=now, notices=[Notice(
         resource_id=request.id,
-        data={"access_request_id": str(request.id), "kind": request.kind, "due_at": request.due_at.isoformat()})])
+        data={"access_request_id": str(request.id), "kind": request.kind, "due_at": iso(request.due_at)})])
 
 
 async def breach_report_opened(session: AsyncSession, *, report: Any, now: datetime) -> None:
