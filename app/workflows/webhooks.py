@@ -200,13 +200,13 @@ async def remove_webhook(session: AsyncSession, *, webhook_id: uuid.UUID, actor:
 
 async def list_deliveries(session: AsyncSession, *, webhook_id: uuid.UUID, cursors: CursorCodec, limit: int,
                           cursor: str | None) -> tuple[list[DeliveryPublic], str | None]:
-    await _load(session, webhook_id)
     scope = f"webhook-deliveries:{webhook_id}"
-    query = page_query(
+    query = page_query(  # a forged cursor is refused (400) before anything is looked up
         select(WebhookDelivery, WebhookEvent.payload)
         .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
         .where(col(WebhookDelivery.subscription_id) == webhook_id),
         WebhookDelivery, cursors=cursors, scope=scope, cursor=cursor, limit=limit)
+    await _load(session, webhook_id)
     rows = (await session.execute(query)).all()
     page = rows[:limit]
     attempts: dict[uuid.UUID, list[AttemptPublic]] = {d.id: [] for d, _ in page}
