@@ -369,3 +369,20 @@ async def test_two_workers_never_claim_the_same_delivery(client, state, team):
     again = await webhooks.claim_due(state, now=later)  # the claimer died: the lease ran out
     assert {c.id for c in again} == {c.id for c in first}
     assert await _count(state, WebhookAttempt) == 0
+
+
+async def test_an_unauthorised_access_report_the_service_opens_is_announced_too(client, state, factory, team):
+    """Three denied reads open a report (§7.2); its event goes out with it, naming only the handler."""
+    director, manager, alice = team["director"], team["manager"], team["alice"]
+    bob = await factory.user("colleague", manager=manager)
+    hook = await _hook(client, director, ["breach_report.opened"])
+    subj = await dp.subject(client, bob)
+    recs = [await dp.record(client, bob, subj["id"]) for _ in range(3)]
+    for i, rec in enumerate(recs):
+        assert (await client.get(f"/records/{rec['id']}", headers=alice.headers)).status_code == 403
+        assert await _count(state, WebhookDelivery) == (1 if i == 2 else 0)
+    [(delivery, payload)] = await _deliveries(state)
+    assert str(delivery.subscription_id) == hook["id"]
+    data = payload["data"]
+    assert data["kind"] == "unauthorised_access" and data["handler_id"] == str(manager.id)
+    _no_content(payload, str(alice.id), *(r["id"] for r in recs))
