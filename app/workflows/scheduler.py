@@ -222,11 +222,16 @@ CLAUSES = {"retention_sweep": "§6.5", "access_request_flags": "§3.4", "review_
 
 
 async def run_scheduler(state: AppState) -> None:
-    """Every KMM_SCHEDULER_TICK_SECONDS, run each job that is due and free; until cancelled."""
+    """Every KMM_SCHEDULER_TICK_SECONDS, run each job that is due and free; until cancelled.
+
+    The first pass is a tick after start, so starting (and a process that starts only to stop)
+    does no scheduled work.
+    """
     if not state.settings.scheduler:
         return
     holder = holder_name()
     while True:
+        await asyncio.sleep(state.settings.scheduler_tick_seconds)
         for work in jobs(state.settings):
             try:
                 await run_job(state, work, holder=holder)
@@ -234,4 +239,3 @@ async def run_scheduler(state: AppState) -> None:
                 raise
             except Exception as exc:  # the lease table unreachable: try again next tick
                 log.warning("scheduler pass failed", extra={"job": work.name, "error": type(exc).__name__})
-        await asyncio.sleep(state.settings.scheduler_tick_seconds)
