@@ -104,9 +104,7 @@ async def test_a_delivery_in_flight_when_the_service_is_killed_arrives_after_res
         stall.set()  # from now on the receiver answers 200
 
         async with _serving(env, port), httpx.AsyncClient(base_url=base, timeout=10) as api:
-            async with asyncio.timeout(WAIT):
-                while len(receiver.received) < 2:
-                    await asyncio.sleep(0.1)
+            await asyncio.wait_for(receiver.arrived.wait(), WAIT)  # delivered again
             r = await api.post("/auth/token", data={"username": "boss@crash.kmm", "password": PASSWORD})
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
             async with asyncio.timeout(WAIT):  # the attempt is recorded just after the answer
