@@ -5,7 +5,7 @@ subscription, written with the change that causes them), each delivery attempt, 
 scheduler's job table (last run and the lease of the one process running a job).
 
 Revision ID: 0017
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-03 08:19:14.280948
 """
 from collections.abc import Sequence
@@ -18,7 +18,7 @@ import app.core.db  # noqa: F401  (UTCDateTime)
 import app.core.encrypted  # noqa: F401  (EncryptedText)
 
 revision: str = '0017'
-down_revision: str | None = '0010'
+down_revision: str | None = '0012'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
