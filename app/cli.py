@@ -76,10 +76,18 @@ def migrate() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    workers: Annotated[int, typer.Option(min=1, envvar="WEB_CONCURRENCY",
+                                         help="worker processes (default: WEB_CONCURRENCY, else 1)")] = 1,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
 ) -> None:
     """Migrate, then serve with uvicorn (uvloop and httptools; one socket per worker)."""
+    from app import serving
+
+    try:
+        serving.check_port_free(host, port)
+    except serving.PortInUse as exc:
+        typer.secho(f"cannot serve: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
     settings = _settings()
     if migrate_first:
         _migrate(settings)
@@ -92,9 +100,11 @@ def serve(
     except ConfigurationError as exc:
         typer.secho(f"refusing to start: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    from app.serving import serve as serve_app
+    from app.core.metrics import multiprocess_directory
 
-    serve_app(host=host, port=port, workers=workers, trusted_proxies=settings.trusted_proxies)
+    # Workers count into files in one directory; /metrics in any of them sums them all.
+    with multiprocess_directory(enabled=workers > 1):
+        serving.serve(host=host, port=port, workers=workers, trusted_proxies=settings.trusted_proxies)
 
 
 @cli.command("create-user")
