@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -83,12 +84,12 @@ def serve(
     """Migrate, then serve with uvicorn (uvloop and httptools; one socket per worker)."""
     from app import serving
 
-    try:
+    settings = _settings()
+    try:  # before migrating: a second `make run` says so at once
         serving.check_port_free(host, port)
     except serving.PortInUse as exc:
         typer.secho(f"cannot serve: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
-    settings = _settings()
     if migrate_first:
         _migrate(settings)
     # Make sure generated local secrets exist before workers start (they all read one file).
@@ -166,9 +167,11 @@ def create_user(
 def seed_demo() -> None:
     """Seed a demo organisation (idempotent) and print the logins."""
     from app import seed
+    from app.core.progress import reporting
 
     try:
-        logins = run_with_state(seed.seed_demo)
+        with reporting("seed-demo", unit="steps"):
+            logins = run_with_state(seed.seed_demo)
     except ConfigurationError as exc:
         typer.secho(f"refused: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
@@ -178,9 +181,22 @@ def seed_demo() -> None:
 @cli.command("audit-verify")
 def audit_verify() -> None:
     """Seal pending audit events and verify the hash chain; exit 1 when it is broken."""
+    from sqlalchemy import func, select
+
+    from app.core import progress
+    from app.models.audit import AuditEvent
     from app.workflows.audit_chain import verify_chain
 
-    report = run_with_state(lambda state: verify_chain(state.engine, state.clock.now()))
+    async def _verify(state):  # type: ignore[no-untyped-def]
+        async with state.engine.connect() as conn:  # the walk is one statement: the bar moves at its end
+            progress.set_total((await conn.execute(select(func.count()).select_from(AuditEvent))).scalar_one())
+        result = await verify_chain(state.engine, state.clock.now())
+        progress.set_total(result.checked)
+        progress.advance(result.checked)
+        return result
+
+    with progress.reporting("audit-verify", unit="events"):
+        report = run_with_state(_verify)
     typer.echo(report.model_dump_json())
     if not report.ok:
         typer.secho(f"the audit chain is broken at event {report.first_broken_id}", fg="red", err=True)
@@ -200,7 +216,10 @@ def retention_sweep(
             return await retention.sweep(session, now=state.clock.now(), actor=None, dry_run=dry_run,
                                          batch_size=batch_size)
 
-    result = run_with_state(_sweep)
+    from app.core.progress import reporting
+
+    with reporting("retention-sweep", unit="records") if not dry_run else contextlib.nullcontext():
+        result = run_with_state(_sweep)
     verb = "would destroy" if dry_run else "destroyed"
     typer.echo(f"sweep {result.sweep_id}: {verb} {result.count} record(s) past their retention date")
     for rid in result.ids:
@@ -245,7 +264,10 @@ def rotate_key(
                 return await key_rotation.rewrap_all(state, batch_size=batch_size)
             return await key_rotation.rotate_key(state, new_key=new_key, retire=retire, batch_size=batch_size)
 
-        report = run_with_state(_rotate, settings)
+        from app.core.progress import reporting
+
+        with reporting("rotate-key", unit="rows"):
+            report = run_with_state(_rotate, settings)
     except ConfigurationError as exc:
         typer.secho(f"refused: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
