@@ -57,6 +57,7 @@ _MIN_DISTINCT = 8
 SECRET_FILES = {
     "jwt_secret": "KMM_JWT_SECRET",
     "master_keys": "KMM_MASTER_KEYS",
+    "audit_keys": "KMM_AUDIT_KEYS",
     "database_url": "DATABASE_URL",
     "metrics_token": "KMM_METRICS_TOKEN",
 }
