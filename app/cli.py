@@ -178,19 +178,34 @@ def seed_demo() -> None:
     typer.echo(seed.describe_logins(logins))
 
 
+def _head(value: str | None) -> tuple[int, str] | None:
+    """``<seq>:<hash>``, as an earlier report's ``head`` gives it."""
+    if value is None:
+        return None
+    seq, _, digest = value.partition(":")
+    if not (seq.isdecimal() and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise typer.BadParameter("give <seq>:<hash> as a report's head gives it, e.g. 42:3fa9...")
+    return int(seq), digest
+
+
 @cli.command("audit-verify")
-def audit_verify() -> None:
-    """Seal pending audit events and verify the hash chain; exit 1 when it is broken."""
+def audit_verify(
+    expect_head: Annotated[str | None, typer.Option(
+        help="a head recorded earlier (<seq>:<hash>, a report's \"head\"): the chain must still reach it")] = None,
+) -> None:
+    """Seal pending audit events and verify the keyed chain; exit 1 when it is broken."""
     from sqlalchemy import func, select
 
     from app.core import progress
     from app.models.audit import AuditEvent
     from app.workflows.audit_chain import verify_chain
 
+    expected = _head(expect_head)
+
     async def _verify(state):  # type: ignore[no-untyped-def]
         async with state.engine.connect() as conn:  # the walk is one statement: the bar moves at its end
             progress.set_total((await conn.execute(select(func.count()).select_from(AuditEvent))).scalar_one())
-        result = await verify_chain(state.engine, state.clock.now())
+        result = await verify_chain(state.engine, state.clock.now(), expect_head=expected)
         progress.set_total(result.checked)
         progress.advance(result.checked)
         return result
@@ -198,8 +213,11 @@ def audit_verify() -> None:
     with progress.reporting("audit-verify", unit="events"):
         report = run_with_state(_verify)
     typer.echo(report.model_dump_json())
-    if not report.ok:
+    if report.first_broken_id is not None:
         typer.secho(f"the audit chain is broken at event {report.first_broken_id}", fg="red", err=True)
+    if report.expected_head_found is False:
+        typer.secho(f"the audit chain does not reach the expected head {expect_head}", fg="red", err=True)
+    if not report.ok:
         raise typer.Exit(1)
 
 

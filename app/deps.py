@@ -21,6 +21,9 @@ from app.workflows.sessions import load_actor, unauthorized
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
+# All that a session whose password must be changed may do (§6.6).
+PASSWORD_CHANGE_ROUTES = frozenset({"/users/me", "/users/me/password", "/auth/logout"})
+
 
 async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.kmm
@@ -62,6 +65,11 @@ async def get_claims(request: Request, token: Annotated[str | None, Depends(oaut
         raise unauthorized(str(exc)) from exc
     except ValueError as exc:
         raise unauthorized("invalid token") from exc
+    if claims.password_change_required:
+        route = request.scope.get("route")
+        if getattr(route, "path", None) not in PASSWORD_CHANGE_ROUTES:
+            raise PolicyDenied("the account's password was reset: change it (POST /users/me/password), "
+                               "then refresh the session", rule="password-change-required", clause="§6.6")
     return claims
 
 

@@ -112,6 +112,8 @@ def test_create_user_from_stdin_with_a_line_manager(db):
         (["--role", "colleague", "--staff-type", "contractor"], PASSWORD, "staff_type"),
         (["--role", "colleague", "--line-manager", "nobody@kmm.example.org"], PASSWORD, "line_manager"),
         (["--role", "colleague"], "too short", "password"),
+        (["--role", "colleague"], " " * 16, "password: must not be only spaces"),
+        (["--role", "colleague"], "Password1234", "password: is one of the most common passwords"),
         (["--role", "colleague"], "", "a password is required"),
     ],
 )

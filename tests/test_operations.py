@@ -27,6 +27,7 @@ from tests.databases import FAST_ARGON2, env_for, fresh_database
 METRICS_TOKEN = "a-metrics-token-of-some-length-0123456789"
 JWT_SECRET = "jwt-secret-from-a-file-Xq7Lw2Zr9Pk4Vb8Nc3Md6Ft1Hy5Js0Ga"
 MASTER_KEY = "3q2-7wABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhs="
+AUDIT_KEY = "9Xk2-pQ1AwUHCQsNDxETFRcZGx0fISMlJykrLS8xMzU="
 
 
 @pytest.fixture
@@ -174,7 +175,7 @@ async def test_metrics_with_the_token(settings):
 
 async def test_metrics_in_production_without_a_token_are_not_served(settings):
     s = settings.model_copy(update={"env": "production", "jwt_secret": SecretStr(JWT_SECRET),
-                                    "master_keys": [SecretStr(MASTER_KEY)]})
+                                    "master_keys": [SecretStr(MASTER_KEY)], "audit_keys": [SecretStr(AUDIT_KEY)]})
     r = await _get_metrics(s)
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/problem+json"
@@ -201,6 +202,8 @@ def test_secrets_come_from_files(clean_env, tmp_path):
     (tmp_path / "keys").write_text(MASTER_KEY + "\n")
     (tmp_path / "url").write_text("postgresql://kmm:pw@db:5432/kmm\n")
     (tmp_path / "metrics").write_text(METRICS_TOKEN)
+    (tmp_path / "audit").write_text(AUDIT_KEY + "\n")
+    clean_env.setenv("KMM_AUDIT_KEYS_FILE", str(tmp_path / "audit"))
     clean_env.setenv("KMM_JWT_SECRET_FILE", str(tmp_path / "jwt"))
     clean_env.setenv("KMM_MASTER_KEYS_FILE", str(tmp_path / "keys"))
     clean_env.setenv("DATABASE_URL_FILE", str(tmp_path / "url"))
@@ -210,15 +213,18 @@ def test_secrets_come_from_files(clean_env, tmp_path):
     assert [k.get_secret_value() for k in s.master_keys] == [MASTER_KEY]
     assert s.database_url == "postgresql+psycopg://kmm:pw@db:5432/kmm"
     assert s.metrics_token is not None and s.metrics_token.get_secret_value() == METRICS_TOKEN
+    assert [k.get_secret_value() for k in s.audit_keys] == [AUDIT_KEY]
     s.require_secrets()  # production has what it needs
 
 
 def test_a_production_cli_run_with_secrets_in_files(db, tmp_path):
     (tmp_path / "jwt").write_text(JWT_SECRET + "\n")
     (tmp_path / "keys").write_text(MASTER_KEY + "\n")
+    (tmp_path / "audit").write_text(AUDIT_KEY + "\n")
     r = kmm(db, "migrate", KMM_ENV="production", KMM_ALLOW_SQLITE_IN_PRODUCTION="true",
             KMM_ARGON2_TIME_COST="3", KMM_ARGON2_MEMORY_KIB="65536",
-            KMM_JWT_SECRET_FILE=str(tmp_path / "jwt"), KMM_MASTER_KEYS_FILE=str(tmp_path / "keys"))
+            KMM_JWT_SECRET_FILE=str(tmp_path / "jwt"), KMM_MASTER_KEYS_FILE=str(tmp_path / "keys"),
+            KMM_AUDIT_KEYS_FILE=str(tmp_path / "audit"))
     assert r.exit_code == 0, r.output
     assert not db.secrets_file.exists()  # nothing generated: the files were read
 

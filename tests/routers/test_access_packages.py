@@ -112,7 +112,9 @@ async def test_the_retention_sweep_removes_what_it_shreds_from_packages(client, 
     director, colleague = people["director"], people["colleague"]
     sam = await _subject(client, colleague.headers)
     soon = (clock.now() + timedelta(days=2)).isoformat()
-    expiring = await _record(client, colleague, sam, "Sam: benefits letter", "confidential", retention_until=soon)
+    # A date off the schedule is the custodian's line manager's choice (§6.5).
+    expiring = await _record(client, people["manager"], sam, "Sam: benefits letter", "confidential",
+                             retention_until=soon, custodian_id=str(colleague.id))
     lasting = await _record(client, colleague, sam, "Sam: support plan", "confidential")
     made = await _fulfilled(client, people, sam, clock)
     clock.advance(days=3)

@@ -96,7 +96,9 @@ async def test_the_retention_sweep_leaves_no_residue_either(client, factory: Fac
     ben = await factory.user("colleague", manager=director)
     subject = await make_subject(client, alice)
     past = (clock.now() - timedelta(days=1)).isoformat()
-    conf = await make_record(client, alice, subject["id"], "confidential", retention_until=past)
+    # A date off the schedule is the custodian's line manager's choice (§6.5).
+    conf = await make_record(client, director, subject["id"], "confidential", retention_until=past,
+                             custodian_id=str(alice.id))
     r = await client.post(f"/records/{conf['id']}/shares", headers=alice.headers,
                           json={"user_id": str(ben.id), "reason": "sweep-share-reason"})
     assert r.status_code == 201, r.text
