@@ -197,10 +197,11 @@ class Settings(BaseSettings):
         if self.env != "production" or self.jwt_secret is None or not self.master_keys:
             return self
         problems: list[str] = []
-        weak = [str(n) for n, k in enumerate(self.master_keys, 1) if _weak_key(k.get_secret_value())]
-        if weak:
-            problems.append(f"KMM_MASTER_KEYS: key {', '.join(weak)} is weak (all one byte or few distinct "
-                            "bytes); generate each with os.urandom(32)")
+        for name, keys in (("KMM_MASTER_KEYS", self.master_keys), ("KMM_AUDIT_KEYS", self.audit_keys)):
+            weak = [str(n) for n, k in enumerate(keys, 1) if _weak_key(k.get_secret_value())]
+            if weak:
+                problems.append(f"{name}: key {', '.join(weak)} is weak (all one byte or few distinct "
+                                "bytes); generate each with os.urandom(32)")
         jwt_secret = self.jwt_secret.get_secret_value()
         if len(jwt_secret) >= 32 and len(set(jwt_secret)) < _MIN_DISTINCT:  # shorter: require_secrets says so
             problems.append("KMM_JWT_SECRET is weak (few distinct characters); use a random one")
