@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.workflows.webhooks import verify_signature
 from tests.webhook_receiver import Receiver
@@ -75,6 +76,7 @@ async def _serving(env: dict[str, str], port: int) -> AsyncIterator[asyncio.subp
                 await proc.wait()
 
 
+@pytest.mark.slow
 async def test_a_delivery_in_flight_when_the_service_is_killed_arrives_after_restart(tmp_path):
     env = _env(tmp_path)
     await _run(env, "migrate")
