@@ -138,7 +138,8 @@ class Settings(BaseSettings):
     # seconds or with a unit (``90s``, ``15m``, ``1h``, ``1d``), or ``off``. KMM_SCHEDULER=off
     # stops them all. One process across every worker and replica runs a job at a time.
     scheduler: bool = True
-    schedule_retention_sweep: Annotated[float | None, NoDecode] = 24 * 3600.0
+    # Off until an operator turns it on: shredding is for good (§4.6); try `--dry-run` first.
+    schedule_retention_sweep: Annotated[float | None, NoDecode] = None
     schedule_access_request_flags: Annotated[float | None, NoDecode] = 3600.0
     schedule_review_reminders: Annotated[float | None, NoDecode] = 24 * 3600.0
     scheduler_tick_seconds: float = Field(default=30.0, gt=0)

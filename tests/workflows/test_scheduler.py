@@ -4,6 +4,7 @@ access-request flags (once each), review reminders and the retention sweep."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import timedelta
 
@@ -70,11 +71,13 @@ def test_a_malformed_interval_stops_the_service(monkeypatch, given):
         Settings()
 
 
-def test_defaults_run_every_job():
+def test_defaults_flag_and_remind_but_never_shred_unasked():
+    """Shredding is for good (§4.6): the scheduled sweep runs only once an operator turns it on,
+    after a dry run (`kmm retention-sweep --dry-run`) shows what it would destroy."""
     s = Settings()
     assert s.scheduler is True
     assert (s.schedule_retention_sweep, s.schedule_access_request_flags, s.schedule_review_reminders) == (
-        86400.0, 3600.0, 86400.0)
+        None, 3600.0, 86400.0)
 
 
 # -- one runner ------------------------------------------------------------------------------------
@@ -228,7 +231,10 @@ async def test_the_scheduled_sweep_destroys_what_is_past_retention(client, state
     rec = await dp.record(client, manager, subj["id"], custodian_id=str(alice.id),
                           retention_until=(clock.now() + timedelta(days=1)).isoformat())
     clock.advance(days=2)
-    result = await scheduler.run_job(state, _work(state, "retention_sweep"), holder="h")
+    off = _work(state, "retention_sweep")
+    assert await scheduler.run_job(state, off, holder="h") is None  # off unless turned on
+    turned_on = dataclasses.replace(off, interval=86400.0)
+    result = await scheduler.run_job(state, turned_on, holder="h")
     assert result == {"count": 1, "packages": 0}
     [destroyed] = await dp.events(state, "record.destroy", rec["id"])
     assert destroyed.actor_id is None and destroyed.detail["sweep"] is True

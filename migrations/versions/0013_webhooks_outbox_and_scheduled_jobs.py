@@ -4,7 +4,7 @@ Webhook subscriptions (secret encrypted), the outbox (events and one delivery ro
 subscription, written with the change that causes them), each delivery attempt, and the
 scheduler's job table (last run and the lease of the one process running a job).
 
-Revision ID: 0017
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-03 08:19:14.280948
 """
@@ -17,7 +17,7 @@ from alembic import op
 import app.core.db  # noqa: F401  (UTCDateTime)
 import app.core.encrypted  # noqa: F401  (EncryptedText)
 
-revision: str = '0017'
+revision: str = '0013'
 down_revision: str | None = '0012'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
