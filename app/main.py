@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
                configure_logs: bool = True) -> FastAPI:
     settings = settings or get_settings()
     if configure_logs:
-        configure_logging(settings.log_level, json_lines=settings.log_json)
+        configure_logging(settings.log_level, json_lines=settings.logs_as_json)
     state = AppState.build(settings, clock=clock)
 
     @asynccontextmanager
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         lifespan=lifespan,
         # No persistAuthorization: it would keep the docs explorer's username, password, client
         # secret and refresh token in the browser's localStorage. A login lasts as long as the page.
-        openapi_tags=[{"name": tag, "description": operations.TAG_DESCRIPTIONS.get(tag, tag)} for tag in TAGS],
+        openapi_tags=[{"name": tag} for tag in TAGS],
         # Stable dotted operationIds (records.read) for generated clients: app/routers/operations.py.
         generate_unique_id_function=operations.unique_id,
         # The docs explorer is served from local files (app/routers/docs.py), never a CDN.

@@ -38,6 +38,8 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     "data protection": "Retention, review and compliance reporting under the six principles (§6), and "
                        "monitoring reports for funders (§2.3).",
     "audit": "The append-only, hash-chained audit trail of every decision (§6.6, §7.2).",
+    "webhooks": "Other KMM systems told of events as they happen: signed deliveries carrying ids and kinds, "
+                "never content (§6.3, §6.6).",
 }
 
 _STRING: dict[str, Any] = {"type": "string"}
@@ -365,6 +367,22 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "audit.verify", "Verify the audit chain",
         "Seals pending events, then recomputes the whole chain and names the first broken event; "
         "gives the chain's head (§6.6)."),
+    # -- webhooks -----------------------------------------------------------------------------
+    ("POST", "/webhooks"): Operation(
+        "webhooks.create", "Subscribe a URL to events",
+        "A director subscribes another KMM system to events; the response holds the signing secret, "
+        "shown this once. Payloads carry ids and kinds only, never content (§6.3, §6.6)."),
+    ("GET", "/webhooks"): Operation(
+        "webhooks.list", "List webhook subscriptions", "The subscriptions, for directors (§6.6)."),
+    ("GET", "/webhooks/{webhook_id}"): Operation(
+        "webhooks.read", "Read a webhook subscription", "One subscription, for directors (§6.6)."),
+    ("DELETE", "/webhooks/{webhook_id}"): Operation(
+        "webhooks.remove", "Stop a webhook subscription",
+        "Pending deliveries are cancelled; the subscription and its delivery log stay readable (§6.6)."),
+    ("GET", "/webhooks/{webhook_id}/deliveries"): Operation(
+        "webhooks.deliveries", "A subscription's deliveries",
+        "Newest first, each with its payload (ids and kinds, §6.3) and every attempt: when, status code "
+        "or error."),
 }
 
 

@@ -29,10 +29,11 @@ async def authorize(
                   detail={"classification": loaded.record.classification})
         await session.commit()
         await after_denial(session, actor=actor, loaded=loaded, action=action, now=now)
-        cited: dict[str, Any] = {} if decision.allowed_by is None else {
-            "allowed_by": [{"rule": rule, "clause": clause} for rule, clause in decision.allowed_by]}
-        raise PolicyDenied(f"{action.value} denied: {decision.reason}", rule=decision.rule, clause=decision.clause,
-                           **cited)
+        detail = f"{action.value} denied: {decision.reason}"
+        if decision.allowed_by is None:  # not the table's refusal: a deactivated account, an exclusion
+            raise PolicyDenied(detail, rule=decision.rule, clause=decision.clause)
+        raise PolicyDenied(detail, rule=decision.rule, clause=decision.clause,
+                           allowed_by=[{"rule": rule, "clause": clause} for rule, clause in decision.allowed_by])
     if audit_allow:
         add_event(session, now=now, actor=actor, action=f"record.{action.value}", resource_type="record",
                   resource_id=loaded.record.id, decision="allow", rule=decision.rule, clause=decision.clause,
