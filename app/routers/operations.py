@@ -99,7 +99,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         }),
     ("GET", "/records"): Operation(
         "records.list", "List the records the caller may read",
-        "The records the caller may read, newest first, filtered in the database by the same rule "
+        "The records the caller may read, a page at a time, filtered in the database by the same rule "
         "table as a single read (§3.1, §3.2, §4.3); titles only, never content. The list itself is "
         "audited with the ids it showed (§6.6).",
         headers=CONTENT),
@@ -164,8 +164,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     # -- operations ---------------------------------------------------------------------------
     ("GET", "/healthz"): Operation(
         "operations.alive", "Is the process alive",
-        "Answers without the database, for a liveness probe (DESIGN §8). No login (§6.6 does not "
-        "apply: it shows nothing)."),
+        "Answers without the database or a login, for a liveness probe; it shows nothing about anyone "
+        "(DESIGN §8, §6.6)."),
     ("GET", "/readyz"): Operation(
         "operations.ready", "Is the service ready",
         "The database is reachable and its schema at the latest migration; 503 otherwise (DESIGN §8, "
