@@ -271,11 +271,6 @@ async def _finish(session: AsyncSession, request: AccessRequest, now: datetime) 
     return to_public(request, now)
 
 
-def _require_director(actor: Actor) -> None:
-    if not actor.is_director:
-        raise PolicyDenied("only a director may do this", rule=DIRECTOR_ONLY[0], clause=DIRECTOR_ONLY[1])
-
-
 def _not_about_themself(actor: Actor, subject_user_id: uuid.UUID | None) -> None:
     """The employee asks and someone else answers (§3.6): a director does not decide or fulfil a
     request about themself; another director does."""
@@ -287,8 +282,7 @@ def _not_about_themself(actor: Actor, subject_user_id: uuid.UUID | None) -> None
 async def decide_request(
     session: AsyncSession, *, request_id: uuid.UUID, data: AccessDecision, actor: Actor, now: datetime
 ) -> AccessRequestPublic:
-    """A director approves or refuses a received request, with a reason (§3.4)."""
-    _require_director(actor)
+    """A director (app.deps.director_only) approves or refuses a received request, with a reason (§3.4)."""
     request, subject_user_id = await _load(session, request_id, actor)
     _not_about_themself(actor, subject_user_id)
     return await apply_decision(session, request=request, data=data, actor=actor, now=now)
@@ -453,7 +447,6 @@ async def fulfil_request(
 ) -> AccessRequestPublic:
     """A director fulfils an approved request: the package is built and stored encrypted, once,
     and kept for ``package_retention_days`` (§6.5)."""
-    _require_director(actor)
     request, subject_user_id = await _load(session, request_id, actor)
     _not_about_themself(actor, subject_user_id)
     if request.status != S.approved:
