@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -158,6 +158,20 @@ class Denied(DomainError):
 
     def __init__(self, detail: str, *, rule: str, clause: str) -> None:
         super().__init__(detail, rule=rule, clause=clause)
+
+    @classmethod
+    def of(cls, decision: Refusal, what: str) -> Denied:
+        """The refusal a policy decision (app.policy.decide) made: ``what`` denied, and why."""
+        return cls(f"{what}: {decision.reason}", rule=decision.rule, clause=decision.clause)
+
+
+class Refusal(Protocol):
+    @property
+    def rule(self) -> str: ...
+    @property
+    def clause(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
 
 
 PolicyDenied = Denied  # the name the routers and the policy use
