@@ -55,6 +55,16 @@ LOCKOUT_MINUTES_RANGE = (1, 24 * 60)
 _MIN_DISTINCT = 8
 
 
+# Settings that may come from a file named by ``<variable>_FILE`` (Docker secrets): field, variable.
+SECRET_FILES = {
+    "jwt_secret": "KMM_JWT_SECRET",
+    "master_keys": "KMM_MASTER_KEYS",
+    "audit_keys": "KMM_AUDIT_KEYS",
+    "database_url": "DATABASE_URL",
+    "metrics_token": "KMM_METRICS_TOKEN",
+}
+
+
 def _weak_key(text: str) -> bool:
     """A master key of one repeated byte (all zero, say) or a short repeated pattern."""
     try:
@@ -124,11 +134,35 @@ class Settings(BaseSettings):
 
     audit_seal_interval_seconds: float = 0.5
     log_level: str = "INFO"
-    log_json: bool = True
+    # JSON lines, or readable lines; unset: JSON in production, readable lines elsewhere.
+    log_json: bool | None = None
+    # A bearer token /metrics asks for; unset: /metrics is open, except in production.
+    metrics_token: SecretStr | None = None
     # Exposes /bench/baseline (only the benchmark sets it).
     bench_endpoints: bool = False
     # Production runs on PostgreSQL; a single-host deployment may choose SQLite knowingly.
     allow_sqlite_in_production: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``NAME_FILE`` (Docker secrets, say) holds the value of ``NAME``; see SECRET_FILES."""
+        if not isinstance(data, dict):
+            return data
+        for field, name in SECRET_FILES.items():
+            path = os.environ.get(f"{name}_FILE")
+            if not path:
+                continue
+            if os.environ.get(name) is not None:
+                raise ConfigurationError(f"set {name} and {name}_FILE: set one of them")
+            try:
+                value = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                raise ConfigurationError(f"{name}_FILE: cannot read {path} ({reason})") from None
+            if not any(k.lower() in (field, name.lower()) for k in data):  # a value given here wins
+                data[field] = value
+        return data
 
     @field_validator("database_url")
     @classmethod
@@ -212,6 +246,10 @@ class Settings(BaseSettings):
             raise ValueError("KMM_LOGIN_ADDRESS_THRESHOLD must be below KMM_LOCKOUT_THRESHOLD, "
                              "or one client address could lock an account out")
         return self
+
+    @property
+    def logs_as_json(self) -> bool:
+        return self.env == "production" if self.log_json is None else self.log_json
 
     @property
     def is_sqlite(self) -> bool:

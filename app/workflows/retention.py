@@ -12,10 +12,11 @@ import logging
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_
+from sqlalchemy import ColumnElement, and_, func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.core import progress
 from app.core.db import scrub_after_shred
 from app.models.records import Record
 from app.models.retention import SweepResult
@@ -63,6 +64,10 @@ async def sweep(
     reason = f"retention period ended (sweep {sweep_id})"
     destroyed: list[uuid.UUID] = []
     last: uuid.UUID | None = None
+    if progress.active():  # `kmm retention-sweep` shows how far it is
+        due = select(func.count()).select_from(Record).where(past_retention(now))
+        progress.set_total((await session.execute(due)).scalar_one())
+        await session.rollback()
     while True:
         query = (
             select(Record).where(past_retention(now)).order_by(col(Record.id)).limit(batch_size)
@@ -90,6 +95,7 @@ async def sweep(
         if not batch:
             break
         destroyed.extend(r.id for r in batch)
+        progress.advance(len(batch))
         last = batch[-1].id
     # Access-request packages past their own date (§6.5): one transaction.
     gone_packages = await packages.destroy_expired(session, now=now, actor=actor, sweep_id=sweep_id)
