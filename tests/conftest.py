@@ -17,10 +17,8 @@ from app.core.clock import FrozenClock
 from app.core.config import Settings
 from app.core.migrations import upgrade
 from app.main import create_app
+from tests.databases import BACKEND, IS_POSTGRES
 from tests.factory import Factory
-
-BACKEND = os.environ.get("KMM_TEST_BACKEND", "sqlite")
-IS_POSTGRES = BACKEND == "postgres"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

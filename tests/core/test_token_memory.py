@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IS_POSTGRES, PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT
+from tests.databases import IS_POSTGRES
 
 pytestmark = [
     pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc"),

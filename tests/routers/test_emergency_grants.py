@@ -7,7 +7,7 @@ from typing import Any
 
 from app.models.records import EmergencyGrant
 from tests.factory import Factory, Person
-from tests.policy.org import count, events, make_record, make_subject
+from tests.policy.org import count, events
 
 
 async def _grant(factory: Factory, director: Person, grantee: Person, hours: float = 2, **target: Any):  # type: ignore[no-untyped-def]
@@ -22,11 +22,11 @@ async def _org(client, factory: Factory):  # type: ignore[no-untyped-def]
     alice = await factory.user("colleague", manager=manager)
     helper = await factory.user("colleague", manager=director)
     employee = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, alice)
-    sens = await make_record(client, alice, subject["id"], "sensitive", content="sens-marker")
-    conf = await make_record(client, alice, subject["id"], "confidential")
-    emp = await make_subject(client, director, category="employee", user_id=str(employee.id))
-    personnel = await make_record(client, manager, emp["id"], "personnel")
+    subject = await factory.subject(by=alice)
+    sens = await factory.record(by=alice, subject=subject, classification="sensitive", content="sens-marker")
+    conf = await factory.record(by=alice, subject=subject)
+    emp = await factory.subject(by=director, category="employee", user_id=str(employee.id))
+    personnel = await factory.record(by=manager, subject=emp, classification="personnel")
     return director, manager, alice, helper, subject, sens, conf, emp, personnel
 
 
