@@ -18,6 +18,7 @@ from tests.conftest import PROJECT_ROOT
 from tests.databases import IS_POSTGRES
 
 pytestmark = [
+    pytest.mark.slow,  # a child process serving 20,000 requests
     pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc"),
     pytest.mark.skipif(IS_POSTGRES, reason="touches no database: the SQLite run measures it"),
 ]
