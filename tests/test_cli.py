@@ -135,6 +135,7 @@ def test_create_user_refuses_a_duplicate_email(db):
     assert _count(db) == 1
 
 
+@pytest.mark.slow  # seeds the whole demo organisation, twice
 def test_seed_demo_is_idempotent_and_prints_the_logins(db):
     assert kmm(db, "migrate").exit_code == 0
     first = kmm(db, "seed-demo")

@@ -17,8 +17,16 @@ SLOW: dict[str, list[str] | None] = {
     "tests.test_contract": None,  # schemathesis
     "tests.test_browser": None,  # headless Chromium
     "tests.core.test_token_memory": None,  # a child process measuring its memory
-    "tests.test_cli": ["test_migrate_an_unreachable_database_says_so"],  # `python -m app.cli` in a subprocess
+    "tests.test_cli": [
+        "test_migrate_an_unreachable_database_says_so",  # `python -m app.cli` in a subprocess
+        "test_seed_demo_is_idempotent_and_prints_the_logins",  # the whole demo organisation, twice
+    ],
     "tests.core.test_serving": ["test_kmm_serve_refuses_an_oversized_request_head_with_431"],  # a live server
+    "tests.core.test_secret_files": ["test_demo_logins_are_0600_whatever_the_umask"],  # the demo organisation
+    "tests.policy.test_filter_agreement": ["test_decide_and_sql_filter_agree"],  # a property test
+    "tests.test_migrations": ["test_downgrade_to_base_and_up_again"],  # every migration down and up
+    "tests.workflows.test_package_items_migration": [
+        "test_0007_splits_packages_stored_whole_and_downgrade_joins_them"],  # a migration down and up
 }
 
 
