@@ -155,25 +155,42 @@ def create_user(
 @cli.command("seed-demo")
 def seed_demo() -> None:
     """Seed a demo organisation (idempotent) and print the logins."""
-    from app import seed
+    from app import demo
 
     try:
-        logins = run_with_state(seed.seed_demo)
+        logins = run_with_state(demo.seed_demo)
     except ConfigurationError as exc:
         typer.secho(f"refused: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(seed.describe_logins(logins))
+    typer.echo(demo.describe_logins(logins))
+
+
+def _head(value: str | None) -> tuple[int, str] | None:
+    """``<seq>:<hash>``, as an earlier report's ``head`` gives it."""
+    if value is None:
+        return None
+    seq, _, digest = value.partition(":")
+    if not (seq.isdecimal() and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise typer.BadParameter("give <seq>:<hash> as a report's head gives it, e.g. 42:3fa9...")
+    return int(seq), digest
 
 
 @cli.command("audit-verify")
-def audit_verify() -> None:
-    """Seal pending audit events and verify the hash chain; exit 1 when it is broken."""
+def audit_verify(
+    expect_head: Annotated[str | None, typer.Option(
+        help="a head recorded earlier (<seq>:<hash>, a report's \"head\"): the chain must still reach it")] = None,
+) -> None:
+    """Seal pending audit events and verify the keyed chain; exit 1 when it is broken."""
     from app.workflows.audit_chain import verify_chain
 
-    report = run_with_state(lambda state: verify_chain(state.engine, state.clock.now()))
+    expected = _head(expect_head)
+    report = run_with_state(lambda state: verify_chain(state.engine, state.clock.now(), expect_head=expected))
     typer.echo(report.model_dump_json())
-    if not report.ok:
+    if report.first_broken_id is not None:
         typer.secho(f"the audit chain is broken at event {report.first_broken_id}", fg="red", err=True)
+    if report.expected_head_found is False:
+        typer.secho(f"the audit chain does not reach the expected head {expect_head}", fg="red", err=True)
+    if not report.ok:
         raise typer.Exit(1)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import PolicyDenied
+from app.core.errors import PolicyDenied, Problem
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.core.security import InvalidToken, TokenClaims
 from app.core.state import AppState
@@ -20,6 +21,9 @@ from app.workflows.audit_trail import add_event
 from app.workflows.sessions import load_actor, unauthorized
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+# All that a session whose password must be changed may do (§6.6).
+PASSWORD_CHANGE_ROUTES = frozenset({"/users/me", "/users/me/password", "/auth/logout"})
 
 
 async def get_state(request: Request) -> AppState:
@@ -62,6 +66,11 @@ async def get_claims(request: Request, token: Annotated[str | None, Depends(oaut
         raise unauthorized(str(exc)) from exc
     except ValueError as exc:
         raise unauthorized("invalid token") from exc
+    if claims.password_change_required:
+        route = request.scope.get("route")
+        if getattr(route, "path", None) not in PASSWORD_CHANGE_ROUTES:
+            raise PolicyDenied("the account's password was reset: change it (POST /users/me/password), "
+                               "then refresh the session", rule="password-change-required", clause="§6.6")
     return claims
 
 
@@ -125,3 +134,40 @@ async def limit_param(
 
 
 LimitDep = Annotated[int, Depends(limit_param)]
+
+
+def etag(version: int) -> str:
+    """A record's ETag: its version, as a strong entity tag."""
+    return f'"v{version}"'
+
+
+@dataclass(frozen=True, slots=True)
+class IfMatchTag:
+    """The If-Match header of an update; ``version`` is the record version the caller last read.
+
+    FastAPI solves dependencies before it validates the path and the body, so the refusal is
+    raised when the route asks for the version, once the request is otherwise valid: bad
+    input is 422 whatever If-Match says.
+    """
+
+    header: str | None
+
+    @property
+    def version(self) -> int:
+        """The version in the ETag (made by ``etag``): 428 without one (or with ``*``), 412 when
+        the tag is no version at all. The workflow refuses a stale version with 412."""
+        if not self.header or self.header.strip() == "*":
+            raise Problem(428, "send If-Match with the record's ETag to update it", type="precondition-required")
+        tag = self.header.strip()
+        tag = tag.removeprefix("W/").strip('"')
+        try:
+            return int(tag.removeprefix("v"))
+        except ValueError as exc:
+            raise Problem(412, "the If-Match ETag does not match the record", type="precondition-failed") from exc
+
+
+async def get_if_match(if_match: Annotated[str | None, Header(max_length=100)] = None) -> IfMatchTag:
+    return IfMatchTag(if_match)
+
+
+IfMatch = Annotated[IfMatchTag, Depends(get_if_match)]

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import create_engine, select, text
 
+from app.core.audit_keys import AuditKeys, install_audit_keys
 from app.core.config import Settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.migrations import upgrade
@@ -68,6 +69,7 @@ async def _request_cost(settings: Settings, rounds: int) -> tuple[float, float, 
 
 
 async def measure(settings: Settings, n: int) -> None:
+    install_audit_keys(AuditKeys(settings.audit_key_list))
     engine = make_engine(settings)
     async with engine.begin() as conn:
         start = time.perf_counter()

@@ -64,6 +64,15 @@ def _find(name: str) -> Callable[..., Any] | None:
     return None
 
 
+def _install_audit_keys(settings: Settings) -> None:
+    """The keyed chain's keys, as AppState.build installs them (where the app has them)."""
+    try:
+        from app.core.audit_keys import AuditKeys, install_audit_keys
+    except ImportError:
+        return
+    install_audit_keys(AuditKeys(settings.audit_key_list))
+
+
 def verify(settings: Settings) -> VerifyResult:
     """Events per second of ``verify_chain``, after sealing everything pending (timed apart)."""
     verify_chain, seal_all = _find("verify_chain"), _find("seal_all")
@@ -71,6 +80,7 @@ def verify(settings: Settings) -> VerifyResult:
         return VerifyResult(None, 0, 0.0, None, None, "app has no verify_chain yet (issue 4): not measured")
 
     async def go() -> VerifyResult:
+        _install_audit_keys(settings)
         engine = make_engine(settings)
         try:
             now = datetime.now(UTC)

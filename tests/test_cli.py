@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.core.config import Settings
 from app.core.migrations import head_revisions
+from app.demo import PEOPLE, email_for
 from app.models.accounts import User
-from app.seed import PEOPLE, email_for
 from tests.conftest import PROJECT_ROOT
 from tests.databases import env_for, fresh_database, sync_engine
 
@@ -113,6 +113,8 @@ def test_create_user_from_stdin_with_a_line_manager(db):
         (["--role", "colleague", "--staff-type", "contractor"], PASSWORD, "staff_type"),
         (["--role", "colleague", "--line-manager", "nobody@kmm.example.org"], PASSWORD, "line_manager"),
         (["--role", "colleague"], "too short", "password"),
+        (["--role", "colleague"], " " * 16, "password: must not be only spaces"),
+        (["--role", "colleague"], "Password1234", "password: is one of the most common passwords"),
         (["--role", "colleague"], "", "a password is required"),
     ],
 )

@@ -287,3 +287,57 @@ async def test_a_database_that_is_not_there_then_comes_back(db: Settings) -> Non
     await relay.stop()
     assert out.statuses[500] == 0 and out.statuses[503] >= 5
     _assert_whole(db, out)
+
+
+def _kill_service_connections(settings: Settings) -> int:
+    engine = sync_engine(settings)
+    try:
+        with engine.connect() as conn:
+            killed = conn.execute(text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name = :name"), {"name": settings.database_application_name}).scalar_one()
+            conn.commit()
+            return int(killed)
+    finally:
+        engine.dispose()
+
+
+def _failed_attempts(settings: Settings) -> int:
+    engine = sync_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(
+                "SELECT count(*) FROM login_attempts WHERE outcome = 'failed'")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+async def test_a_connection_lost_during_login_counts_no_failure(db: Settings) -> None:
+    """Every connection is terminated while the password is being checked: the login is 503,
+    nothing counts as a failed login, and the next login goes through."""
+    app, client = await _app_client(db)
+    async with client:
+        factory = Factory(client=client, state=app.state.kmm)
+        person = await factory.user("colleague", login=False)
+        passwords = app.state.kmm.passwords
+        real_verify = passwords.verify
+        killed: list[int] = []
+
+        def verify_then_lose_the_database(password: str, hashed: str | None) -> bool:
+            ok = real_verify(password, hashed)
+            killed.append(_kill_service_connections(db))  # in the hash check's worker thread
+            return ok
+
+        passwords.verify = verify_then_lose_the_database
+        try:
+            for password in ("correct horse battery staple", "a wrong password here") * 3:
+                r = await asyncio.wait_for(factory.login(person, password), HANG_GUARD_SECONDS)
+                assert r.status_code == 503, r.text
+                assert r.headers["content-type"] == "application/problem+json" and r.headers["retry-after"]
+        finally:
+            passwords.verify = real_verify
+        assert sum(killed) >= 1
+        assert _failed_attempts(db) == 0
+        assert (await factory.login(person)).status_code == 200
+        await app.state.kmm.engine.dispose()

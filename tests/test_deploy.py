@@ -58,22 +58,41 @@ def test_the_service_waits_for_a_healthy_database(compose):
     assert api["build"] in (".", {"context": "."})
 
 
-def test_database_url_points_at_the_compose_postgres(compose):
-    api_env = _env(compose["services"]["api"])
+@pytest.mark.parametrize(("service", "user", "password"), [
+    ("migrate", "kmm", "POSTGRES_PASSWORD"),  # the owner migrates
+    ("api", "kmm_app", "KMM_APP_PASSWORD"),  # the service runs as the role that owns nothing
+])
+def test_database_url_points_at_the_compose_postgres(compose, service, user, password):
+    env = _env(compose["services"][service])
     db_env = _env(compose["services"]["db"])
-    url = urlsplit(api_env["DATABASE_URL"].replace("${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}", "pw"))
+    url = urlsplit(REQUIRED_VAR.sub("pw", env["DATABASE_URL"]))
     assert url.scheme == "postgresql+psycopg"
     assert (url.hostname, url.port) == ("db", 5432)
-    assert url.username == db_env["POSTGRES_USER"]
     assert url.path == "/" + db_env["POSTGRES_DB"]
-    assert "${POSTGRES_PASSWORD:?" in api_env["DATABASE_URL"]
+    assert url.username == user and "${" + password + ":?" in env["DATABASE_URL"]
+    assert db_env["POSTGRES_USER"] == "kmm"
 
 
-def test_production_with_every_secret_from_the_environment(compose):
-    api_env = _env(compose["services"]["api"])
-    assert api_env["KMM_ENV"] == "production"
-    for name in ("KMM_JWT_SECRET", "KMM_MASTER_KEYS"):
-        assert REQUIRED_VAR.fullmatch(api_env[name]), name
+def test_the_service_starts_after_migrating_as_the_owner_and_does_not_migrate_itself(compose):
+    migrate, api = compose["services"]["migrate"], compose["services"]["api"]
+    assert migrate["command"] == ["kmm", "migrate"]
+    assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert api["command"][:2] == ["kmm", "serve"] and "--no-migrate" in api["command"]
+    # The database's first start creates the service's login role, from its own password.
+    db = compose["services"]["db"]
+    assert any(v.split(":")[1] == "/docker-entrypoint-initdb.d" for v in db["volumes"])
+    script = (PROJECT_ROOT / "deploy/postgres-init/10-kmm-app-role.sh").read_text()
+    assert "CREATE ROLE kmm_app LOGIN PASSWORD :'app_password'" in script
+    assert REQUIRED_VAR.fullmatch(_env(db)["KMM_APP_PASSWORD"])
+
+
+@pytest.mark.parametrize("service", ["api", "migrate"])
+def test_production_with_every_secret_from_the_environment(compose, service):
+    env = _env(compose["services"][service])
+    assert env["KMM_ENV"] == "production"
+    for name in ("KMM_JWT_SECRET", "KMM_MASTER_KEYS", "KMM_AUDIT_KEYS"):
+        assert REQUIRED_VAR.fullmatch(env[name]), name
 
 
 def test_no_literal_secrets(compose):

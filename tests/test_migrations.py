@@ -74,6 +74,16 @@ def test_there_is_one_head():
     assert len(head_revisions()) == 1
 
 
+def _as_of(model, *names):  # type: ignore[no-untyped-def]
+    """The model's table with only these columns: an insert into an older schema sends no
+    default of a column added since."""
+    from sqlalchemy import Column, MetaData, Table
+
+    table = model.__table__
+    return Table(table.name, MetaData(), *(Column(n, table.c[n].type, primary_key=table.c[n].primary_key)
+                                           for n in names))
+
+
 def test_records_without_dates_get_the_schedule_s(tmp_path):
     """Records made before every record had both dates get them from the schedule (§6.4, §6.5)."""
     import uuid
@@ -98,7 +108,8 @@ def test_records_without_dates_get_the_schedule_s(tmp_path):
         engine = sync_engine(settings)
         try:
             with engine.begin() as conn:
-                conn.execute(insert(User.__table__).values(  # type: ignore[attr-defined]
+                conn.execute(insert(_as_of(User, "id", "email", "full_name", "role", "active", "password_hash",
+                                           "created_at")).values(
                     id=user_id, email="m@test.kmm", full_name="M", role="colleague", active=True,
                     password_hash="x", created_at=made))
                 conn.execute(insert(Subject.__table__).values(  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """Settings, read from the environment (and `.env`) with pydantic-settings.
 
-Secrets (the JWT signing key and the master encryption keys) are never hard-coded.
+Secrets (the JWT signing key, the master encryption keys and the audit chain's keys) are
+never hard-coded.
 In development they are generated once into a git-ignored local file, with a warning;
 with ``KMM_ENV=production`` a missing secret stops the service at start.
 """
@@ -8,6 +9,7 @@ with ``KMM_ENV=production`` a missing secret stops the service at start.
 from __future__ import annotations
 
 import base64
+import fcntl
 import ipaddress
 import json
 import logging
@@ -88,15 +90,27 @@ class Settings(BaseSettings):
     refresh_token_days: int = Field(default=14, ge=1, le=90)
     # base64 (urlsafe) 32-byte keys; the first is current, later ones still decrypt.
     master_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # base64 (urlsafe) 32-byte keys of the audit chain's HMAC (docs/audit.md); the first
+    # seals, later ones still verify the seals made with them. Never stored in the database.
+    audit_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Seals made before the chain was keyed that verify (their number after the upgrade;
+    # docs/audit.md). None on a trail that was keyed from its start.
+    audit_unkeyed_seals: int = Field(default=0, ge=0)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Proxies (addresses or networks) whose X-Forwarded-For / -Proto `kmm serve` believes; none by default.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
-    lockout_threshold: int = 5
-    lockout_window_minutes: int = 15
-    lockout_minutes: int = 15
+    # Failed logins within the window: from one client address (any email) throttle that
+    # address; on one email (from anywhere) lock it. The address limit is the lower, so no
+    # single address can lock an account out.
+    login_address_threshold: int = Field(default=10, ge=1)
+    lockout_threshold: int = Field(default=20, ge=2)
+    lockout_window_minutes: int = Field(default=15, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+    # A refresh session ends this long after its login, however often it is refreshed.
+    session_max_days: int = Field(default=30, ge=1, le=365)
 
     # argon2 cost; tests lower it, production keeps at least the library's defaults.
     argon2_time_cost: int = PRODUCTION_ARGON2_TIME_COST
@@ -128,7 +142,7 @@ class Settings(BaseSettings):
             v = "sqlite+aiosqlite://" + v.removeprefix("sqlite://")
         return v
 
-    @field_validator("master_keys", "cors_origins", "trusted_proxies", mode="before")
+    @field_validator("master_keys", "audit_keys", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _list_from_env(cls, v: Any) -> Any:
         """Lists from the environment: a JSON array, or comma-separated values."""
@@ -149,10 +163,11 @@ class Settings(BaseSettings):
         if self.env != "production" or self.jwt_secret is None or not self.master_keys:
             return self
         problems: list[str] = []
-        weak = [str(n) for n, k in enumerate(self.master_keys, 1) if _weak_key(k.get_secret_value())]
-        if weak:
-            problems.append(f"KMM_MASTER_KEYS: key {', '.join(weak)} is weak (all one byte or few distinct "
-                            "bytes); generate each with os.urandom(32)")
+        for name, keys in (("KMM_MASTER_KEYS", self.master_keys), ("KMM_AUDIT_KEYS", self.audit_keys)):
+            weak = [str(n) for n, k in enumerate(keys, 1) if _weak_key(k.get_secret_value())]
+            if weak:
+                problems.append(f"{name}: key {', '.join(weak)} is weak (all one byte or few distinct "
+                                "bytes); generate each with os.urandom(32)")
         jwt_secret = self.jwt_secret.get_secret_value()
         if len(jwt_secret) >= 32 and len(set(jwt_secret)) < _MIN_DISTINCT:  # shorter: require_secrets says so
             problems.append("KMM_JWT_SECRET is weak (few distinct characters); use a random one")
@@ -191,6 +206,13 @@ class Settings(BaseSettings):
             out.append(str(network.network_address) if network.num_addresses == 1 else str(network))
         return out
 
+    @model_validator(mode="after")
+    def _address_limit_below_account_limit(self) -> Settings:
+        if self.login_address_threshold >= self.lockout_threshold:
+            raise ValueError("KMM_LOGIN_ADDRESS_THRESHOLD must be below KMM_LOCKOUT_THRESHOLD, "
+                             "or one client address could lock an account out")
+        return self
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -203,6 +225,10 @@ class Settings(BaseSettings):
     def refresh_token_ttl(self) -> timedelta:
         return timedelta(days=self.refresh_token_days)
 
+    @property
+    def session_max_age(self) -> timedelta:
+        return timedelta(days=self.session_max_days)
+
     # -- secrets -------------------------------------------------------------
     def _local_secrets(self) -> dict[str, object]:
         """Load (or create once) the git-ignored local secrets file."""
@@ -210,6 +236,7 @@ class Settings(BaseSettings):
         data: dict[str, object] = {
             "jwt_secret": secrets.token_urlsafe(48),
             "master_keys": [base64.urlsafe_b64encode(os.urandom(32)).decode()],
+            "audit_keys": [base64.urlsafe_b64encode(os.urandom(32)).decode()],
         }
         from app.core.files import read_private, write_private  # local: files imports this module
 
@@ -220,13 +247,35 @@ class Settings(BaseSettings):
             if text is None:
                 raise ConfigurationError(f"the secrets file {path} vanished while it was read")
             loaded: dict[str, object] = json.loads(text)
+            if "audit_keys" not in loaded:
+                loaded = self._add_local_audit_key(path)
             return loaded
         log.warning(
-            "generated local secrets in %s (development only; production sets KMM_JWT_SECRET "
-            "and KMM_MASTER_KEYS)", path,
+            "generated local secrets in %s (development only; production sets KMM_JWT_SECRET, "
+            "KMM_MASTER_KEYS and KMM_AUDIT_KEYS)", path,
             extra={"path": str(path)},
         )
         return data
+
+    @staticmethod
+    def _add_local_audit_key(path: Path) -> dict[str, object]:
+        """Add an audit key to a secrets file written before there was one, once.
+
+        Under an exclusive lock on the file, read again, and replace the file whole
+        (owner-only) only if the key is still missing: processes starting together agree on one key.
+        """
+        with open(path, "rb") as locked:
+            fcntl.flock(locked, fcntl.LOCK_EX)
+            loaded: dict[str, object] = json.loads(path.read_text())
+            if "audit_keys" in loaded:
+                return loaded
+            loaded["audit_keys"] = [base64.urlsafe_b64encode(os.urandom(32)).decode()]
+            from app.core.files import write_private  # local: files imports this module
+
+            write_private(path, json.dumps(loaded, indent=2))
+        log.warning("added a local audit key to %s (development only; production sets KMM_AUDIT_KEYS)", path,
+                    extra={"path": str(path)})
+        return loaded
 
     def require_secrets(self) -> None:
         """Fail fast with a clear message when production lacks a secret."""
@@ -234,7 +283,8 @@ class Settings(BaseSettings):
             return
         missing = [
             name
-            for name, value in (("KMM_JWT_SECRET", self.jwt_secret), ("KMM_MASTER_KEYS", self.master_keys))
+            for name, value in (("KMM_JWT_SECRET", self.jwt_secret), ("KMM_MASTER_KEYS", self.master_keys),
+                                ("KMM_AUDIT_KEYS", self.audit_keys))
             if not value
         ]
         if missing:
@@ -274,6 +324,28 @@ class Settings(BaseSettings):
     def keyring(self) -> dict[str, bytes]:
         """Master keys by key id as read at first use; the first listed wraps new data keys."""
         return self.read_keyring()
+
+    @cached_property
+    def audit_key_list(self) -> list[bytes]:
+        """The audit chain's HMAC keys, in order (the first seals); from KMM_AUDIT_KEYS or the local file."""
+        raw: list[str]
+        if self.audit_keys:
+            raw = [k.get_secret_value() for k in self.audit_keys]
+        else:
+            self.require_secrets()
+            raw = [str(k) for k in self._local_secrets()["audit_keys"]]  # type: ignore[attr-defined]
+        keys = []
+        for text in raw:
+            try:
+                key = base64.urlsafe_b64decode(text.encode())
+            except ValueError as exc:
+                raise ConfigurationError("an audit key is not valid base64") from exc
+            if len(key) != 32:
+                raise ConfigurationError("an audit key must decode to 32 bytes")
+            keys.append(key)
+        if not keys:
+            raise ConfigurationError("no audit key is configured")
+        return keys
 
 
 def decode_master_keys(raw: list[str]) -> dict[str, bytes]:

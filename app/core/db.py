@@ -7,6 +7,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -361,6 +362,8 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur.close()
         # Postgres has sha256() built in; the audit chain's verify query needs it here too.
         dbapi_conn.create_function("kmm_sha256_hex", 1, _sql_sha256_hex, deterministic=True)
+        # The keyed chain's MAC; the key is a parameter of each verify statement, never stored.
+        dbapi_conn.create_function("kmm_hmac_sha256_hex", 2, _sql_hmac_sha256_hex, deterministic=True)
         # We open transactions ourselves (below), so the driver must not.
         dbapi_conn.isolation_level = None
 
@@ -401,6 +404,12 @@ def sha256_hex(text: str) -> str:
 
 def _sql_sha256_hex(text: str | None) -> str | None:
     return None if text is None else sha256_hex(text)
+
+
+def _sql_hmac_sha256_hex(key: bytes | None, text: str | None) -> str | None:
+    if key is None or text is None:
+        return None
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

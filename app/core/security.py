@@ -76,6 +76,9 @@ class TokenClaims:
     typ: TokenType
     exp: int
     kind: str  # "user" or "client"
+    # The account's password must be changed (a director reset it): the session may only
+    # change it, read /users/me and log out.
+    password_change_required: bool = False
 
 
 class Tokens:
@@ -173,6 +176,7 @@ class Tokens:
                 typ=claims["typ"],
                 exp=claims["exp"],
                 kind=str(claims.get("knd", "user")),
+                password_change_required=claims.get("pwc") is True,
             )
         except ValueError:
             raise InvalidToken("invalid token claims") from None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.audit_keys import AuditKeys, install_audit_keys
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Keyring
@@ -41,6 +42,7 @@ class AppState:
         # Reloads from its source when it meets a key id it lacks (see `kmm rotate-key`).
         keyring = Keyring(settings.keyring, source=settings.read_keyring)
         install_keyring(keyring)
+        install_audit_keys(AuditKeys(settings.audit_key_list, unkeyed_allowed=settings.audit_unkeyed_seals))
         rows = row_source(settings, engine)
         return cls(
             settings=settings,

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import EmailStr, StringConstraints, field_validator
-from sqlalchemy import JSON, Index
+from sqlalchemy import JSON, Index, false
 from sqlmodel import Column, Field, SQLModel
 
 from app.models.base import BigIntPK, created_at_field, utc_column, uuid_pk
@@ -74,6 +74,8 @@ class User(SQLModel, table=True):
     line_manager_since: datetime | None = utc_column(nullable=True)
     active: bool = True
     password_hash: str = Field(max_length=255)
+    # Set by a director's reset: until the account changes it, its sessions may do nothing else.
+    must_change_password: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     created_at: datetime = created_at_field()
     deactivated_at: datetime | None = utc_column(nullable=True)
 
@@ -138,13 +140,28 @@ class RefreshToken(SQLModel, table=True):
 
 
 class LoginAttempt(SQLModel, table=True):
+    """One password check (a login, or a password change's current password), or an unlock.
+
+    ``outcome``: ``pending`` while the password is being checked, then ``success``,
+    ``failed`` (a wrong password: the only outcome that counts towards a lock),
+    ``refused`` (the right password of a deactivated account); ``unlocked`` marks a
+    director's unlock. ``email_key`` is a keyed hash of the email tried, so attempts on
+    unknown emails are counted alike without keeping the emails.
+    """
+
     __tablename__ = "login_attempts"
-    __table_args__ = (Index("ix_login_attempts_user_at", "user_id", "at"),)
+    __table_args__ = (
+        Index("ix_login_attempts_user_at", "user_id", "at"),
+        Index("ix_login_attempts_email_key", "email_key", "id"),
+        Index("ix_login_attempts_address", "client_address", "id"),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigIntPK, primary_key=True, autoincrement=True))
     user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    email_key: str | None = Field(default=None, max_length=64)
+    client_address: str | None = Field(default=None, max_length=64)
     at: datetime = utc_column()
-    success: bool
+    outcome: str = Field(max_length=16)
 
 
 class TokenPair(SQLModel):
@@ -152,3 +169,15 @@ class TokenPair(SQLModel):
     refresh_token: str | None = None
     token_type: str = "bearer"
     expires_in: int
+    # True after a director's reset: the tokens only read /users/me, change the password
+    # (POST /users/me/password) and log out, until it is changed and the session refreshed.
+    password_change_required: bool = False
+
+
+class PasswordChange(SQLModel):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+    new_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+
+
+class PasswordReset(SQLModel):
+    new_password: str = Field(min_length=1, max_length=MAX_PASSWORD)

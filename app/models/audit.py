@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, field_validator
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, PrimaryKeyConstraint, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, PrimaryKeyConstraint, String, text
 from sqlmodel import Column, Field, SQLModel
 
 from app.models.base import BigIntPK, utc_column
@@ -80,11 +80,24 @@ class AuditEventRecord(SQLModel, table=True):
 class AuditSeal(SQLModel, table=True):
     """An event's place in the hash chain; written only by the sealer, never changed.
 
-    ``seq`` runs 1..n in the order events were sealed; ``hash`` is SHA-256 over
-    ``prev_hash`` and the event's canonical serialisation.
+    ``seq`` runs 1..n in the order events were sealed; ``hash`` is HMAC-SHA-256, under
+    the key ``key_id`` names, over ``prev_hash``, the event's canonical serialisation and
+    the seal's own ``seq``, ``sealed_at`` and ``gap_from`` (docs/audit.md). ``gap_from``
+    is the first of the ids found missing just below the event when it was sealed (None:
+    none). A seal with the empty ``key_id`` was made before the chain was keyed: plain
+    SHA-256 over ``prev_hash`` and the event, accepted only at the start of the chain and
+    only as many as KMM_AUDIT_UNKEYED_SEALS says.
     """
 
     __tablename__ = "audit_seals"
+    # Verify reads the few seals that record missing ids, and the unkeyed ones (made
+    # before the chain was keyed), without reading every seal.
+    __table_args__ = (
+        Index("ix_audit_seals_gaps", "event_id", postgresql_where=text("gap_from IS NOT NULL"),
+              sqlite_where=text("gap_from IS NOT NULL")),
+        Index("ix_audit_seals_unkeyed", "seq", "event_id", postgresql_where=text("key_id = ''"),
+              sqlite_where=text("key_id = ''")),
+    )
 
     seq: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
     event_id: int = Field(
@@ -93,6 +106,8 @@ class AuditSeal(SQLModel, table=True):
     prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
     hash: str = Field(sa_column=Column(String(64), nullable=False))
     sealed_at: datetime = utc_column()
+    key_id: str = Field(default="", sa_column=Column(String(16), nullable=False))
+    gap_from: int | None = Field(default=None, sa_column=Column(BigInteger(), nullable=True))
 
 
 class AuditEventPublic(AuditEventBase):
@@ -131,3 +146,10 @@ class ChainReport(BaseModel):
     pending: int = 0  # events committed after the sealing pass, not yet chained
     last_seq: int = 0
     head_hash: str = GENESIS_HASH  # record it elsewhere to detect a truncated tail later
+    head_event_id: int | None = None  # the event the last seal seals
+    head: str = f"0:{GENESIS_HASH}"  # "<last_seq>:<head_hash>", what `kmm audit-verify --expect-head` takes
+    # Event ids missing below the newest event that no seal explains (deleted events):
+    # how many, counted in whole runs; the first of them is first_broken_id when no link is broken.
+    missing: int = 0
+    expected_head_found: bool | None = None  # with an expected head: whether the chain still has it
+    unkeyed: int = 0  # seals made before the chain was keyed (KMM_AUDIT_UNKEYED_SEALS says how many verify)

@@ -60,8 +60,8 @@ async def token(
         if not username or not password:
             raise Problem(422, "username and password are required", type="validation-error",
                           errors=[{"loc": ["body", "username"], "msg": "required", "type": "missing"}])
-        return await sessions.login_with_password(session, state=state, email=username,
-                                                  password=password, now=now)
+        return await sessions.login_with_password(session, state=state, email=username, password=password,
+                                                  now=now, address=request.client.host if request.client else None)
     if grant_type == "client_credentials":
         basic = _basic_credentials(request)
         if basic:

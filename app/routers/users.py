@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from app.core.pagination import Page
 from app.deps import CurrentUser, DirectorUser, LimitDep, NowDep, SessionDep, StateDep
-from app.models.accounts import User, UserCreate, UserPublic, UserUpdate
+from app.models.accounts import PasswordChange, PasswordReset, User, UserCreate, UserPublic, UserUpdate
 from app.routers.responses import problem_responses
-from app.workflows import accounts
+from app.workflows import accounts, passwords
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -18,6 +18,17 @@ router = APIRouter(prefix="/users", tags=["users"])
 @router.get("/me", response_model=UserPublic, responses=problem_responses(401, 403))
 async def me(actor: CurrentUser, session: SessionDep) -> User:
     return await accounts.get_user(session, actor.id)
+
+
+@router.post("/me/password", status_code=204, responses=problem_responses(401, 403, 422, 429),
+             summary="Change one's own password; the account's other sessions end")
+async def change_password(
+    body: PasswordChange, request: Request, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep
+) -> Response:
+    await passwords.change_own_password(session, state=state, actor=actor, current=body.current_password,
+                                        new=body.new_password, now=now,
+                                        address=request.client.host if request.client else None)
+    return Response(status_code=204)
 
 
 @router.post("", status_code=201, response_model=UserPublic,
@@ -53,3 +64,21 @@ async def update_user(
     user_id: uuid.UUID, body: UserUpdate, actor: DirectorUser, session: SessionDep, now: NowDep
 ) -> User:
     return await accounts.update_user(session, user_id=user_id, data=body, now=now, actor=actor)
+
+
+@router.post("/{user_id}/password", status_code=204, responses=problem_responses(401, 403, 404, 422),
+             summary="A director resets an account's password; it must be changed at the next login")
+async def reset_password(
+    user_id: uuid.UUID, body: PasswordReset, actor: DirectorUser, session: SessionDep, state: StateDep, now: NowDep
+) -> Response:
+    await passwords.reset_password(session, state=state, actor=actor, user_id=user_id, new=body.new_password,
+                                   now=now)
+    return Response(status_code=204)
+
+
+@router.post("/{user_id}/unlock", status_code=204, responses=problem_responses(401, 403, 404, 422),
+             summary="A director lifts a lock from failed logins")
+async def unlock(user_id: uuid.UUID, actor: DirectorUser, session: SessionDep, state: StateDep,
+                 now: NowDep) -> Response:
+    await passwords.unlock(session, state=state, actor=actor, user_id=user_id, now=now)
+    return Response(status_code=204)

@@ -45,9 +45,10 @@ from app.models.access_requests import (
 from app.models.records import Classification, Record, RecordContent, Subject, SubjectCategory, SubjectKind
 from app.policy.actor import Actor
 from app.workflows import packages
+from app.workflows.audit_access import record_accesses
 from app.workflows.audit_trail import add_event
-from app.workflows.record_access import record_accesses
-from app.workflows.records import label_for, open_content, tombstone
+from app.workflows.records.content import open_content
+from app.workflows.records.shape import label_for, tombstone
 
 S = AccessRequestStatus
 RESOURCE = "access_request"
@@ -275,12 +276,21 @@ def _require_director(actor: Actor) -> None:
         raise PolicyDenied("only a director may do this", rule=DIRECTOR_ONLY[0], clause=DIRECTOR_ONLY[1])
 
 
+def _not_about_themself(actor: Actor, subject_user_id: uuid.UUID | None) -> None:
+    """The employee asks and someone else answers (§3.6): a director does not decide or fulfil a
+    request about themself; another director does."""
+    if subject_user_id is not None and subject_user_id == actor.id:
+        raise PolicyDenied("a request about yourself is decided and fulfilled by another director",
+                           rule="access-request-self", clause="§3.6")
+
+
 async def decide_request(
     session: AsyncSession, *, request_id: uuid.UUID, data: AccessDecision, actor: Actor, now: datetime
 ) -> AccessRequestPublic:
     """A director approves or refuses a received request, with a reason (§3.4)."""
     _require_director(actor)
-    request, _ = await _load(session, request_id, actor)
+    request, subject_user_id = await _load(session, request_id, actor)
+    _not_about_themself(actor, subject_user_id)
     return await apply_decision(session, request=request, data=data, actor=actor, now=now)
 
 
@@ -444,7 +454,8 @@ async def fulfil_request(
     """A director fulfils an approved request: the package is built and stored encrypted, once,
     and kept for ``package_retention_days`` (§6.5)."""
     _require_director(actor)
-    request, _ = await _load(session, request_id, actor)
+    request, subject_user_id = await _load(session, request_id, actor)
+    _not_about_themself(actor, subject_user_id)
     if request.status != S.approved:
         raise _conflict(request, S.fulfilled)
     package = await build_package(session, request=request, actor=actor, now=now, keyring=keyring,

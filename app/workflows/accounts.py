@@ -16,6 +16,7 @@ from sqlmodel import col, select
 
 from app.core.errors import PolicyDenied, field_error, not_found
 from app.core.pagination import CursorCodec, Page
+from app.core.password_rules import check_new_password
 from app.core.security import Passwords, hash_secret
 from app.models.accounts import (
     AuthSession,
@@ -84,6 +85,7 @@ async def create_user(
     now: datetime,
     actor: Actor | None,
 ) -> User:
+    check_new_password(data.password, email=data.email, full_name=data.full_name)
     await _check_email_free(session, data.email)
     if data.line_manager_id is not None:
         await _check_line_manager(session, user_id=None, manager_id=data.line_manager_id)

@@ -5,11 +5,15 @@ other. The sealer (a background task in every service process, and the first ste
 verify) takes one exclusive lock, reads the last seal, and gives each committed, still
 unsealed event the next ``seq`` with
 
-    hash = SHA-256(prev_hash || canonical(event))
+    hash = HMAC-SHA-256(key, prev_hash || canonical(event) [|| |gap_from|sealed_at])
 
-so the chain runs in seal order. An event whose transaction commits late (a lower id,
-committed after a higher one was sealed) is simply sealed later with a higher ``seq``.
-Unique ``seq`` and ``event_id`` make two racing sealers fail safely.
+under the current key of ``KMM_AUDIT_KEYS`` (named by the seal's ``key_id``; the key is
+never in the database), so the chain runs in seal order. ``gap_from`` records ids found
+missing below the event as it is sealed (rolled back, or still running), so that verify
+can tell them from deleted events (docs/audit.md, "Missing event ids"). An event whose
+transaction commits late (a lower id, committed after a higher one was sealed) is simply
+sealed later with a higher ``seq``. Unique ``seq`` and ``event_id`` make two racing
+sealers fail safely.
 
 The canonical form is built by the database from the stored row (one SQL expression,
 the same bytes on SQLite and PostgreSQL), so sealing and verifying read the event the
@@ -27,22 +31,28 @@ same way. It is ``v1`` followed by the fields below, each after a ``|``:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import hashlib
+import hmac
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    LargeBinary,
     String,
     Table,
     Text,
     and_,
+    bindparam,
     case,
     exists,
     func,
     insert,
+    literal,
     literal_column,
     or_,
     select,
@@ -54,6 +64,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from app.core.audit_keys import AuditKeys, install_audit_keys, installed_keys
 from app.core.db import sha256_hex
 from app.core.state import AppState
 from app.models.audit import GENESIS_HASH, AuditEvent, AuditSeal, ChainReport
@@ -75,6 +86,15 @@ FULL_SWEEP_EVERY = 120
 FULL_SWEEP_HORIZON = timedelta(days=1)
 # pg_advisory_xact_lock key: every sealer in every process takes the same one.
 SEAL_LOCK_KEY = int.from_bytes(b"kmmaudit", "big")
+# Ids missing below an event when it is sealed (a rolled-back transaction's, or one still
+# running) are recorded in its seal. Such a record explains them only when the seal was
+# written within this time of the event's own time: the sealer runs every half second,
+# whereas a seal written long after (every seal deleted, the trail sealed afresh) cannot
+# tell a rolled-back id from a deleted event.
+GAP_GRACE = timedelta(minutes=10)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+__all__ = ["GAP_GRACE", "AuditKeys", "install_audit_keys", "installed_keys"]
 
 
 # -- the canonical form, in SQL -----------------------------------------------------------
@@ -199,7 +219,24 @@ def _canonical_event_portable(dialect: str) -> ColumnElement[str]:
 
 
 def link_hash(prev_hash: str, canonical: str) -> str:
+    """The unkeyed link of a seal made before the chain was keyed (an empty key_id)."""
     return sha256_hex(prev_hash + canonical)
+
+
+def seal_suffix(*, sealed_at: datetime, gap_from: int | None) -> str:
+    """What the MAC covers of the seal itself: for a seal that records missing ids,
+    ``|gap_from|sealed_at in µs`` (verify trusts the record only when it was made in time,
+    so its time must be authentic); nothing otherwise. The seal's place is covered by the
+    links: each MAC covers prev_hash, the MAC of the seal before."""
+    if gap_from is None:
+        return ""
+    return f"|{gap_from}|{(sealed_at - _EPOCH) // timedelta(microseconds=1)}"
+
+
+def link_mac(key: bytes, prev_hash: str, canonical: str, *, sealed_at: datetime, gap_from: int | None) -> str:
+    """HMAC-SHA-256 (hex) of ``prev_hash || canonical(event) || seal_suffix``."""
+    message = prev_hash + canonical + seal_suffix(sealed_at=sealed_at, gap_from=gap_from)
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
 # -- sealing --------------------------------------------------------------------------------
@@ -217,6 +254,7 @@ async def _lock(conn: AsyncConnection, *, wait: bool) -> bool:
 async def seal_pending(
     engine: AsyncEngine,
     now: datetime,
+    keys: AuditKeys | None = None,
     *,
     limit: int = SEAL_BATCH,
     full: bool = True,
@@ -227,8 +265,10 @@ async def seal_pending(
 
     ``full=False`` looks only near the newest sealed event (the cheap background pass);
     ``since`` limits a full pass to events written from then on; ``wait=False`` returns 0
-    at once when another sealer holds the lock.
+    at once when another sealer holds the lock. ``keys`` defaults to the installed ones;
+    the current key seals.
     """
+    keys = keys or installed_keys()
     async with engine.begin() as conn:
         if not await _lock(conn, wait=wait):
             return 0
@@ -237,12 +277,14 @@ async def seal_pending(
         ).first()
         seq, prev = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
         is_sealed = SEALS.c.event_id == EVENTS.c.id
+        # The highest id sealed so far: an event above it with ids missing in between
+        # records where they begin (gap_from).
+        newest = (await conn.execute(select(func.max(SEALS.c.event_id)))).scalar() or 0
         if full:
             unsealed = ~exists().where(is_sealed)
             if since is not None:
                 unsealed = and_(EVENTS.c.at >= since, unsealed)
         else:
-            newest = (await conn.execute(select(func.max(SEALS.c.event_id)))).scalar() or 0
             low = newest - LOOKBACK_IDS
             # The seals looked at are bounded on both sides (newest is their max, and no other
             # sealer writes while we hold the lock), so that with no statistics yet, as on
@@ -263,43 +305,57 @@ async def seal_pending(
         if not rows:
             return 0
         seals = []
+        key_id, key = keys.current_id, keys.current
         for event_id, canonical in rows:
             seq += 1
-            digest = link_hash(prev, canonical)
+            gap_from = None
+            if event_id > newest:  # not a late commit: ids newest+1 .. event_id-1 are missing now
+                gap_from = newest + 1 if event_id > newest + 1 else None
+                newest = event_id
+            digest = link_mac(key, prev, canonical, sealed_at=now, gap_from=gap_from)
             seals.append({"seq": seq, "event_id": event_id, "prev_hash": prev, "hash": digest,
-                          "sealed_at": now})
+                          "sealed_at": now, "key_id": key_id, "gap_from": gap_from})
             prev = digest
         await conn.execute(insert(SEALS), seals)
     return len(seals)
 
 
-async def _seal_passes(engine: AsyncEngine, now: datetime, *, full: bool) -> int:
+async def _seal_passes(engine: AsyncEngine, now: datetime, keys: AuditKeys | None, *, full: bool) -> int:
     """Seal in batches until a pass finds fewer than a batch; return how many were sealed."""
     total = 0
     while True:
-        n = await seal_pending(engine, now, full=full)
+        n = await seal_pending(engine, now, keys, full=full)
         total += n
         if n < SEAL_BATCH:
             return total
 
 
-async def seal_all(engine: AsyncEngine, now: datetime) -> int:
+async def seal_all(engine: AsyncEngine, now: datetime, keys: AuditKeys | None = None) -> int:
     """Seal every committed event (waiting for the lock); return how many were sealed."""
     # Cheap passes from the newest seal on, then one over every event for late commits.
-    return await _seal_passes(engine, now, full=False) + await _seal_passes(engine, now, full=True)
+    return await _seal_passes(engine, now, keys, full=False) + await _seal_passes(engine, now, keys, full=True)
 
 
 # -- verifying --------------------------------------------------------------------------------
 
-async def verify_chain(engine: AsyncEngine, now: datetime) -> ChainReport:
+async def verify_chain(
+    engine: AsyncEngine,
+    now: datetime,
+    keys: AuditKeys | None = None,
+    *,
+    expect_head: tuple[int, str] | None = None,
+) -> ChainReport:
     """Seal what is pending, then recompute every link in seq order, in the database.
 
     A link is broken where its seq does not follow the one before, its prev_hash is not
-    the previous seal's hash, its event is missing, or the hash recomputed from the
-    event row and prev_hash differs from the stored one. The report names the event of
-    the first broken link.
+    the previous seal's hash, its event is missing, or the MAC recomputed from the event
+    row, prev_hash and the seal's fields under the key it names differs from the stored
+    one (an unknown key is broken too). The report names the event of the first broken
+    link; with none, the first event id missing that no seal explains. ``expect_head``
+    (seq, hash), recorded from an earlier report, must still be in the chain.
     """
-    await _seal_passes(engine, now, full=False)
+    keys = keys or installed_keys()
+    await _seal_passes(engine, now, keys, full=False)
     # The pass over every event (for late commits) is an anti-join of the whole trail, a
     # tenth of a verify. It has nothing to do when there are as many events as the last
     # seal's seq, provided the chain is whole: seqs 1..n, each naming a distinct event that
@@ -308,10 +364,10 @@ async def verify_chain(engine: AsyncEngine, now: datetime) -> ChainReport:
     # runs again over the chain as seal_all would have left it.
     swept = not await _as_many_events_as_seals(engine)
     if swept:
-        await _seal_passes(engine, now, full=True)
-    report = await _walk(engine)
-    if not report.ok and not swept and await _seal_passes(engine, now, full=True):
-        report = await _walk(engine)
+        await _seal_passes(engine, now, keys, full=True)
+    report = await _walk(engine, keys, expect_head)
+    if not report.ok and not swept and await _seal_passes(engine, now, keys, full=True):
+        report = await _walk(engine, keys, expect_head)
     return report
 
 
@@ -327,8 +383,88 @@ async def _as_many_events_as_seals(engine: AsyncEngine) -> bool:
     return bool(events == (last_seq or 0))
 
 
-async def _walk(engine: AsyncEngine) -> ChainReport:
-    """Recompute every link and hash, in one snapshot (see verify_chain)."""
+def _seal_mac_pg(keys: AuditKeys, message: ColumnElement[str]) -> list[tuple[str, ColumnElement[str]]]:
+    """Per key id, the MAC as PostgreSQL computes it without pgcrypto: HMAC from sha256().
+
+    H((K xor opad) || H((K xor ipad) || m)), the padded keys read once per statement from
+    settings local to the verify transaction (set by _set_pads_pg), so they are neither
+    stored nor parameters of the long statement (a slow-statement log shows those).
+    """
+    message_bytes = func.convert_to(message, _text("'UTF8'"))
+    out = []
+    for i, key_id in enumerate(keys.ids()):
+        ipad = _text(f"(SELECT pg_catalog.decode(pg_catalog.current_setting('kmm.audit_ipad_{i}'), 'hex'))")
+        opad = _text(f"(SELECT pg_catalog.decode(pg_catalog.current_setting('kmm.audit_opad_{i}'), 'hex'))")
+        inner = func.sha256(ipad.op("||", return_type=LargeBinary)(message_bytes))
+        mac = func.encode(func.sha256(opad.op("||", return_type=LargeBinary)(inner)), _text("'hex'"))
+        out.append((key_id, cast(ColumnElement[str], mac)))
+    return out
+
+
+async def _set_pads_pg(conn: AsyncConnection, keys: AuditKeys) -> None:
+    """Put each key's HMAC pads in transaction-local settings (gone at commit or rollback)."""
+    params: dict[str, str] = {}
+    calls = []
+    for i, key_id in enumerate(keys.ids()):
+        ipad, opad = keys.pads(key_id)
+        params[f"i{i}"], params[f"o{i}"] = ipad.hex(), opad.hex()
+        calls += [f"pg_catalog.set_config('kmm.audit_ipad_{i}', :i{i}, true)",
+                  f"pg_catalog.set_config('kmm.audit_opad_{i}', :o{i}, true)"]
+    await conn.execute(text("SELECT " + ", ".join(calls)), params)
+
+
+def _expected_hash(dialect: str, keys: AuditKeys) -> ColumnElement[str]:
+    """What a seal's hash must be: the MAC under the key its key_id names; NULL for an
+    unknown key; for a seal made before the chain was keyed, the plain SHA-256 link."""
+    s = SEALS.c
+    canonical = canonical_event(dialect)
+    if dialect == "postgresql":
+        suffix = _cat(_text("'|'"), sql_cast(s.gap_from, Text), _text("'|'"), sql_cast(_epoch_us_pg(s.sealed_at), Text))
+        # CASE, not coalesce(): a strict || still evaluates its arguments on NULL.
+        message = _cat(s.prev_hash, canonical, case((s.gap_from.is_(None), _text("''")), else_=suffix))
+        macs = _seal_mac_pg(keys, message)
+    else:
+        # "YYYY-MM-DD HH:MM:SS.ffffff": whole seconds by strftime (exact on a whole second),
+        # then the six digits.
+        sealed_us = (sql_cast(func.strftime(_text("'%s'"), func.substr(s.sealed_at, 1, 19)), BigInteger) * 1_000_000
+                     + sql_cast(func.substr(s.sealed_at, 21, 6), BigInteger))
+        suffix = _text("'|'") + sql_cast(s.gap_from, String) + _text("'|'") + sql_cast(sealed_us, String)
+        message = s.prev_hash + canonical + case((s.gap_from.is_(None), _text("''")), else_=suffix)
+        macs = [(key_id, cast(ColumnElement[str], func.kmm_hmac_sha256_hex(
+            bindparam(f"audit_key_{i}", keys.get(key_id), type_=LargeBinary), message)))
+            for i, key_id in enumerate(keys.ids())]
+    whens = [(s.key_id == literal(key_id, String), mac) for key_id, mac in macs]
+    whens.append((s.key_id == _text("''"), _Sha256Hex(s.prev_hash + canonical)))
+    return case(*whens)
+
+
+def _unexplained_gaps(runs: list[tuple[int, int]], recorded: list[tuple[int, int, datetime, datetime]],
+                      floor: int) -> tuple[int, int | None]:
+    """How many missing ids no fresh record covers, and the first of them.
+
+    ``runs``: each maximal run of missing ids (lo, hi) below the newest event. ``recorded``:
+    each keyed seal's record (gap_from, its event id, sealed_at, the event's time); the
+    ranges gap_from .. event id - 1 do not overlap. A run is explained when one range
+    recorded in time (GAP_GRACE) holds it whole; ids up to ``floor`` (sealed before the
+    chain was keyed) are not judged.
+    """
+    ranges = sorted((lo, end - 1) for lo, end, sealed_at, at in recorded if sealed_at - at <= GAP_GRACE)
+    starts = [lo for lo, _ in ranges]
+    missing, first = 0, None
+    for lo, hi in runs:
+        lo = max(lo, floor + 1)
+        if lo > hi:
+            continue
+        i = bisect.bisect_right(starts, lo) - 1
+        if i >= 0 and ranges[i][1] >= hi:
+            continue
+        missing += hi - lo + 1
+        first = lo if first is None else min(first, lo)
+    return missing, first
+
+
+async def _walk(engine: AsyncEngine, keys: AuditKeys, expect_head: tuple[int, str] | None) -> ChainReport:
+    """Recompute every link, MAC and id gap, in one snapshot (see verify_chain)."""
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             # One snapshot for the links, the hashes and the counts below.
@@ -344,6 +480,7 @@ async def _walk(engine: AsyncEngine) -> ChainReport:
                 # written and read back, and the verify about 12% slower). Only the hashing
                 # query below has a join.
                 await conn.execute(text("SET LOCAL enable_hashjoin = off"))
+                await _set_pads_pg(conn, keys)
             s, e = SEALS.c, EVENTS.c
             # 1. The links, over the seals alone, in seq order: each seal's prev_hash must be
             # the hash of the seal at seq - 1 (the genesis hash at seq 1). lag() gives the seal
@@ -352,6 +489,8 @@ async def _walk(engine: AsyncEngine) -> ChainReport:
             # built a hash table of every seal's hash inside the hashing query: on 200,000
             # seals about twice this pass's CPU, and past work_mem it spilled to disk.) A
             # one-row frame is all lag() needs, and spares PostgreSQL the peer-group work.
+            # (A seal made before the chain was keyed, with an empty key_id, may only precede
+            # keyed ones: checked with the MACs, below.)
             walk = select(
                 s.seq,
                 s.prev_hash,
@@ -370,33 +509,86 @@ async def _walk(engine: AsyncEngine) -> ChainReport:
                 )
             ).one()
             # 2. Each seal against its event, in any order (so PostgreSQL may spread the
-            # hashing over parallel workers): the event is there, and the hash recomputed from
-            # the row and the seal's prev_hash is the stored one.
-            bad_event = or_(e.id.is_(None), s.hash != _Sha256Hex(s.prev_hash + canonical_event(conn.dialect.name)))
+            # hashing over parallel workers): the event is there, and the MAC recomputed from
+            # the row, the seal's prev_hash and its own fields is the stored one.
+            bad_event = or_(e.id.is_(None), s.hash.is_distinct_from(_expected_hash(conn.dialect.name, keys)))
             found, first_bad_event = (
                 await conn.execute(
                     select(func.count(e.id), func.min(case((bad_event, s.seq))))
                     .select_from(SEALS.outerjoin(EVENTS, e.id == s.event_id))
                 )
             ).one()
+            # The unkeyed seals (a partial index holds them) must be seqs 1..n: as many as
+            # the highest. Otherwise the first after a keyed one is broken; and so is the
+            # first beyond the number the settings accept (anyone can write unkeyed seals).
+            unkeyed = s.key_id == _text("''")
+            n_unkeyed, last_unkeyed, floor = (await conn.execute(
+                select(func.count(), func.max(s.seq), func.max(s.event_id)).where(unkeyed))).one()
+            misplaced = None
+            if n_unkeyed and last_unkeyed != n_unkeyed:
+                first_keyed = (await conn.execute(select(func.min(s.seq)).where(~unkeyed))).scalar_one()
+                misplaced = (await conn.execute(
+                    select(func.min(s.seq)).where(unkeyed, s.seq > first_keyed))).scalar_one()
+            if n_unkeyed > keys.unkeyed_allowed:
+                beyond = (await conn.execute(
+                    select(func.min(s.seq)).where(unkeyed, s.seq > keys.unkeyed_allowed))).scalar_one()
+                misplaced = beyond if misplaced is None else min(misplaced, beyond)
+            if misplaced is not None:
+                first_bad_link = misplaced if first_bad_link is None else min(first_bad_link, misplaced)
+                floor = 0  # the ids below unaccepted seals are judged like any others
+            # 3. Event ids missing below the newest event, each run of them explained by a
+            # seal that recorded it in time, or not (see GAP_GRACE). The recorded gaps are
+            # few (a partial index holds them) and do not overlap, so first by counting: when
+            # the ids missing above the floor are as many as the recorded gaps still miss,
+            # every one is inside one, and the window over every event id is not needed.
+            floor = int(floor or 0)
+            total, above, newest = (await conn.execute(
+                select(func.count(), func.count().filter(e.id > floor), func.max(e.id)))).one()
+            x = EVENTS.alias("x")
+            lo = case((s.gap_from > floor, s.gap_from), else_=floor + 1)
+            still_missing = s.event_id - lo - (
+                select(func.count()).where(x.c.id >= lo, x.c.id < s.event_id).scalar_subquery())
+            recorded = [tuple(r) for r in (await conn.execute(
+                select(s.gap_from, s.event_id, s.sealed_at, e.at, still_missing)
+                .join(EVENTS, e.id == s.event_id)
+                .where(s.gap_from.is_not(None), s.key_id != _text("''"), s.event_id > floor + 1))).all()]
+            explained = sum(int(n) for _, _, sealed_at, at, n in recorded if sealed_at - at <= GAP_GRACE)
+            missing, first_missing = 0, None
+            if max((newest or 0) - floor, 0) - above != explained:
+                ids = select(e.id, func.lag(e.id, 1, 0).over(order_by=e.id, rows=(-1, 0)).label("prev")).subquery()
+                runs = [(int(a), int(b)) for a, b in (await conn.execute(
+                    select(ids.c.prev + 1, ids.c.id - 1).where(ids.c.id > ids.c.prev + 1))).all()]
+                missing, first_missing = _unexplained_gaps(
+                    runs, [(int(g), int(ev), sa, at) for g, ev, sa, at, _ in recorded], floor)
             first_broken_seq = min((q for q in (first_bad_link, first_bad_event) if q is not None), default=None)
-            first_broken_id = None
+            first_broken_id = first_missing
             if first_broken_seq is not None:
                 first_broken_id = (
                     await conn.execute(select(s.event_id).where(s.seq == first_broken_seq))
                 ).scalar_one()
-            head = None
+            head = head_event_id = None
             if last_seq is not None:
-                head = (await conn.execute(select(s.hash).where(s.seq == last_seq))).scalar_one()
+                head, head_event_id = (
+                    await conn.execute(select(s.hash, s.event_id).where(s.seq == last_seq))).one()
+            expected_head_found = None
+            if expect_head is not None:
+                at_seq = (await conn.execute(select(s.hash).where(s.seq == expect_head[0]))).scalar()
+                expected_head_found = at_seq is not None and hmac.compare_digest(at_seq, expect_head[1])
             # Each seal names a distinct event, so the events no seal names are the rest.
-            pending = (await conn.execute(select(func.count()).select_from(EVENTS))).scalar_one() - found
+            pending = total - found
+    head_hash = head or GENESIS_HASH
     return ChainReport(
-        ok=first_broken_id is None,
+        ok=first_broken_id is None and expected_head_found is not False,
         checked=checked,
         first_broken_id=first_broken_id,
         pending=pending,
         last_seq=last_seq or 0,
-        head_hash=head or GENESIS_HASH,
+        head_hash=head_hash,
+        head_event_id=head_event_id,
+        head=f"{last_seq or 0}:{head_hash}",
+        missing=missing,
+        expected_head_found=expected_head_found,
+        unkeyed=n_unkeyed,
     )
 
 

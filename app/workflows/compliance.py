@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
+from app.models.accounts import User
 from app.models.records import ConsentStatus, Record
 from app.policy.actor import Actor
 from app.workflows.audit_trail import add_event
@@ -60,6 +61,13 @@ async def consent_refused(session: AsyncSession, now: datetime, settings: Settin
     )
 
 
+async def records_without_active_custodian(session: AsyncSession, now: datetime, settings: Settings) -> list[str]:
+    """Kept by nobody (§4.2): the custodian is now a trustee or deactivated, so the custodian
+    relation no longer holds; a director or the line manager hands each one on."""
+    staff = select(User.id).where(col(User.active), col(User.role).in_(("colleague", "director")))
+    return await _record_ids(session, col(Record.custodian_id).not_in(staff) & col(Record.destroyed_at).is_(None))
+
+
 def checks(actor: Actor | None = None) -> dict[str, Check]:
     """Name -> check, in the order the summary lists them; those in PER_ACTOR see only what
     ``actor`` may know of (without one, everything: the service's own view)."""
@@ -70,6 +78,7 @@ def checks(actor: Actor | None = None) -> dict[str, Check]:
         "reviews_overdue": reviews_overdue,
         "consent_pending": consent_pending,
         "consent_refused": consent_refused,
+        "records_without_active_custodian": records_without_active_custodian,
         "access_requests_overdue": access_requests.overdue_ids,
         "disclosures_subject_not_informed": disclosures.subject_not_informed,
         "complaints_without_procedure_advised": partial(breach_reports.complaints_without_procedure_advised,

@@ -1,15 +1,19 @@
 """Logging in and out: password and client-credential grants, refresh rotation,
-reuse detection and lockout. Every outcome is an audit event."""
+reuse detection, an absolute session lifetime, and login throttling by client address
+and by email. Every outcome is an audit event."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, bindparam, func, text, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -94,37 +98,143 @@ def _bad_grant(detail: str = "incorrect email or password") -> Problem:
     return Problem(401, detail, type="invalid-grant", headers={"WWW-Authenticate": "Bearer"})
 
 
-async def locked_until(
-    session: AsyncSession, *, user_id: uuid.UUID, now: datetime, state: AppState
-) -> datetime | None:
-    """When the account's lock ends, if it is locked now.
+# -- throttling (§6.6) -----------------------------------------------------------------------
+#
+# Every password check is a row in login_attempts, written before the (slow) hash check as
+# ``pending`` and turned into its outcome after it. Two limits are counted from those rows,
+# in the database so that every worker and replica agrees:
+#
+# - per client address: ``login_address_threshold`` wrong passwords from one address (any
+#   emails, known or not) within the window throttle that address for ``lockout_minutes``;
+# - per email: ``lockout_threshold`` wrong passwords on one email (from anywhere; none since
+#   a success or a director's unlock) within the window lock it for ``lockout_minutes``.
+#
+# The address limit is checked first and is the lower, so no single address can lock an
+# account out. An email is keyed the same way whether or not an account has it, so a locked
+# account and an unknown email get the same answer after the same work. Only ``failed``
+# (a wrong password) counts: correct logins never lock, and a check cut off by a database
+# fault stays ``pending``, which counts as in flight for IN_FLIGHT_SECONDS and then not at all.
 
-    Five failures within the window (none since a success) lock the account for the
-    lockout period from the fifth. Counted in the database, so every process agrees.
-    """
+IN_FLIGHT_SECONDS = 30
+_WAIT_SECONDS = 0.05
+_WAIT_ROUNDS = 60  # about three seconds of waiting for checks in flight, then 503
+
+
+def email_key(state: AppState, email: str) -> str:
+    """The keyed hash under which attempts on ``email`` are counted (the email is not kept)."""
+    key = hashlib.sha256(b"kmm-login-throttle:" + state.settings.signing_key.encode()).digest()
+    return hmac.new(key, email.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Count:
+    until: datetime | None  # locked (or throttled) until then
+    busy: bool  # so many checks in flight that one more could pass the limit
+
+
+async def _count(
+    session: AsyncSession, *, where: Any, threshold: int, now: datetime, state: AppState, resets: bool
+) -> _Count:
     s = state.settings
     window = timedelta(minutes=s.lockout_window_minutes)
     horizon = now - window - timedelta(minutes=s.lockout_minutes)
-    rows = (
-        await session.execute(
-            select(LoginAttempt.at, LoginAttempt.success)
-            .where(LoginAttempt.user_id == user_id, LoginAttempt.at > horizon)
-            .order_by(col(LoginAttempt.at).desc(), col(LoginAttempt.id).desc())
-            .limit(s.lockout_threshold)
+    failed = select(LoginAttempt.at).where(where, LoginAttempt.outcome == "failed", LoginAttempt.at > horizon)
+    if resets:
+        last_reset = (
+            select(func.coalesce(func.max(LoginAttempt.id), 0))
+            .where(where, col(LoginAttempt.outcome).in_(("success", "unlocked")), LoginAttempt.at > horizon)
+            .scalar_subquery()
         )
-    ).all()
-    failures = []
-    for at, success in rows:
-        if success:
-            break
-        failures.append(at)
-    if len(failures) < s.lockout_threshold:
-        return None
-    newest, oldest = failures[0], failures[-1]
-    if newest - oldest > window:
-        return None
-    until: datetime = newest + timedelta(minutes=s.lockout_minutes)
-    return until if until > now else None
+        failed = failed.where(col(LoginAttempt.id) > last_reset)
+    failures = list((await session.execute(
+        failed.order_by(col(LoginAttempt.id).desc()).limit(threshold))).scalars())
+    in_flight = (await session.execute(
+        select(func.count()).select_from(LoginAttempt).where(
+            where, LoginAttempt.outcome == "pending", LoginAttempt.at > now - timedelta(seconds=IN_FLIGHT_SECONDS))
+    )).scalar_one()
+    recent = sum(1 for at in failures if at > now - window)
+    until = None
+    if len(failures) >= threshold and failures[0] - failures[-1] <= window:
+        end = failures[0] + timedelta(minutes=s.lockout_minutes)
+        until = end if end > now else None
+    return _Count(until=until, busy=recent + in_flight >= threshold)
+
+
+def _too_many(until: datetime, now: datetime, *, rule: str, type: str) -> Problem:
+    retry = max(1, math.ceil((until - now).total_seconds()))
+    return Problem(429, "too many failed logins; try again later", type=type,
+                   headers={"Retry-After": str(retry)}, rule=rule, clause="§6.6")
+
+
+async def _serialise(session: AsyncSession, state: AppState, *names: str) -> None:
+    """Postgres: one check-and-count at a time per address and per email (SQLite's
+    BEGIN IMMEDIATE already runs one writing transaction at a time)."""
+    if state.settings.is_sqlite:
+        return
+    for name in names:  # always address first, then email: no two requests wait on each other
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name})
+
+
+async def begin_password_check(
+    session: AsyncSession, *, state: AppState, email: str, address: str | None, now: datetime,
+) -> tuple[User | None, LoginAttempt]:
+    """Check the throttles, then record a pending attempt (committed) for ``email``.
+
+    A throttled address or a locked email is 429 (audited, counted nowhere); with too many
+    checks in flight this waits for them, so concurrent guesses never pass the limits.
+    """
+    s = state.settings
+    email = email.strip().lower()
+    key = email_key(state, email)
+    address = (address or "unknown")[:64]
+    for _ in range(_WAIT_ROUNDS):
+        await _serialise(session, state, "kmm-login-address:" + address, "kmm-login-email:" + key)
+        user = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+        actor = Actor.for_user(user) if user else None
+        by_address = await _count(session, where=LoginAttempt.client_address == address,
+                                  threshold=s.login_address_threshold, now=now, state=state, resets=False)
+        if by_address.until is not None:
+            add_event(session, now=now, actor=actor, action="auth.login_throttled", resource_type="user",
+                      resource_id=user.id if user else None, decision="deny", rule="login-throttle", clause="§6.6")
+            await session.commit()
+            raise _too_many(by_address.until, now, rule="login-throttle", type="login-throttled")
+        by_email = await _count(session, where=LoginAttempt.email_key == key, threshold=s.lockout_threshold,
+                                now=now, state=state, resets=True)
+        if by_email.until is not None:
+            add_event(session, now=now, actor=actor, action="auth.login_locked", resource_type="user",
+                      resource_id=user.id if user else None, decision="deny", rule="lockout", clause="§6.6")
+            await session.commit()
+            raise _too_many(by_email.until, now, rule="lockout", type="account-locked")
+        if by_address.busy or by_email.busy:
+            await session.rollback()
+            await asyncio.sleep(_WAIT_SECONDS)
+            continue
+        attempt = LoginAttempt(user_id=user.id if user else None, email_key=key, client_address=address,
+                               at=now, outcome="pending")
+        session.add(attempt)
+        await session.commit()
+        return user, attempt
+    raise Problem(503, "too many logins in progress; try again shortly", type="login-busy",
+                  headers={"Retry-After": "1"})
+
+
+async def finish_password_check(
+    session: AsyncSession, *, state: AppState, attempt: LoginAttempt, user: User | None, outcome: str,
+    now: datetime,
+) -> None:
+    """Record the attempt's outcome (in the caller's transaction); a wrong password that
+    locks the email is audited as the lockout."""
+    await session.execute(
+        update(LoginAttempt).where(col(LoginAttempt.id) == attempt.id).values(outcome=outcome)
+    )
+    if outcome != "failed":
+        return
+    locked = await _count(session, where=LoginAttempt.email_key == attempt.email_key,
+                          threshold=state.settings.lockout_threshold, now=now, state=state, resets=True)
+    if locked.until is not None:
+        add_event(session, now=now, actor=Actor.for_user(user) if user else None, action="auth.lockout",
+                  resource_type="user", resource_id=user.id if user else None, decision="deny",
+                  rule="lockout", clause="§6.6")
 
 
 async def _start_session(
@@ -135,77 +245,59 @@ async def _start_session(
                        created_at=now)
     session.add(auth)
     await session.flush()
-    return await _issue(session, state=state, now=now, auth=auth, with_refresh=user is not None)
+    return await _issue(session, state=state, now=now, auth=auth, with_refresh=user is not None,
+                        restricted=bool(user and user.must_change_password))
 
 
 async def _issue(
-    session: AsyncSession, *, state: AppState, now: datetime, auth: AuthSession, with_refresh: bool
+    session: AsyncSession, *, state: AppState, now: datetime, auth: AuthSession, with_refresh: bool,
+    restricted: bool = False,
 ) -> TokenPair:
+    """Tokens for the session; none outlives the session's absolute lifetime. A
+    ``restricted`` session (its password must be changed) says so in its tokens."""
     s = state.settings
     kind = "user" if auth.user_id else "client"
     sub = str(auth.user_id or auth.client_id)
+    ends = auth.created_at + s.session_max_age
+    extra = {"pwc": True} if restricted else None
+    access_expires = min(now + s.access_token_ttl, ends)
     access = state.tokens.issue(sub=sub, sid=auth.id, typ="access", kind=kind, now=now,
-                                expires_at=now + s.access_token_ttl)
+                                expires_at=access_expires, extra=extra)
     refresh = None
     if with_refresh:
-        rt = RefreshToken(session_id=auth.id, issued_at=now, expires_at=now + s.refresh_token_ttl)
+        rt = RefreshToken(session_id=auth.id, issued_at=now, expires_at=min(now + s.refresh_token_ttl, ends))
         session.add(rt)
         refresh = state.tokens.issue(sub=sub, sid=auth.id, typ="refresh", kind=kind, now=now,
-                                     expires_at=rt.expires_at, jti=rt.id)
+                                     expires_at=rt.expires_at, jti=rt.id, extra=extra)
     return TokenPair(access_token=access, refresh_token=refresh,
-                     expires_in=int(s.access_token_ttl.total_seconds()))
+                     expires_in=max(0, int((access_expires - now).total_seconds())),
+                     password_change_required=restricted)
 
 
 async def login_with_password(
-    session: AsyncSession, *, state: AppState, email: str, password: str, now: datetime
+    session: AsyncSession, *, state: AppState, email: str, password: str, now: datetime,
+    address: str | None = None,
 ) -> TokenPair:
     """The password grant, in two short transactions around the (slow) hash check.
 
-    The first locks the account row (Postgres; SQLite's write lock does the same), checks
-    the lockout and records the attempt as a failure *before* the password is checked, so
-    concurrent guesses all count and no more than the threshold are ever tried. The hash
-    check runs in a worker thread with no transaction open; the second transaction turns
-    the attempt into a success, or audits the failure and a lockout it causes.
+    The first checks the throttles and records a pending attempt; the hash check runs in a
+    worker thread with no transaction open; the second records the outcome and, for the
+    right password of an active account, starts the session.
     """
-    user = (
-        await session.execute(
-            select(User).where(User.email == email.strip().lower()).with_for_update()
-        )
-    ).scalar_one_or_none()
-    attempt: LoginAttempt | None = None
-    if user is not None:
-        until = await locked_until(session, user_id=user.id, now=now, state=state)
-        if until is not None:
-            add_event(session, now=now, actor=Actor.for_user(user), action="auth.login_locked",
-                      resource_type="user", resource_id=user.id, decision="deny",
-                      rule="lockout", clause="§6.6")
-            await session.commit()
-            retry = max(1, math.ceil((until - now).total_seconds()))
-            raise Problem(429, "too many failed logins; the account is locked for a while",
-                          type="account-locked", headers={"Retry-After": str(retry)},
-                          rule="lockout", clause="§6.6")
-        attempt = LoginAttempt(user_id=user.id, at=now, success=False)
-        session.add(attempt)
-    await session.commit()
+    user, attempt = await begin_password_check(session, state=state, email=email, address=address, now=now)
 
     ok = await asyncio.to_thread(state.passwords.verify, password, user.password_hash if user else None)
 
-    if user is None or attempt is None or not ok or not user.active:
+    if user is None or not ok or not user.active:
         former = user is not None and not user.active
+        await finish_password_check(session, state=state, attempt=attempt, user=user,
+                                    outcome="refused" if ok else "failed", now=now)
         add_event(session, now=now, actor=Actor.for_user(user) if user else None, action="auth.login_failed",
                   resource_type="user", resource_id=user.id if user else None, decision="deny",
                   rule="former" if former else "credentials", clause="§7.2" if former else "§6.6")
-        if user is not None and user.active:
-            until = await locked_until(session, user_id=user.id, now=now, state=state)
-            if until is not None:
-                add_event(session, now=now, actor=Actor.for_user(user), action="auth.lockout",
-                          resource_type="user", resource_id=user.id, decision="deny",
-                          rule="lockout", clause="§6.6")
         await session.commit()
         raise _bad_grant()
-    await session.execute(
-        update(LoginAttempt).where(col(LoginAttempt.id) == attempt.id).values(success=True)
-    )
+    await finish_password_check(session, state=state, attempt=attempt, user=user, outcome="success", now=now)
     pair = await _start_session(session, state=state, now=now, user=user)
     add_event(session, now=now, actor=Actor.for_user(user), action="auth.login", resource_type="user",
               resource_id=user.id, decision="allow", rule="credentials", clause="§6.6")
@@ -255,6 +347,8 @@ async def refresh(
     rt, auth, user = row
     if auth.revoked_at is not None or not user.active:
         raise unauthorized("the session has ended")
+    if now >= auth.created_at + state.settings.session_max_age:
+        raise unauthorized("the session has reached its maximum age; log in again")
     if rt.used_at is not None:
         # A rotated token came back: someone holds a copy. End the whole family.
         await session.execute(
@@ -274,7 +368,8 @@ async def refresh(
     if marked.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
         raise unauthorized("refresh token already used")
-    pair = await _issue(session, state=state, now=now, auth=auth, with_refresh=True)
+    pair = await _issue(session, state=state, now=now, auth=auth, with_refresh=True,
+                        restricted=user.must_change_password)
     add_event(session, now=now, actor=Actor.for_user(user), action="auth.refresh", resource_type="session",
               resource_id=auth.id, decision="allow", rule="refresh-rotation", clause="§6.6")
     await session.commit()

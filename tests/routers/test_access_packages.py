@@ -113,7 +113,9 @@ async def test_the_retention_sweep_removes_what_it_shreds_from_packages(client, 
     director, colleague = people["director"], people["colleague"]
     sam = await _subject(factory, colleague)
     soon = (clock.now() + timedelta(days=2)).isoformat()
-    expiring = await _record(factory, colleague, sam, "Sam: benefits letter", "confidential", retention_until=soon)
+    # A date off the schedule is the custodian's line manager's choice (§6.5).
+    expiring = await _record(factory, people["manager"], sam, "Sam: benefits letter", "confidential",
+                             retention_until=soon, custodian_id=str(colleague.id))
     lasting = await _record(factory, colleague, sam, "Sam: support plan", "confidential")
     made = await _fulfilled(client, people, sam, clock)
     clock.advance(days=3)

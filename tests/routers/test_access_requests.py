@@ -584,3 +584,27 @@ async def test_at_and_received_at_are_timezone_aware(client, factory, people, cl
     body = await _log(client, people["colleague"], letter(sam, clock, received_at=received))
     assert datetime.fromisoformat(body["due_at"]) == datetime(2020, 1, 15, 12, 0, tzinfo=UTC)
     assert body["overdue"] is True
+
+
+@pytest.mark.parametrize("kind", ["personnel_access", "subject_access"])
+async def test_a_director_does_not_decide_or_fulfil_a_request_about_themself(client, people, factory, state, clock,
+                                                                             kind):
+    """§3.6: the employee asks, and someone else answers; a second director decides and fulfils."""
+    director = people["director"]
+    second = await factory.user("director")
+    dme = await _employee_subject(factory, second, director)
+    made = await _log(client, director, letter(dme, clock, kind=kind))
+    before = await _events(state)
+
+    r = await _decide(client, director, made["id"])
+    assert r.status_code == 403, r.text
+    assert (r.json()["rule"], r.json()["clause"]) == ("access-request-self", "§3.6")
+    assert (await client.get(f"/access-requests/{made['id']}", headers=director.headers)).json()["status"] == "received"
+    assert [e.action for e in await _events(state)] == [e.action for e in before]
+
+    assert (await _decide(client, second, made["id"])).status_code == 200
+    r = await client.post(f"/access-requests/{made['id']}/fulfil", headers=director.headers)
+    assert r.status_code == 403 and r.json()["rule"] == "access-request-self"
+    assert (await client.get(f"/access-requests/{made['id']}/package", headers=director.headers)).status_code == 409
+    r = await client.post(f"/access-requests/{made['id']}/fulfil", headers=second.headers)
+    assert r.status_code == 200, r.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import timedelta
 
@@ -167,3 +168,37 @@ async def test_cli_audit_verify_exits_non_zero_on_a_broken_chain(client, state, 
     assert broken.exit_code == 1
     assert f'"first_broken_id":{event_id}' in broken.output
     assert f"broken at event {event_id}" in broken.output
+
+
+async def test_verify_returns_the_head_to_anchor_elsewhere(client, state, factory: Factory):
+    director = await factory.user("director")
+    r = await client.get("/audit-events/verify", headers=director.headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ids = await event_ids(state)
+    assert (body["last_seq"], body["head_event_id"], body["missing"]) == (2, ids[-1], 0)
+    assert body["head"] == f"2:{body['head_hash']}"
+    assert body["expected_head_found"] is None
+
+
+async def test_cli_audit_verify_checks_an_expected_head(client, state, settings, monkeypatch):
+    monkeypatch.setattr(cli, "_settings", lambda: settings)
+    await _events(state, [{"action": "test.one"}, {"action": "test.two"}])
+    runner = CliRunner()
+    first = await asyncio.to_thread(runner.invoke, cli.cli, ["audit-verify"])
+    assert first.exit_code == 0, first.output
+    head = json.loads(first.stdout)["head"]
+    await _events(state, [{"action": "test.three"}])
+    later = await asyncio.to_thread(runner.invoke, cli.cli, ["audit-verify", "--expect-head", head])
+    assert later.exit_code == 0, later.output
+    assert json.loads(later.stdout)["expected_head_found"] is True
+    # The tail cut off and sealed again: the chain no longer reaches the recorded head.
+    await tamper(state, "DELETE FROM audit_seals WHERE seq >= 2", table="audit_seals")
+    await tamper(state, "DELETE FROM audit_events WHERE action = 'test.two'", table="audit_events")
+    cut = await asyncio.to_thread(runner.invoke, cli.cli, ["audit-verify", "--expect-head", head])
+    assert cut.exit_code == 1
+    assert json.loads(cut.stdout)["expected_head_found"] is False
+    assert "does not reach the expected head 2:" in cut.stderr
+    for bad in ("2", "x:" + "a" * 64, "2:" + "g" * 64, "2:abc"):
+        refused = await asyncio.to_thread(runner.invoke, cli.cli, ["audit-verify", "--expect-head", bad])
+        assert refused.exit_code == 2, bad

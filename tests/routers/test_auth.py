@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 from sqlalchemy import func, select
 
-from app.models.accounts import AuthSession, LoginAttempt, ServiceClient
+from app.models.accounts import AuthSession, ServiceClient
 from app.models.audit import AuditEvent
 from tests.factory import PASSWORD, Factory, Person
 
@@ -176,81 +176,7 @@ async def test_access_token_expires_on_the_service_clock(client, factory: Factor
     assert r.json()["detail"] == "token expired"
 
 
-# -- lockout -------------------------------------------------------------------------
-
-
-async def _fail(client, person: Person, times: int) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(times):
-        assert_401(await client.post("/auth/token", data={"username": person.email, "password": "wrong password!"}))
-
-
-async def test_five_failures_lock_the_account_even_for_the_right_password(client, factory: Factory, clock, state):
-    p = await factory.user("colleague", login=False)
-    await _fail(client, p, 5)
-    assert len(await _events(state, "auth.lockout")) == 1
-    r = await factory.login(p)
-    assert r.status_code == 429, r.text
-    assert r.headers["content-type"] == PROBLEM
-    assert r.headers["retry-after"] == str(state.settings.lockout_minutes * 60)
-    assert r.json()["rule"] == "lockout"
-    clock.advance(minutes=state.settings.lockout_minutes, seconds=-1)
-    r = await factory.login(p)
-    assert r.status_code == 429
-    assert r.headers["retry-after"] == "1"
-    # No session was started while locked, and locked attempts are not counted as guesses.
-    assert await _count(state, AuthSession) == 0
-    assert await _count(state, LoginAttempt) == 5
-
-
-async def test_concurrent_guesses_cannot_exceed_the_threshold(client, factory: Factory, state):
-    """Each attempt is counted before its password is checked, so a burst of parallel
-    guesses gets exactly the threshold of tries and the rest are refused as locked."""
-    import asyncio
-
-    p = await factory.user("colleague", login=False)
-    rs = await asyncio.gather(*[
-        client.post("/auth/token", data={"username": p.email, "password": f"guess number {i}"}) for i in range(9)
-    ])
-    statuses = sorted(r.status_code for r in rs)
-    assert statuses == [401] * state.settings.lockout_threshold + [429] * (9 - state.settings.lockout_threshold)
-    assert await _count(state, LoginAttempt) == state.settings.lockout_threshold
-
-
-async def test_lock_clears_after_the_window(client, factory: Factory, clock, state):
-    p = await factory.user("colleague", login=False)
-    await _fail(client, p, 5)
-    clock.advance(minutes=state.settings.lockout_minutes)
-    assert (await factory.login(p)).status_code == 200
-
-
-async def test_four_failures_do_not_lock(client, factory: Factory):
-    p = await factory.user("colleague", login=False)
-    await _fail(client, p, 4)
-    assert (await factory.login(p)).status_code == 200
-
-
-async def test_a_success_resets_the_count(client, factory: Factory):
-    p = await factory.user("colleague", login=False)
-    await _fail(client, p, 4)
-    assert (await factory.login(p)).status_code == 200
-    await _fail(client, p, 4)
-    assert (await factory.login(p)).status_code == 200
-
-
-async def test_failures_spread_beyond_the_window_do_not_lock(client, factory: Factory, clock, state):
-    p = await factory.user("colleague", login=False)
-    await _fail(client, p, 1)
-    clock.advance(minutes=state.settings.lockout_window_minutes, seconds=1)
-    await _fail(client, p, 4)
-    assert (await factory.login(p)).status_code == 200
-
-
-async def test_lockout_is_per_account(client, factory: Factory):
-    p = await factory.user("colleague", login=False)
-    q = await factory.user("colleague", login=False)
-    await _fail(client, p, 5)
-    assert (await factory.login(q)).status_code == 200
-    assert (await factory.login(p)).status_code == 429
+# -- lockout: tests/routers/test_login_throttle.py ---------------------------------------------
 
 
 # -- deactivation (§7.2) ------------------------------------------------------------------

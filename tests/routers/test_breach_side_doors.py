@@ -134,10 +134,8 @@ async def test_a_detection_report_about_a_director_leaves_no_trace_for_them(clie
     assert len(found) == 1 and found[0]["concerned_user_id"] == str(boss.id)
     report_id = found[0]["id"]
     # a fourth denial adds evidence to it
-    r = await client.post("/records", headers=alice.headers, json={
-        "subject_id": subject_id, "title": "Notes", "content": CONTENT, "classification": "sensitive",
-        "purpose": "service_delivery", "access_requester_id": subject_id})
-    records.append(r.json()["id"])
+    records.append((await factory.record(by=alice, subject=subject_id, classification="sensitive",
+                                         content=CONTENT))["id"])
     assert (await client.get(f"/records/{records[-1]}", headers=boss.headers)).status_code == 403
 
     seen = await audit_listings(client, boss, [report_id], also={"action": "breach_report.evidence"})

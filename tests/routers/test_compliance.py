@@ -86,3 +86,25 @@ async def test_only_directors_see_the_summary(client, factory, clock, who) -> No
     assert r.json()["rule"] and r.json()["clause"]
     assert "ids" not in r.text
     assert (await client.get("/compliance/summary")).status_code == 401
+
+
+async def test_records_whose_custodian_left_staff_are_listed_for_handing_on(client, factory, clock) -> None:  # type: ignore[no-untyped-def]
+    """§4.2: a record is kept by the colleague directly responsible; once its custodian is a trustee
+    or deactivated, nobody keeps it by that relation, and a director must hand it on."""
+    director = await factory.user("director")
+    alice = await factory.user("colleague", manager=director)
+    bob = await factory.user("colleague", manager=director)
+    subj = await factory.subject(by=alice)
+    kept = await factory.record(by=alice, subject=subj, consent=FINE)
+    by_bob = await factory.record(by=bob, subject=subj, consent=FINE)
+    general = await factory.record(by=bob, subject=subj, consent=FINE, classification="general")
+    r = await client.get("/compliance/summary", headers=director.headers)
+    assert r.json()["records_without_active_custodian"] == {"ids": [], "count": 0}
+
+    r = await client.patch(f"/users/{alice.id}", headers=director.headers, json={"role": "trustee"})
+    assert r.status_code == 200, r.text
+    r = await client.patch(f"/users/{bob.id}", headers=director.headers, json={"active": False})
+    assert r.status_code == 200, r.text
+    r = await client.get("/compliance/summary", headers=director.headers)
+    assert r.json()["records_without_active_custodian"] == {
+        "ids": sorted([kept["id"], by_bob["id"], general["id"]]), "count": 3}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from app.models.records import EmergencyGrant
+from app.models.emergency_grants import EmergencyGrant
 from tests.factory import Factory, Person
 from tests.policy.org import count, events
 

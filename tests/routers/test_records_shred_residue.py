@@ -90,7 +90,8 @@ async def test_the_retention_sweep_leaves_no_residue_either(client, factory: Fac
     ben = await factory.user("colleague", manager=director)
     subject = await factory.subject(by=alice)
     past = (clock.now() - timedelta(days=1)).isoformat()
-    conf = await factory.record(by=alice, subject=subject, retention_until=past)
+    # A date off the schedule is the custodian's line manager's choice (§6.5).
+    conf = await factory.record(by=director, subject=subject, retention_until=past, custodian_id=str(alice.id))
     await factory.share(by=alice, record=conf, to=ben, reason="sweep-share-reason")
     [(wrapped, content_ct)] = await _raw(
         factory, "SELECT wrapped_key, content_ct FROM record_contents WHERE record_id = :id", conf["id"])

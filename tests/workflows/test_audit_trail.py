@@ -18,8 +18,10 @@ from app.policy.actor import Actor
 from app.workflows import accounts, audit_chain, background
 from app.workflows.audit_chain import (
     SEALS,
+    AuditKeys,
     canonical_event,
     link_hash,
+    link_mac,
     seal_all,
     seal_pending,
     verify_chain,
@@ -57,13 +59,15 @@ async def test_canonical_form_and_hash_are_fixed_and_backend_independent(client,
             await conn.execute(select(canonical_event(conn.dialect.name)).where(AuditEvent.id == 1))
         ).scalar_one()
     assert canonical == GOLDEN_CANONICAL
-    assert await seal_all(state.engine, AT) == 2
+    keys = AuditKeys([bytes(32)])
+    assert await seal_all(state.engine, AT, keys) == 2
     async with state.sessionmaker() as session:
         first = (await session.execute(select(AuditSeal).where(AuditSeal.seq == 1))).scalar_one()
     assert first.event_id == 1
     assert first.prev_hash == GENESIS_HASH
-    assert first.hash == link_hash(GENESIS_HASH, GOLDEN_CANONICAL)
-    assert first.hash == "e6cae81bde639147cb4766c00f23eaa4370262b5274336a77674c09f4dd9c3a4"
+    assert first.hash == link_mac(bytes(32), GENESIS_HASH, GOLDEN_CANONICAL, sealed_at=AT, gap_from=None)
+    assert first.hash == "30d3b60d746194ea563dc3b6450e7f7d8bd3db77df976e0557a370addb2ca351"
+    assert (await verify_chain(state.engine, AT, keys)).ok
 
 
 async def test_an_event_commits_with_its_change(client, state, factory: Factory):
@@ -178,7 +182,9 @@ async def test_sealing_again_adds_nothing_and_continues_the_chain(client, state)
 async def test_verify_of_an_empty_trail_is_ok(client, state):
     report = await verify_chain(state.engine, state.clock.now())
     assert report.model_dump() == {"ok": True, "checked": 0, "first_broken_id": None, "pending": 0,
-                                   "last_seq": 0, "head_hash": GENESIS_HASH}
+                                   "last_seq": 0, "head_hash": GENESIS_HASH, "head_event_id": None,
+                                   "head": f"0:{GENESIS_HASH}", "missing": 0, "expected_head_found": None,
+                                   "unkeyed": 0}
 
 
 async def _sealed_events(state, n: int = 5) -> list[int]:

@@ -1,5 +1,8 @@
 """`kmm seed-demo`: a small demo organisation to try the rules from the docs explorer.
 
+The accounts are made here; records (records.py), access requests (access_requests.py)
+and cases (cases.py) follow, each step through the service's own workflows.
+
 Idempotent: a second run changes nothing and prints the same logins. Demo passwords
 are random, kept in a git-ignored local file beside the secrets, never in the repo.
 """
@@ -79,9 +82,9 @@ async def seed_accounts(state: AppState) -> dict[str, User]:
 
 def _steps() -> list:  # type: ignore[type-arg]
     """Seed steps after the accounts, in order; each takes (state, users) and is idempotent."""
-    from app.seed_access_requests import seed_access_requests
-    from app.seed_cases import seed_cases
-    from app.seed_records import seed_records
+    from app.demo.access_requests import seed_access_requests
+    from app.demo.cases import seed_cases
+    from app.demo.records import seed_records
 
     return [seed_records, seed_access_requests, seed_cases]
 
