@@ -27,6 +27,9 @@ SLOW: dict[str, list[str] | None] = {
     "tests.test_migrations": ["test_downgrade_to_base_and_up_again"],  # every migration down and up
     "tests.workflows.test_package_items_migration": [
         "test_0007_splits_packages_stored_whole_and_downgrade_joins_them"],  # a migration down and up
+    "tests.test_packaging": ["test_a_wheel_installed_in_a_fresh_venv_migrates"],  # builds and installs a wheel
+    "tests.test_webhook_crash": [
+        "test_a_delivery_in_flight_when_the_service_is_killed_arrives_after_restart"],  # kills a live service
 }
 
 
