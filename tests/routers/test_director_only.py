@@ -45,6 +45,11 @@ DIRECTORS_ONLY: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/compliance/summary"): DIRECTOR,
     ("GET", "/audit-events"): DIRECTOR,
     ("GET", "/audit-events/verify"): DIRECTOR,
+    ("POST", "/webhooks"): DIRECTOR,
+    ("GET", "/webhooks"): DIRECTOR,
+    ("GET", "/webhooks/{webhook_id}"): DIRECTOR,
+    ("DELETE", "/webhooks/{webhook_id}"): DIRECTOR,
+    ("GET", "/webhooks/{webhook_id}/deliveries"): DIRECTOR,
 }
 
 
