@@ -179,7 +179,12 @@ async def test_only_a_director_sweeps(client, factory, state, clock, role) -> No
         assert (r.json()["rule"], r.json()["clause"]) == ("retention", "§6.5")
     r = await client.post("/retention/sweep", json={"dry_run": False})
     assert r.status_code == 401
-    assert await _snapshot(state) == before
+    records, contents, events = await _snapshot(state)
+    assert (records, contents) == before[:2]
+    # Each refusal is audited, and is all that was written.
+    new = [e for e in events if e not in before[2]]
+    assert [(str(e["actor_id"]).replace("-", ""), e["action"], e["decision"], e["rule"]) for e in new] == [
+        (person.id.hex, "endpoint.denied", "deny", "retention")] * 2
 
 
 async def test_the_sweep_needs_an_explicit_dry_run_flag(client, factory, state) -> None:  # type: ignore[no-untyped-def]
