@@ -40,7 +40,7 @@ async def set_legal_hold(
     session: AsyncSession, *, record_id: uuid.UUID, data: LegalHoldChange, actor: Actor, now: datetime
 ) -> LegalHoldPublic:
     """Place or lift a director's legal hold (§6.5); a held record is never destroyed."""
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
     if not actor.is_director:
         add_event(session, now=now, actor=actor, action="record.legal_hold", resource_type="record",
@@ -73,7 +73,7 @@ async def review_record(
     session: AsyncSession, *, record_id: uuid.UUID, note: str | None, actor: Actor, now: datetime,
     keyring: Keyring, settings: Settings,
 ) -> ReviewPublic:
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
     decision = decide(actor, Action.update, loaded.facts, now)
     if not decision.allowed and actor.is_director and actor.active:
