@@ -28,7 +28,8 @@ async def authorize(
                   resource_id=loaded.record.id, decision="deny", rule=decision.rule, clause=decision.clause,
                   detail={"classification": loaded.record.classification})
         await session.commit()
-        await after_denial(session, actor=actor, loaded=loaded, action=action, now=now)
+        # A committed denial counts towards an unauthorised-access report (§7.2).
+        await detect_unauthorised_access(session, actor=actor, record=loaded.record, action=action, now=now)
         raise PolicyDenied(
             f"{action} denied: {decision.reason}", rule=decision.rule, clause=decision.clause
         )
@@ -47,9 +48,3 @@ def allow_flags(decision: Decision, classification: str) -> dict[str, Any]:
         detail["recent_relation"] = True
     return {"emergency": decision.emergency or decision.recent_relation, "detail": detail}
 
-
-async def after_denial(
-    session: AsyncSession, *, actor: Actor, loaded: LoadedRecord, action: Action, now: datetime
-) -> None:
-    """What follows a committed denial: three denials open a report (breach detection, §7.2)."""
-    await detect_unauthorised_access(session, actor=actor, record=loaded.record, action=action, now=now)
