@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from app.core import progress
 from app.core.files import read_private, write_private
 from app.core.state import AppState
 from app.models.accounts import Role, StaffType, User, UserCreate
@@ -92,9 +93,13 @@ def _steps() -> list:  # type: ignore[type-arg]
 
 
 async def seed_demo(state: AppState) -> list[DemoLogin]:
+    steps = _steps()
+    progress.set_total(1 + len(steps))
     users = await seed_accounts(state)
-    for step in _steps():
+    progress.advance()
+    for step in steps:
         await step(state, users)
+        progress.advance()
     passwords = json.loads(_logins_file(state).read_text())
     return [
         DemoLogin(key, email_for(key), role, passwords.get(key, "(set before; see your notes)"), note)

@@ -10,7 +10,7 @@ from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import Problem, field_error, not_found
+from app.core.errors import PolicyDenied, Problem, field_error, not_found
 from app.core.pagination import CursorCodec, Page, page_of
 from app.models.emergency_grants import EmergencyGrant, GrantCreate, GrantPublic
 from app.models.records import Record, Subject
@@ -36,14 +36,22 @@ async def issue_grant(session: AsyncSession, *, data: GrantCreate, actor: Actor,
     if data.expires_at > now + MAX_GRANT:
         raise field_error("expires_at", "an emergency grant lasts at most 72 hours", rule="emergency", clause="§4.5")
     await check_active_user(session, data.grantee_id, field="grantee_id")
+    subject_id = data.subject_id
     if data.record_id is not None:
         record = await session.get(Record, data.record_id)
         if record is None:
             raise field_error("record_id", "no such record")
         if record.destroyed_at is not None:
             raise field_error("record_id", "the record was destroyed")
-    if data.subject_id is not None and await session.get(Subject, data.subject_id) is None:
+        subject_id = record.subject_id
+    subject = await session.get(Subject, subject_id) if subject_id is not None else None
+    if data.subject_id is not None and subject is None:
         raise field_error("subject_id", "no such subject")
+    if subject is not None and subject.user_id == data.grantee_id:
+        # What is recorded about a person reaches them by a written request (§3.4, §3.6),
+        # never by an emergency grant to themself.
+        raise PolicyDenied("an emergency grant never covers records about its own holder: they ask in writing",
+                           rule="emergency", clause="§4.5, §3.4")
     grant = EmergencyGrant(grantee_id=data.grantee_id, record_id=data.record_id, subject_id=data.subject_id,
                            reason=data.reason, expires_at=data.expires_at, issued_by=actor.id, issued_at=now)
     session.add(grant)

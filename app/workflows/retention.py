@@ -12,16 +12,17 @@ import logging
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_
+from sqlalchemy import ColumnElement, and_, func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.core import progress
 from app.core.db import scrub_after_shred
 from app.core.errors import PolicyDenied
 from app.models.records import Record
 from app.models.retention import SweepResult
 from app.policy.actor import Actor
-from app.workflows import packages
+from app.workflows import packages, webhooks
 from app.workflows.audit_trail import add_event
 from app.workflows.records.commands import shred
 
@@ -69,6 +70,10 @@ async def sweep(
     reason = f"retention period ended (sweep {sweep_id})"
     destroyed: list[uuid.UUID] = []
     last: uuid.UUID | None = None
+    if progress.active():  # `kmm retention-sweep` shows how far it is
+        due = select(func.count()).select_from(Record).where(past_retention(now))
+        progress.set_total((await session.execute(due)).scalar_one())
+        await session.rollback()
     while True:
         query = (
             select(Record).where(past_retention(now)).order_by(col(Record.id)).limit(batch_size)
@@ -88,6 +93,7 @@ async def sweep(
                               resource_id=record.id, decision="allow", rule=RULE, clause=CLAUSE,
                               detail={"classification": record.classification, "sweep": True,
                                       "sweep_id": str(sweep_id)})
+                await webhooks.records_destroyed(session, records=batch, sweep=True, now=now)
             await session.commit()
         except BaseException:
             await session.rollback()  # this batch only: earlier batches are whole and committed
@@ -96,6 +102,7 @@ async def sweep(
         if not batch:
             break
         destroyed.extend(r.id for r in batch)
+        progress.advance(len(batch))
         last = batch[-1].id
     # Access-request packages past their own date (§6.5): one transaction.
     gone_packages = await packages.destroy_expired(session, now=now, actor=actor, sweep_id=sweep_id)
