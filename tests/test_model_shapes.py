@@ -17,13 +17,14 @@ from sqlmodel import SQLModel
 
 from app.core.pagination import Page
 from app.models import access_requests as ar
-from app.models import accounts, audit, breach_reports, disclosures, emergency_grants, records
+from app.models import accounts, audit, breach_reports, disclosures, emergency_grants, records, webhooks
 from app.workflows import access_requests as ar_flow
 from app.workflows import accounts as accounts_flow
 from app.workflows import audit_access, audit_trail, subjects
 from app.workflows import breach_reports as breach_flow
 from app.workflows import disclosures as disclosures_flow
 from app.workflows import emergency_grants as grants_flow
+from app.workflows import webhooks as webhooks_flow
 from app.workflows.records import read
 
 
@@ -41,6 +42,7 @@ TABLES_AND_BASES = [
     (disclosures.Disclosure, _base(disclosures, "DisclosureBase")),
     (breach_reports.BreachReport, _base(breach_reports, "BreachReportBase")),
     (emergency_grants.EmergencyGrant, _base(emergency_grants, "GrantBase")),
+    (webhooks.Webhook, _base(webhooks, "WebhookBase")),
 ]
 
 
@@ -84,6 +86,9 @@ ENUM_COLUMNS = [
     (breach_reports.BreachReport, "status", breach_reports.BreachStatus, 16),
     (breach_reports.BreachReport, "finding", breach_reports.Finding, 16),
     (breach_reports.BreachReport, "outcome", breach_reports.Outcome, 40),
+    (webhooks.WebhookEvent, "kind", webhooks.WebhookEventKind, 40),
+    (webhooks.WebhookDelivery, "kind", webhooks.WebhookEventKind, 40),
+    (webhooks.WebhookDelivery, "status", webhooks.DeliveryStatus, 16),
 ]
 
 
@@ -101,12 +106,22 @@ def test_enum_columns_are_typed_as_their_enum_and_stored_as_a_varchar(table, nam
     assert type(column.type) is String and column.type.length == length  # what the migrations made
 
 
+def _tables() -> list[type[SQLModel]]:
+    found, todo = [], list(SQLModel.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if getattr(cls, "__table__", None) is not None:
+            found.append(cls)
+    return found
+
+
 def test_every_enum_column_is_listed():
     listed = {(t, n) for t, n, _, _ in ENUM_COLUMNS}
-    for table, _base in TABLES_AND_BASES:
+    for table in _tables():
         for name, field in table.model_fields.items():
             if _enum_of(field.annotation) is not None:
-                assert (table, name) in listed
+                assert (table, name) in listed, (table, name)
 
 
 LIST_WORKFLOWS: list[tuple[Callable[..., Any], Any]] = [
@@ -120,6 +135,8 @@ LIST_WORKFLOWS: list[tuple[Callable[..., Any], Any]] = [
     (grants_flow.list_grants, emergency_grants.GrantPublic),
     (audit_trail.list_events, audit.AuditEventPublic),
     (audit_access.access_log, records.AccessLogEntry),
+    (webhooks_flow.list_webhooks, webhooks.WebhookPublic),
+    (webhooks_flow.list_deliveries, webhooks.DeliveryPublic),
 ]
 
 
@@ -136,7 +153,7 @@ def test_every_list_workflow_returns_a_page_of_public_items(workflow, item):
 
 def test_page_is_the_only_page_shape():
     # Every model with items and next_cursor is a Page.
-    for module in (records, ar, accounts, audit, disclosures, breach_reports, emergency_grants):
+    for module in (records, ar, accounts, audit, disclosures, breach_reports, emergency_grants, webhooks):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, BaseModel) and value is not SQLModel:
                 fields = getattr(value, "model_fields", {})
