@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import PolicyDenied
+from app.core.errors import Denied
 from app.policy.actor import Actor
 from app.policy.decide import Decision, decide
 from app.policy.rules import Action
@@ -30,9 +30,7 @@ async def authorize(
         await session.commit()
         # A committed denial counts towards an unauthorised-access report (§7.2).
         await detect_unauthorised_access(session, actor=actor, record=loaded.record, action=action, now=now)
-        raise PolicyDenied(
-            f"{action} denied: {decision.reason}", rule=decision.rule, clause=decision.clause
-        )
+        raise Denied.of(decision, f"{action} denied")
     if audit_allow:
         add_event(session, now=now, actor=actor, action=f"record.{action}", resource_type="record",
                   resource_id=loaded.record.id, decision="allow", rule=decision.rule, clause=decision.clause,
