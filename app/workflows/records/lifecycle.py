@@ -41,7 +41,7 @@ async def set_legal_hold(
 ) -> LegalHoldPublic:
     """Place or lift a legal hold (§6.5); a held record is never destroyed. Only a director
     comes here: the route's gate (app.deps.director_only) refuses, and audits, anyone else."""
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
     if record.destroyed_at is not None:
         raise gone(record)
@@ -68,7 +68,7 @@ async def review_record(
     session: AsyncSession, *, record_id: uuid.UUID, note: str | None, actor: Actor, now: datetime,
     keyring: Keyring, settings: Settings,
 ) -> ReviewPublic:
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
     decision = decide(actor, Action.update, loaded.facts, now)
     if not decision.allowed and actor.is_director and actor.active:
