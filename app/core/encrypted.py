@@ -220,6 +220,8 @@ def _bind_rows(mapper: Mapper[Any], cls: type[Any]) -> None:
     def wrap(target: Any, *, changed_only: bool) -> None:
         state: InstanceState[Any] = attributes.instance_state(target)
         key = key_of(state)
+        if any(k is None for k in key):
+            raise TypeError(f"{table_name}: encrypted text needs the row's primary key before it is written")
         for attr, column in found:
             value = state.dict.get(attr)
             if not isinstance(value, str):

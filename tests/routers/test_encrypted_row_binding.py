@@ -181,3 +181,41 @@ def test_a_value_without_its_row_is_never_encrypted() -> None:
         assert stored is not None and stored.startswith("kmm2:k:") and "free text" not in stored
     finally:
         install_keyring(previous)
+
+
+async def test_rotating_the_key_never_rebinds_a_copied_value(client, factory: Factory, state):
+    """`kmm rotate-key` opens each value with its own row's associated data: a copied value
+    stops the rotation, named by column and row and without content, and stays unreadable."""
+    import dataclasses
+    import os
+
+    import pytest
+
+    from app.core.crypto import DecryptionError, key_id
+    from app.workflows import key_rotation
+
+    director = await factory.user("director")
+    alice = await factory.user("colleague", manager=director)
+    subj = await dp.subject(client, alice)
+    made = []
+    for summary in (MARK_A, MARK_B):
+        r = await client.post("/disclosures", headers=alice.headers,
+                              json={"subject_id": subj["id"], "category": "child_abuse", "summary": summary})
+        assert r.status_code == 201, r.text
+        made.append(r.json()["id"])
+    await _copy(state, "disclosures", "summary", {"id": uuid.UUID(made[0])}, {"id": uuid.UUID(made[1])})
+
+    new = os.urandom(32)
+    ring = Keyring({key_id(new): new, **{kid: state.keyring.key(kid) for kid in state.keyring.key_ids}})
+    rotating = dataclasses.replace(state, keyring=ring)
+    try:
+        install_keyring(ring)
+        with pytest.raises(DecryptionError) as failed:
+            await key_rotation.rewrap_all(rotating, batch_size=10)
+    finally:
+        install_keyring(state.keyring)
+    assert "disclosures.summary" in str(failed.value) and made[1] in str(failed.value)
+    assert MARK_A not in str(failed.value) and MARK_B not in str(failed.value)
+    _refused(await client.get(f"/disclosures/{made[1]}", headers=director.headers), MARK_A, MARK_B)
+    r = await client.get(f"/disclosures/{made[0]}", headers=director.headers)
+    assert r.status_code == 200 and r.json()["summary"] == MARK_A
