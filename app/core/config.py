@@ -133,6 +133,24 @@ class Settings(BaseSettings):
     breach_open_too_long_days: int = 30
 
     audit_seal_interval_seconds: float = 0.5
+
+    # Scheduled work inside `kmm serve` (app/workflows/scheduler.py): each job's interval as
+    # seconds or with a unit (``90s``, ``15m``, ``1h``, ``1d``), or ``off``. KMM_SCHEDULER=off
+    # stops them all. One process across every worker and replica runs a job at a time.
+    scheduler: bool = True
+    # Off until an operator turns it on: shredding is for good (§4.6); try `--dry-run` first.
+    schedule_retention_sweep: Annotated[float | None, NoDecode] = None
+    schedule_access_request_flags: Annotated[float | None, NoDecode] = 3600.0
+    schedule_review_reminders: Annotated[float | None, NoDecode] = 24 * 3600.0
+    scheduler_tick_seconds: float = Field(default=30.0, gt=0)
+    # A job's lease: renewed while it runs; a process that dies leaves it to expire.
+    scheduler_lease_seconds: float = Field(default=300.0, ge=5)
+
+    # Webhook deliveries (app/workflows/webhooks.py).
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    webhook_backoff_seconds: float = Field(default=30.0, gt=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
     # JSON lines, or readable lines; unset: JSON in production, readable lines elsewhere.
     log_json: bool | None = None
@@ -226,6 +244,26 @@ class Settings(BaseSettings):
         if problems:
             raise ConfigurationError("KMM_ENV=production refuses weak settings: " + "; ".join(problems))
         return self
+
+    @field_validator("schedule_retention_sweep", "schedule_access_request_flags", "schedule_review_reminders",
+                     mode="before")
+    @classmethod
+    def _interval(cls, v: Any) -> Any:
+        """``off`` (or ``false``, ``0``) is None; a number is seconds; ``15m``, ``1h``, ``1d`` have units."""
+        if v is None or isinstance(v, int | float):
+            return None if v is None or v <= 0 else float(v)
+        text = str(v).strip().lower()
+        if text in {"off", "false", "no", "none", "0", ""}:
+            return None
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        number, unit = (text[:-1], units[text[-1]]) if text[-1] in units else (text, 1)
+        try:
+            seconds = float(number) * unit
+        except ValueError:
+            raise ValueError(f"{text!r} is not an interval: seconds, 15m, 1h, 1d, or off") from None
+        if seconds <= 0:
+            return None
+        return seconds
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -11,3 +11,4 @@ from app.models.audit import AuditEvent, AuditSeal
 from app.models.emergency_grants import EmergencyGrant
 from app.models.lifecycle import RecordReview
 from app.models.records import Record, RecordContent, RecordNamedAccess, RecordShare, Subject
+from app.models.webhooks import ScheduledJob, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent

@@ -14,6 +14,7 @@ from app.routers import retention as retention
 from app.routers import service_clients as service_clients
 from app.routers import subjects as subjects
 from app.routers import users as users
+from app.routers import webhooks as webhooks
 
 # The most used first: a request is matched against the routes in this order, so the
 # record routes come before the rest (the order of paths in the OpenAPI document follows;
@@ -33,8 +34,9 @@ ROUTERS = [
     compliance.router,
     reports.router,
     audit.router,
+    webhooks.router,
 ]
 
 # How the docs explorer orders the resources.
 TAGS = ["operations", "auth", "users", "service clients", "subjects", "records", "emergency grants",
-        "access requests", "disclosures", "breach reports", "data protection", "audit"]
+        "access requests", "disclosures", "breach reports", "data protection", "audit", "webhooks"]

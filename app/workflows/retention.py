@@ -22,7 +22,7 @@ from app.core.errors import PolicyDenied
 from app.models.records import Record
 from app.models.retention import SweepResult
 from app.policy.actor import Actor
-from app.workflows import packages
+from app.workflows import packages, webhooks
 from app.workflows.audit_trail import add_event
 from app.workflows.records.commands import shred
 
@@ -93,6 +93,7 @@ async def sweep(
                               resource_id=record.id, decision="allow", rule=RULE, clause=CLAUSE,
                               detail={"classification": record.classification, "sweep": True,
                                       "sweep_id": str(sweep_id)})
+                await webhooks.records_destroyed(session, records=batch, sweep=True, now=now)
             await session.commit()
         except BaseException:
             await session.rollback()  # this batch only: earlier batches are whole and committed

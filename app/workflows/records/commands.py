@@ -37,7 +37,7 @@ from app.policy.actor import Actor
 from app.policy.decide import RecordFacts
 from app.policy.retention import schedule_date
 from app.policy.rules import Action
-from app.workflows import packages
+from app.workflows import packages, webhooks
 from app.workflows.audit_trail import add_event
 from app.workflows.records.checks import (
     check_consent,
@@ -317,6 +317,7 @@ async def destroy_record(
     add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
               resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
               detail={"classification": record.classification, "sweep": False})
+    await webhooks.records_destroyed(session, records=[record], sweep=False, now=now)
     await session.commit()
     await scrub_after_shred(session)
     await session.refresh(record)
