@@ -7,7 +7,7 @@ The schema does not change. It needs the master keys, read as the service reads 
 the keys are read only when there is a value to convert. Downgrade converts back.
 
 Revision ID: 0023
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-03 09:10:00.000000
 """
 from collections.abc import Sequence
@@ -20,7 +20,7 @@ from app.core.crypto import Keyring
 from app.core.encrypted import BOUND_PREFIX, PREFIX, decrypt_text, encrypt_text, row_aad, seal, unseal
 
 revision: str = '0023'
-down_revision: str | None = '0012'
+down_revision: str | None = '0013'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -31,6 +31,7 @@ ENCRYPTED = (
     ("emergency_grants", ("id",), ("reason",)),
     ("disclosures", ("id",), ("summary",)),
     ("breach_reports", ("id",), ("description", "evidence", "complainant_name", "notes")),
+    ("webhook_subscriptions", ("id",), ("secret",)),
 )
 
 
