@@ -19,7 +19,7 @@ The column type cannot see the row, so the ORM supplies it (``_bind_rows``):
   values and opens them with ``open_value``.
 
 The older ``kmm1`` format (one fixed associated data for every value) is read and written
-only by the migrations (``encrypt_text``, ``decrypt_text``); migration 0023 rewrites every
+only by the migrations (``encrypt_text``, ``decrypt_text``); a migration rewrites every
 stored ``kmm1`` value as ``kmm2``, and the service never opens a ``kmm1`` value.
 
 The type has no access to the request, so the keyring is process-wide: AppState.build
