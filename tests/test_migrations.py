@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -57,6 +58,7 @@ def test_the_check_notices_a_missing_migration(tmp_path):
         assert _differences(settings) != []
 
 
+@pytest.mark.slow  # every migration down to base and up again
 def test_downgrade_to_base_and_up_again(tmp_path):
     with fresh_database(tmp_path) as settings:
         upgrade(settings)

@@ -42,7 +42,7 @@ from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.types import TypeDecorator
 
 from app.core.crypto import DecryptionError, Keyring, decrypt, encrypt
-from app.core.errors import Problem
+from app.core.errors import Conflict
 
 PREFIX = "kmm1"  # the unbound format, for the migrations only
 BOUND_PREFIX = "kmm2"
@@ -114,12 +114,13 @@ def unseal(keyring: Keyring, stored: str, aad: bytes) -> str:
     return decrypt(keyring.key(kid), _unb64(blob), aad).decode()
 
 
-class IntegrityFailure(Problem):
+class IntegrityFailure(Conflict):
     """A stored encrypted value does not open with its own row's associated data (§6.6)."""
 
+    default_type = "integrity-error"
+
     def __init__(self) -> None:
-        super().__init__(409, "a stored value of this resource fails its integrity check and is not shown",
-                         type="integrity-error", clause="§6.6")
+        super().__init__("a stored value of this resource fails its integrity check and is not shown", clause="§6.6")
 
 
 def open_value(keyring: Keyring, value: Sealed | str | None, table: str, column: str, key: Sequence[Any]) -> str | None:

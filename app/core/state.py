@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.audit_keys import AuditKeys, install_audit_keys
+from app.core.audit_writer import AuditWriter
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Keyring
@@ -17,7 +18,6 @@ from app.core.db import RowSource, make_engine, make_sessionmaker, row_source
 from app.core.encrypted import install_keyring
 from app.core.pagination import CursorCodec
 from app.core.security import Passwords, Tokens
-from app.workflows.audit_trail import AuditWriter
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 
 from app.core.pagination import Page
 from app.core.state import AppState
@@ -20,6 +20,7 @@ from app.deps import (
     SessionDep,
     StaffUser,
     StateDep,
+    director_only,
     etag,
 )
 from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, ReviewCreate, ReviewPublic
@@ -39,11 +40,16 @@ from app.models.records import (
     SharePublic,
     Tombstone,
 )
+from app.policy.actor import Actor
 from app.routers.responses import problem_responses, protect
 from app.workflows import audit_access
 from app.workflows.records import commands, lifecycle, read, shares
 
 router = APIRouter(prefix="/records", tags=["records"])
+# Only a director places or lifts a legal hold (§6.5); a refusal is the record's own audit event.
+HoldDirector = Annotated[Actor, Depends(director_only(
+    lifecycle.HOLD_RULE, lifecycle.HOLD_CLAUSE, detail="only a director places or lifts a legal hold",
+    record_action="record.legal_hold"))]
 _ORDER = [Classification.general, Classification.confidential, Classification.sensitive, Classification.personnel]
 
 
@@ -198,7 +204,7 @@ async def remove_named(record_id: uuid.UUID, user_id: uuid.UUID, actor: StaffUse
 
 @router.post("/{record_id}/legal-hold", response_model=LegalHoldPublic,
              responses=problem_responses(401, 403, 404, 410, 422))
-async def set_legal_hold(record_id: uuid.UUID, body: LegalHoldChange, actor: CurrentUser, session: SessionDep,
+async def set_legal_hold(record_id: uuid.UUID, body: LegalHoldChange, actor: HoldDirector, session: SessionDep,
                          now: NowDep) -> LegalHoldPublic:
     """A director places (or lifts) a legal hold: a held record is never destroyed."""
     return await lifecycle.set_legal_hold(session, record_id=record_id, data=body, actor=actor, now=now)

@@ -23,7 +23,7 @@ from sqlmodel import col, select
 
 from app.core.config import Settings
 from app.core.crypto import Keyring, decrypt, encrypt
-from app.core.errors import PolicyDenied, Problem, field_error, not_found
+from app.core.errors import Conflict, Gone, Invalid, PolicyDenied, field_error, not_found
 from app.core.pagination import CursorCodec, Page
 from app.models.access_requests import (
     NOTICE_DAYS,
@@ -147,7 +147,7 @@ async def log_request(
                   decision="deny", rule=refusal.rule, clause=refusal.clause,
                   detail={"kind": data.kind.value, "subject_id": str(subject.id)})
         await session.commit()
-        raise PolicyDenied(refusal.reason, rule=refusal.rule, clause=refusal.clause, status=422)
+        raise Invalid(refusal.reason, type="policy-denied", rule=refusal.rule, clause=refusal.clause)
     request = AccessRequest(
         kind=data.kind.value,
         subject_id=subject.id,
@@ -239,8 +239,8 @@ async def list_requests(
 # -- transitions ---------------------------------------------------------------------------
 
 
-def _conflict(request: AccessRequest, to: S) -> Problem:
-    return Problem(409, f"a {request.status} request cannot become {to.value}", type="invalid-transition",
+def _conflict(request: AccessRequest, to: S) -> Conflict:
+    return Conflict(f"a {request.status} request cannot become {to.value}", type="invalid-transition",
                    current_status=request.status)
 
 
@@ -261,7 +261,7 @@ async def _transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        raise Problem(409, "the request changed meanwhile; fetch it again", type="invalid-transition")
+        raise Conflict("the request changed meanwhile; fetch it again", type="invalid-transition")
     add_event(session, now=now, actor=actor, action=action, resource_type=RESOURCE, resource_id=request.id,
               decision="allow", rule=rule, clause=clause, detail={"from": request.status, "status": to.value})
 
@@ -270,11 +270,6 @@ async def _finish(session: AsyncSession, request: AccessRequest, now: datetime) 
     await session.commit()
     await session.refresh(request)
     return to_public(request, now)
-
-
-def _require_director(actor: Actor) -> None:
-    if not actor.is_director:
-        raise PolicyDenied("only a director may do this", rule=DIRECTOR_ONLY[0], clause=DIRECTOR_ONLY[1])
 
 
 def _not_about_themself(actor: Actor, subject_user_id: uuid.UUID | None) -> None:
@@ -288,8 +283,7 @@ def _not_about_themself(actor: Actor, subject_user_id: uuid.UUID | None) -> None
 async def decide_request(
     session: AsyncSession, *, request_id: uuid.UUID, data: AccessDecision, actor: Actor, now: datetime
 ) -> AccessRequestPublic:
-    """A director approves or refuses a received request, with a reason (§3.4)."""
-    _require_director(actor)
+    """A director (app.deps.director_only) approves or refuses a received request, with a reason (§3.4)."""
     request, subject_user_id = await _load(session, request_id, actor)
     _not_about_themself(actor, subject_user_id)
     return await apply_decision(session, request=request, data=data, actor=actor, now=now)
@@ -454,7 +448,6 @@ async def fulfil_request(
 ) -> AccessRequestPublic:
     """A director fulfils an approved request: the package is built and stored encrypted, once,
     and kept for ``package_retention_days`` (§6.5)."""
-    _require_director(actor)
     request, subject_user_id = await _load(session, request_id, actor)
     _not_about_themself(actor, subject_user_id)
     if request.status != S.approved:
@@ -490,11 +483,11 @@ async def download_package(
         raise PolicyDenied("only a director, or the employee a personnel request is about, receives the package",
                            rule=rule, clause=clause)
     if request.status != S.fulfilled:
-        raise Problem(409, f"the package is ready once the request is fulfilled; it is {request.status}",
+        raise Conflict(f"the package is ready once the request is fulfilled; it is {request.status}",
                       type="not-fulfilled", current_status=request.status)
     package = await load_package(session, keyring, request.id)
     if package is None:
-        raise Problem(410, "the package was destroyed at the end of its retention period", type="package-destroyed",
+        raise Gone("the package was destroyed at the end of its retention period", type="package-destroyed",
                       rule=packages.RULE, clause=packages.CLAUSE)
     add_event(session, now=now, actor=actor, action="access_request.package_download", resource_type=RESOURCE,
               resource_id=request.id, decision="allow", rule=rule, clause=clause,

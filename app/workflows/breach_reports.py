@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.core.errors import PolicyDenied, Problem, field_error, not_found
+from app.core.errors import Conflict, PolicyDenied, field_error, not_found
 from app.core.pagination import CursorCodec, next_cursor, page_query
 from app.models.accounts import User
 from app.models.audit import AuditEvent
@@ -89,7 +89,7 @@ async def _director(session: AsyncSession, *, not_id: uuid.UUID | None, prefer_n
     found = (await session.execute(
         query.order_by(*order, col(User.created_at), col(User.id)).limit(1))).scalar_one_or_none()
     if found is None:
-        raise Problem(409, "no active director can handle this report", type="no-handler")
+        raise Conflict("no active director can handle this report", type="no-handler")
     return found
 
 
@@ -306,7 +306,7 @@ async def list_reports(
 
 def _not_closed(r: BreachReport) -> None:
     if r.status == BreachStatus.closed:
-        raise Problem(409, "the report is closed", type="report-closed")
+        raise Conflict("the report is closed", type="report-closed")
 
 
 def _start_investigation(session: AsyncSession, r: BreachReport, *, actor: Actor, now: datetime) -> None:
@@ -321,7 +321,7 @@ async def investigate(session: AsyncSession, *, report_id: uuid.UUID, actor: Act
     r = await _load(session, report_id, actor, lock=True)
     _require_handler(actor, r)
     if r.status != BreachStatus.open:
-        raise Problem(409, f"the report is already {r.status}", type="report-not-open")
+        raise Conflict(f"the report is already {r.status}", type="report-not-open")
     _start_investigation(session, r, actor=actor, now=now)
     await session.commit()
     return (await shape(session, actor, [r]))[0]  # type: ignore[return-value]
@@ -383,9 +383,9 @@ async def mark_procedure_advised(session: AsyncSession, *, report_id: uuid.UUID,
     r = await _load(session, report_id, actor, lock=True)
     _require_handler(actor, r)
     if r.kind != BreachKind.external_complaint:
-        raise Problem(409, "only an external complaint has a complainant to advise", type="not-a-complaint")
+        raise Conflict("only an external complaint has a complainant to advise", type="not-a-complaint")
     if r.complaint_procedure_advised:
-        raise Problem(409, "the complainant is already recorded as advised", type="already-advised")
+        raise Conflict("the complainant is already recorded as advised", type="already-advised")
     r.complaint_procedure_advised = True
     r.updated_at = now
     _audit(session, r, actor=actor, now=now, action="complaint_procedure_advised", rule="handler")

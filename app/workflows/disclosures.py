@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.core.errors import Problem, field_error, not_found
+from app.core.errors import Conflict, Invalid, field_error, not_found
 from app.core.pagination import CursorCodec, next_cursor, page_query
 from app.models.disclosures import (
     ROUTES,
@@ -97,7 +97,7 @@ async def raise_disclosure(
     route = ROUTES[data.category]
     if route.recipient is None:  # consented (§1.3)
         if not data.consent_reference or not data.recipient:
-            raise Problem(422, "a disclosure outside the legal duties of §5 needs the individual's (or an "
+            raise Invalid("a disclosure outside the legal duties of §5 needs the individual's (or an "
                           "officer's) consent on record: give consent_reference and the named recipient",
                           type="consent-required", rule="consent", clause="§1.3")
         recipient = data.recipient
@@ -160,7 +160,7 @@ async def list_disclosures(
 
 def _open(d: Disclosure) -> None:
     if d.status == DisclosureStatus.closed:
-        raise Problem(409, "the disclosure is closed", type="disclosure-closed")
+        raise Conflict("the disclosure is closed", type="disclosure-closed")
 
 
 async def report_disclosure(
@@ -170,7 +170,7 @@ async def report_disclosure(
     d = await _load(session, disclosure_id, actor, lock=True)
     _open(d)
     if d.reported_at is not None:
-        raise Problem(409, "the disclosure is already recorded as made", type="already-reported")
+        raise Conflict("the disclosure is already recorded as made", type="already-reported")
     route = ROUTES[DisclosureCategory(d.category)]
     if route.director_chooses_authority and not data.authority:
         raise field_error("authority", "the Director names the authority this was reported to (§5.3)",
@@ -194,7 +194,7 @@ async def record_subject_informed(
     d = await _load(session, disclosure_id, actor, lock=True)
     _open(d)
     if d.subject_informed_at is not None:
-        raise Problem(409, "the subject is already recorded as informed", type="already-informed")
+        raise Conflict("the subject is already recorded as informed", type="already-informed")
     _not_in_future("informed_at", data.informed_at, now)
     d.subject_informed_at = data.informed_at
     d.subject_informed_method = data.method.value
@@ -213,7 +213,7 @@ async def close_disclosure(session: AsyncSession, *, disclosure_id: uuid.UUID, a
     missing = [name for name, value in (("reported", d.reported_at), ("subject_informed", d.subject_informed_at))
                if value is None]
     if missing:
-        raise Problem(409, "a disclosure closes only once it is recorded as made and the person affected has "
+        raise Conflict("a disclosure closes only once it is recorded as made and the person affected has "
                       "been told: missing " + ", ".join(missing), type="disclosure-incomplete",
                       rule="inform-subject", clause="§1.9, §5.4", missing=missing)
     d.status = DisclosureStatus.closed.value

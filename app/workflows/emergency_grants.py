@@ -10,7 +10,7 @@ from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import PolicyDenied, Problem, field_error, not_found
+from app.core.errors import Conflict, PolicyDenied, field_error, not_found
 from app.core.pagination import CursorCodec, Page
 from app.models.emergency_grants import EmergencyGrant, GrantCreate, GrantPublic
 from app.models.records import Record, Subject
@@ -70,7 +70,7 @@ async def revoke_grant(session: AsyncSession, *, grant_id: uuid.UUID, actor: Act
     if grant is None:
         raise not_found("emergency grant")
     if grant.revoked_at is not None:
-        raise Problem(409, "the grant is already revoked", type="already-revoked")
+        raise Conflict("the grant is already revoked", type="already-revoked")
     grant.revoked_at = now
     grant.revoked_by = actor.id
     session.add(grant)

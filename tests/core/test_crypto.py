@@ -150,8 +150,8 @@ async def test_no_column_of_any_table_holds_content_in_clear(client, factory, st
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
-    subj = await dp.subject(client, alice)
-    kept = await dp.record(client, alice, subj["id"], title=f"title {marker}", content=f"content {marker}")
+    subj = await factory.subject(by=alice)
+    kept = await factory.record(by=alice, subject=subj, title=f"title {marker}", content=f"content {marker}")
     r = await client.patch(f"/records/{kept['id']}", headers={**alice.headers, "If-Match": '"v1"'},
                            json={"content": f"updated {marker} again", "title": f"{marker} retitled"})
     assert r.status_code == 200, r.text
@@ -160,7 +160,7 @@ async def test_no_column_of_any_table_holds_content_in_clear(client, factory, st
     assert r.status_code == 200, r.text
     r = await client.post(f"/records/{kept['id']}/review", headers=alice.headers, json={"note": f"{marker} ok"})
     assert r.status_code == 200, r.text
-    shredded = await dp.record(client, alice, subj["id"], content=marker)
+    shredded = await factory.record(by=alice, subject=subj, content=marker)
     r = await client.delete(f"/records/{shredded['id']}", headers=manager.headers,
                             params={"reason": f"asked by {marker}"})
     assert r.status_code == 200, r.text

@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import bindparam
@@ -156,6 +157,7 @@ SIDE_DOORS: dict[str, Any] = {
 }
 
 
+@pytest.mark.slow  # a property test: thirty organisations, each built and asked every question
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(org=organisations())

@@ -17,7 +17,7 @@ from app.core.config import Settings
 from app.core.crypto import Keyring, encrypt
 from app.core.db import scrub_after_shred
 from app.core.encrypted import bound
-from app.core.errors import PolicyDenied, Problem, field_error
+from app.core.errors import Conflict, Invalid, PolicyDenied, StaleVersion, field_error
 from app.models.lifecycle import RecordReview
 from app.models.records import (
     Classification,
@@ -118,12 +118,12 @@ async def update_record(
         raise gone(record)
     changes = data.model_dump(exclude_unset=True)
     if not changes:
-        raise Problem(422, "nothing to change", type="validation-error")
+        raise Invalid("nothing to change", type="validation-error")
     if any(changes.get(k, 0) is None for k in _NOT_NULL):
-        raise Problem(422, f"{', '.join(_NOT_NULL[:-1])} and {_NOT_NULL[-1]} cannot be null (§6.4, §6.5)",
+        raise Invalid(f"{', '.join(_NOT_NULL[:-1])} and {_NOT_NULL[-1]} cannot be null (§6.4, §6.5)",
                       type="validation-error")
     if expected != record.version:
-        raise Problem(412, "the record changed since you read it; fetch it again", type="precondition-failed")
+        raise StaleVersion()
 
     new_class = Classification(changes.get("classification", record.classification))
     old_class = Classification(record.classification)
@@ -171,7 +171,7 @@ async def update_record(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        raise Problem(412, "the record changed since you read it; fetch it again", type="precondition-failed")
+        raise StaleVersion()
 
     title, content = open_content(keyring, loaded.content)
     if "title" in changes or "content" in changes:
@@ -308,7 +308,7 @@ async def destroy_record(
     if record.destroyed_at is not None:
         raise gone(record)
     if record.legal_hold:
-        raise Problem(409, "the record is under a director's legal hold and cannot be destroyed",
+        raise Conflict("the record is under a director's legal hold and cannot be destroyed",
                       type="legal-hold", rule="legal-hold", clause="§6.5")
     if await shred(session, record_ids=[record.id], by=actor.id, reason=reason, now=now) != 1:
         await session.rollback()  # destroyed by someone else meanwhile

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import PolicyDenied
+from app.core.errors import Denied
 from app.policy.actor import Actor
 from app.policy.decide import Decision, decide
 from app.policy.rules import Action
@@ -29,9 +29,7 @@ async def authorize(
                   detail={"classification": loaded.record.classification})
         await session.commit()
         await after_denial(session, actor=actor, loaded=loaded, action=action, now=now)
-        raise PolicyDenied(
-            f"{action.value} denied: {decision.reason}", rule=decision.rule, clause=decision.clause
-        )
+        raise Denied.of(decision, f"{action.value} denied")
     if audit_allow:
         add_event(session, now=now, actor=actor, action=f"record.{action.value}", resource_type="record",
                   resource_id=loaded.record.id, decision="allow", rule=decision.rule, clause=decision.clause,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from app.core.errors import Problem
+from app.core.errors import Gone
 from app.models.records import (
     AccessNote,
     Classification,
@@ -65,6 +65,6 @@ def tombstone(record: Record) -> Tombstone:
                      reason=record.destroy_reason)
 
 
-def gone(record: Record) -> Problem:
-    return Problem(410, "this record was destroyed; only its tombstone remains", type="record-destroyed",
+def gone(record: Record) -> Gone:
+    return Gone("this record was destroyed; only its tombstone remains", type="record-destroyed",
                    tombstone=tombstone(record).model_dump(mode="json"))
