@@ -52,9 +52,9 @@ async def test_a_reason_copied_onto_another_record_does_not_open(client, factory
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
-    subj = await dp.subject(client, alice)
-    a = await dp.record(client, alice, subj["id"])
-    b = await dp.record(client, alice, subj["id"])
+    subj = await factory.subject(by=alice)
+    a = await factory.record(by=alice, subject=subj)
+    b = await factory.record(by=alice, subject=subj)
     for rec, why in ((a, MARK_A), (b, MARK_B)):
         r = await client.delete(f"/records/{rec['id']}", headers={**manager.headers, "X-Reason": why})
         assert r.status_code == 200, r.text
@@ -74,8 +74,8 @@ async def test_a_reason_copied_onto_another_record_does_not_open(client, factory
 async def test_a_reason_copied_into_another_column_of_the_same_record_does_not_open(client, factory: Factory, state):
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"], consent={"status": "refused", "refusal_reason": MARK_A})
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj, consent={"status": "refused", "refusal_reason": MARK_A})
     r = await client.post(f"/records/{rec['id']}/legal-hold", headers=director.headers,
                           json={"legal_hold": True, "reason": MARK_B})
     assert r.status_code == 200, r.text
@@ -94,9 +94,9 @@ async def test_a_share_reason_is_bound_to_both_columns_of_its_key(client, factor
     alice = await factory.user("colleague", manager=director)
     ben = await factory.user("colleague", manager=director)
     carl = await factory.user("colleague", manager=director)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"])
-    other = await dp.record(client, alice, subj["id"])
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj)
+    other = await factory.record(by=alice, subject=subj)
     for r_id, who, why in ((rec["id"], ben, MARK_A), (rec["id"], carl, MARK_B), (other["id"], ben, "other")):
         r = await client.post(f"/records/{r_id}/shares", headers=alice.headers,
                               json={"user_id": str(who.id), "reason": why})
@@ -117,7 +117,7 @@ async def test_disclosure_grant_and_breach_report_text_is_bound_to_its_row(clien
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
     bob = await factory.user("colleague", manager=manager)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
 
     made = []
     for summary in (MARK_A, MARK_B):
@@ -131,7 +131,7 @@ async def test_disclosure_grant_and_breach_report_text_is_bound_to_its_row(clien
     r = await client.get(f"/disclosures/{made[0]}", headers=director.headers)
     assert r.status_code == 200 and r.json()["summary"] == MARK_A
 
-    sens = await dp.record(client, alice, subj["id"], classification="sensitive", access_requester_id=subj["id"])
+    sens = await factory.record(by=alice, subject=subj, classification="sensitive")
     grants = []
     for why in (MARK_A, MARK_B):
         r = await client.post("/emergency-grants", headers=director.headers, json={
@@ -154,8 +154,8 @@ async def test_disclosure_grant_and_breach_report_text_is_bound_to_its_row(clien
 async def test_every_value_is_stored_in_the_bound_format(client, factory: Factory, state):
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"], consent={"status": "refused", "refusal_reason": MARK_A})
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj, consent={"status": "refused", "refusal_reason": MARK_A})
     r = await client.post(f"/records/{rec['id']}/legal-hold", headers=director.headers,
                           json={"legal_hold": True, "reason": MARK_B})
     assert r.status_code == 200, r.text
@@ -196,7 +196,7 @@ async def test_rotating_the_key_never_rebinds_a_copied_value(client, factory: Fa
 
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     made = []
     for summary in (MARK_A, MARK_B):
         r = await client.post("/disclosures", headers=alice.headers,
@@ -237,7 +237,7 @@ async def test_a_webhook_secret_copied_from_another_subscription_never_signs(cli
             hooks.append(r.json())
         await _copy(state, "webhook_subscriptions", "secret", {"id": uuid.UUID(hooks[0]["id"])},
                     {"id": uuid.UUID(hooks[1]["id"])})
-        subj = await dp.subject(client, alice)
+        subj = await factory.subject(by=alice)
         r = await client.post("/disclosures", headers=alice.headers,
                               json={"subject_id": subj["id"], "category": "child_abuse", "summary": MARK_A})
         assert r.status_code == 201, r.text
