@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
+from app.core.encrypted import IntegrityFailure, open_value
 from app.core.errors import field_error, not_found
 from app.core.pagination import CursorCodec, Page, next_cursor, page_of, page_query
 from app.core.state import AppState
@@ -362,8 +363,14 @@ async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH)
             .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
             .where(col(WebhookDelivery.id).in_(claimed))
         )).all() if claimed else []
-        taken = [Claimed(id=d.id, event_id=d.event_id, kind=d.kind, attempts=d.attempts, url=url, secret=secret,
-                         payload=payload) for d, url, secret, payload in rows]
+        taken = []
+        for d, url, sealed, payload in rows:
+            try:  # bound to its subscription (§6.6): a secret copied from another is never used
+                secret = open_value(state.keyring, sealed, Webhook.__tablename__, "secret", [d.subscription_id])
+            except IntegrityFailure:
+                continue  # logged; the delivery waits, unsigned and unsent, until the secret is replaced
+            taken.append(Claimed(id=d.id, event_id=d.event_id, kind=d.kind, attempts=d.attempts, url=url,
+                                 secret=str(secret), payload=payload))
         await session.commit()
     return taken
 

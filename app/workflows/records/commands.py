@@ -9,13 +9,14 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, delete
 
 from app.core.config import Settings
 from app.core.crypto import Keyring, encrypt
 from app.core.db import scrub_after_shred
+from app.core.encrypted import bound
 from app.core.errors import Conflict, Invalid, PolicyDenied, StaleVersion, field_error
 from app.models.lifecycle import RecordReview
 from app.models.records import (
@@ -47,7 +48,7 @@ from app.workflows.records.checks import (
 )
 from app.workflows.records.content import aad, open_content, seal_content
 from app.workflows.records.decisions import authorize
-from app.workflows.records.queries import LoadedRecord, entitled_ids, load_record
+from app.workflows.records.queries import RECORDS, LoadedRecord, entitled_ids, load_record
 from app.workflows.records.shape import gone, to_public, tombstone
 
 # -- create ----------------------------------------------------------------------
@@ -163,7 +164,8 @@ async def update_record(
         consent = data.consent or Consent()
         values.update(consent_status=consent.status, consent_obtained_at=consent.obtained_at,
                       consent_purpose_explained=consent.purpose_explained,
-                      consent_refusal_reason=consent.refusal_reason)
+                      consent_refusal_reason=bound(Record.__tablename__, "consent_refusal_reason", [record.id],
+                                                   consent.refusal_reason))
     result = await session.execute(
         update(Record).where(col(Record.id) == record.id, col(Record.version) == expected).values(**values)
     )
@@ -259,16 +261,22 @@ async def shred(
     await session.execute(
         update(RecordReview).where(col(RecordReview.record_id).in_(record_ids)).values(note_ct=None)
     )
-    result = await session.execute(
+    stamped = list((await session.execute(
         update(Record)
         .where(col(Record.id).in_(record_ids), col(Record.destroyed_at).is_(None))
-        .values(destroyed_at=now, destroyed_by=by, destroy_reason=reason, version=col(Record.version) + 1,
+        .values(destroyed_at=now, destroyed_by=by, version=col(Record.version) + 1,
                 updated_at=now, consent_refusal_reason=None)
+        .returning(col(Record.id))
         .execution_options(synchronize_session=False)
-    )
+    )).scalars())
+    if stamped:  # the reason is encrypted per record, bound to its row (§6.6)
+        await session.execute(
+            update(RECORDS).where(RECORDS.c.id == bindparam("b_id")).values(destroy_reason=bindparam("b_reason")),
+            [{"b_id": rid, "b_reason": bound(RECORDS.name, "destroy_reason", [rid], reason)} for rid in stamped],
+        )
     # After the records' row locks, so a package being fulfilled meanwhile is cleared too.
     await packages.forget_records(session, record_ids)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return len(stamped)
 
 
 async def drop_passed_on(session: AsyncSession, record_ids: list[uuid.UUID]) -> None:

@@ -21,6 +21,7 @@ from sqlmodel import col
 
 from app.core.config import Settings
 from app.core.crypto import Keyring, encrypt
+from app.core.encrypted import bound
 from app.core.errors import PolicyDenied
 from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, RecordReview, ReviewPublic
 from app.models.records import Record
@@ -48,7 +49,9 @@ async def set_legal_hold(
     result = await session.execute(
         update(Record)
         .where(col(Record.id) == record.id, col(Record.destroyed_at).is_(None))
-        .values(legal_hold=data.legal_hold, legal_hold_reason=data.reason, version=col(Record.version) + 1,
+        .values(legal_hold=data.legal_hold,
+                legal_hold_reason=bound(Record.__tablename__, "legal_hold_reason", [record.id], data.reason),
+                version=col(Record.version) + 1,
                 updated_at=now)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]  # destroyed since we loaded it
