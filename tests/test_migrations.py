@@ -156,7 +156,7 @@ def test_unbound_encrypted_text_is_bound_to_its_row_and_back(tmp_path):
     from app.models.records import Record, RecordShare, Subject
 
     with fresh_database(tmp_path) as settings:
-        before = ScriptDirectory.from_config(alembic_config(settings)).get_revision("0023").down_revision
+        before = ScriptDirectory.from_config(alembic_config(settings)).get_revision("0014").down_revision
         upgrade(settings, str(before))
         keyring = Keyring(settings.read_keyring())
         made = datetime(2026, 3, 4, tzinfo=UTC)

@@ -6,7 +6,7 @@ primary key, so a ciphertext copied onto another row or column no longer opens (
 The schema does not change. It needs the master keys, read as the service reads them;
 the keys are read only when there is a value to convert. Downgrade converts back.
 
-Revision ID: 0023
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-03 09:10:00.000000
 """
@@ -19,7 +19,7 @@ from app.core.config import Settings
 from app.core.crypto import Keyring
 from app.core.encrypted import BOUND_PREFIX, PREFIX, decrypt_text, encrypt_text, row_aad, seal, unseal
 
-revision: str = '0023'
+revision: str = '0014'
 down_revision: str | None = '0013'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
