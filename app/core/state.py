@@ -5,7 +5,7 @@ Nothing here is state another process needs: every fact lives in the database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -33,7 +33,6 @@ class AppState:
     # The hot path's reads (GET /records/{id}) and its group-committed audit events.
     rows: RowSource
     audit: AuditWriter
-    extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> AppState:

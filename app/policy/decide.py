@@ -143,7 +143,7 @@ def _compile() -> tuple[dict[_Key, tuple[_Candidate, ...]], dict[_Key, Decision]
             allowing = [rule for rule in RULES if action in rule.actions and cls in rule.classifications]
             for rule in allowing:
                 for relation in sorted(rule.relations):
-                    decision = Decision(True, rule.id, rule.clause, f"{relation.value} may {action.value}",
+                    decision = Decision(True, rule.id, rule.clause, f"{relation} may {action}",
                                         emergency=rule.emergency)
                     found.append(_Candidate(_HOLDS[relation], decision, _SINCE.get(relation),
                                             dataclasses.replace(decision, recent_relation=True)))
@@ -264,11 +264,11 @@ def records_filter(
                      if (c := relation_sql(r, actor, now, actor_id=actor_id)) is not None]
         if not relations:
             continue
-        classes = sorted(c.value for c in rule.classifications)
+        classes = sorted(rule.classifications)
         clauses.append(and_(col(Record.classification).in_(classes), or_(*relations)))
     if not clauses:
         return false()
-    excluded = [and_(col(Record.classification).in_(sorted(c.value for c in e.classifications)), cond)
+    excluded = [and_(col(Record.classification).in_(sorted(e.classifications)), cond)
                 for e in EXCLUSIONS
                 if (cond := relation_sql(e.relation, actor, now, actor_id=actor_id)) is not None]
     allowed = or_(*clauses)

@@ -101,5 +101,5 @@ async def package(
     """The fulfilled package (JSON), stamped CONFIDENTIAL: directors, and the employee of a personnel request."""
     found = await access_requests.download_package(session, request_id=request_id, actor=actor, now=now,
                                                    keyring=state.keyring)
-    protect(response, found.confidentiality.value)  # the most restrictive record it holds
+    protect(response, found.confidentiality)  # the most restrictive record it holds
     return found

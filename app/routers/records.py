@@ -53,8 +53,8 @@ HoldDirector = Annotated[Actor, Depends(director_only(
 _ORDER = [Classification.general, Classification.confidential, Classification.sensitive, Classification.personnel]
 
 
-def _most_restrictive(classes: list[str]) -> str | None:
-    return max(classes, key=lambda c: _ORDER.index(Classification(c)), default=None)
+def _most_restrictive(classes: list[Classification]) -> Classification | None:
+    return max(classes, key=_ORDER.index, default=None)
 
 
 @router.post("", status_code=201, response_model=RecordPublic, responses=problem_responses(401, 403, 422))
@@ -78,14 +78,14 @@ async def list_records(
     purpose: Purpose | None = None,
     custodian_id: uuid.UUID | None = None,
 ) -> Page[RecordSummary]:
-    items, nxt = await read.list_records(
+    page = await read.list_records(
         state.rows, state.audit, actor=actor, now=now, keyring=state.keyring, cursors=state.cursors, limit=limit,
         cursor=cursor,
         filters={"subject_id": subject_id, "classification": classification, "purpose": purpose,
                  "custodian_id": custodian_id},
     )
-    protect(response, _most_restrictive([i.classification for i in items]))
-    return Page(items=items, next_cursor=nxt)
+    protect(response, _most_restrictive([i.classification for i in page.items]))
+    return page
 
 
 @router.get("/{record_id}", response_model=RecordPublic, responses=problem_responses(401, 403, 404, 410, 422))
@@ -154,14 +154,14 @@ async def destroy_record(
 async def add_share(record_id: uuid.UUID, body: ShareCreate, actor: StaffUser, session: SessionDep,
                     now: NowDep) -> SharePublic:
     share = await shares.add_share(session, record_id=record_id, data=body, actor=actor, now=now)
-    return SharePublic.model_validate(share.model_dump())
+    return SharePublic.model_validate(share, from_attributes=True)
 
 
 @router.get("/{record_id}/shares", response_model=list[SharePublic],
             responses=problem_responses(401, 403, 404, 410, 422))
 async def list_shares(record_id: uuid.UUID, actor: StaffUser, session: SessionDep, now: NowDep) -> list[SharePublic]:
     found = await shares.list_shares(session, record_id=record_id, actor=actor, now=now)
-    return [SharePublic.model_validate(s.model_dump()) for s in found]
+    return [SharePublic.model_validate(s, from_attributes=True) for s in found]
 
 
 @router.delete("/{record_id}/shares/{user_id}", status_code=204,
@@ -180,7 +180,7 @@ async def remove_share(record_id: uuid.UUID, user_id: uuid.UUID, actor: StaffUse
 async def add_named(record_id: uuid.UUID, body: NamedAccessCreate, actor: StaffUser, session: SessionDep,
                     now: NowDep) -> NamedAccessPublic:
     named = await shares.add_named(session, record_id=record_id, data=body, actor=actor, now=now)
-    return NamedAccessPublic.model_validate(named.model_dump())
+    return NamedAccessPublic.model_validate(named, from_attributes=True)
 
 
 @router.get("/{record_id}/named-access", response_model=list[NamedAccessPublic],
@@ -188,7 +188,7 @@ async def add_named(record_id: uuid.UUID, body: NamedAccessCreate, actor: StaffU
 async def list_named(record_id: uuid.UUID, actor: StaffUser, session: SessionDep,
                      now: NowDep) -> list[NamedAccessPublic]:
     rows = await shares.list_named(session, record_id=record_id, actor=actor, now=now)
-    return [NamedAccessPublic.model_validate(n.model_dump()) for n in rows]
+    return [NamedAccessPublic.model_validate(n, from_attributes=True) for n in rows]
 
 
 @router.delete("/{record_id}/named-access/{user_id}", status_code=204,

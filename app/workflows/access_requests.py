@@ -24,7 +24,7 @@ from sqlmodel import col, select
 from app.core.config import Settings
 from app.core.crypto import Keyring, decrypt, encrypt
 from app.core.errors import Conflict, Gone, Invalid, PolicyDenied, field_error, not_found
-from app.core.pagination import CursorCodec, Page
+from app.core.pagination import CursorCodec, Page, page_of
 from app.models.access_requests import (
     NOTICE_DAYS,
     OPEN_STATUSES,
@@ -111,7 +111,7 @@ def who_may_ask(data: AccessRequestCreate, subject: Subject) -> Refusal | None:
             return Refusal("signatory", clause, "the letter must be signed by the individual the records are about")
         return None
     signed_by_officer = data.signatory_capacity != SignatoryCapacity.individual and any(
-        o.get("office") == data.signatory_capacity.value and _same_name(data.signed_by, str(o.get("name", "")))
+        o.get("office") == data.signatory_capacity and _same_name(data.signed_by, str(o.get("name", "")))
         for o in subject.officers
     )
     if not signed_by_officer:
@@ -145,20 +145,20 @@ async def log_request(
     if refusal is not None:
         add_event(session, now=now, actor=actor, action="access_request.create", resource_type=RESOURCE,
                   decision="deny", rule=refusal.rule, clause=refusal.clause,
-                  detail={"kind": data.kind.value, "subject_id": str(subject.id)})
+                  detail={"kind": data.kind, "subject_id": str(subject.id)})
         await session.commit()
         raise Invalid(refusal.reason, type="policy-denied", rule=refusal.rule, clause=refusal.clause)
     request = AccessRequest(
-        kind=data.kind.value,
+        kind=data.kind,
         subject_id=subject.id,
         requester_subject_id=data.requester_subject_id,
         signed_by=data.signed_by,
-        signatory_capacity=data.signatory_capacity.value,
+        signatory_capacity=data.signatory_capacity,
         in_writing=True,
         letter_reference=data.letter_reference,
         received_at=data.received_at,
         due_at=due_for(data.received_at),
-        status=S.received.value,
+        status=S.received,
         logged_by=actor.id,
         created_at=now,
     )
@@ -182,7 +182,7 @@ def visible_sql(actor: Actor) -> ColumnElement[bool]:
     own_subject = select(Subject.id).where(col(Subject.user_id) == actor.id)
     return or_(
         col(AccessRequest.logged_by) == actor.id,
-        and_(col(AccessRequest.kind) == AccessRequestKind.personnel_access.value,
+        and_(col(AccessRequest.kind) == AccessRequestKind.personnel_access,
              col(AccessRequest.subject_id).in_(own_subject)),
     )
 
@@ -220,7 +220,7 @@ async def list_requests(
         .order_by(col(AccessRequest.due_at), col(AccessRequest.id)).limit(limit + 1)
     )
     if status is not None:
-        query = query.where(col(AccessRequest.status) == status.value)
+        query = query.where(col(AccessRequest.status) == status)
     if overdue is not None:
         query = query.where(overdue_sql(now) if overdue else not_(overdue_sql(now)))
     if cursor:
@@ -229,18 +229,15 @@ async def list_requests(
         query = query.where(or_(col(AccessRequest.due_at) > after_due,
                                 and_(col(AccessRequest.due_at) == after_due, col(AccessRequest.id) > after_id)))
     rows = list((await session.execute(query)).scalars())
-    nxt = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        nxt = cursors.encode("access-requests", [last.due_at.isoformat(), str(last.id)])
-    return Page(items=[to_public(r, now) for r in rows[:limit]], next_cursor=nxt)
+    return page_of(rows, lambda r: to_public(r, now), cursors=cursors, scope="access-requests", limit=limit,
+                   key=lambda last: [last.due_at.isoformat(), str(last.id)])
 
 
 # -- transitions ---------------------------------------------------------------------------
 
 
 def _conflict(request: AccessRequest, to: S) -> Conflict:
-    return Conflict(f"a {request.status} request cannot become {to.value}", type="invalid-transition",
+    return Conflict(f"a {request.status} request cannot become {to}", type="invalid-transition",
                    current_status=request.status)
 
 
@@ -257,13 +254,13 @@ async def _transition(
     result = await session.execute(
         update(AccessRequest)
         .where(col(AccessRequest.id) == request.id, col(AccessRequest.status) == request.status)
-        .values(status=to.value, **values)
+        .values(status=to, **values)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
         raise Conflict("the request changed meanwhile; fetch it again", type="invalid-transition")
     add_event(session, now=now, actor=actor, action=action, resource_type=RESOURCE, resource_id=request.id,
-              decision="allow", rule=rule, clause=clause, detail={"from": request.status, "status": to.value})
+              decision="allow", rule=rule, clause=clause, detail={"from": request.status, "status": to})
 
 
 async def _finish(session: AsyncSession, request: AccessRequest, now: datetime) -> AccessRequestPublic:
@@ -321,16 +318,16 @@ def in_scope_sql(request: AccessRequest) -> ColumnElement[bool]:
     where = and_(col(Record.subject_id) == request.subject_id, col(Record.destroyed_at).is_(None))
     if request.kind == AccessRequestKind.personnel_access:
         # "all of their personnel records" (§3.6): not every record about the employee
-        return and_(where, col(Record.classification) == Classification.personnel.value)
-    return and_(where, col(Record.classification) != Classification.personnel.value)
+        return and_(where, col(Record.classification) == Classification.personnel)
+    return and_(where, col(Record.classification) != Classification.personnel)
 
 
 def released_sql(request: AccessRequest) -> ColumnElement[bool]:
     """Of those, what is released: sensitive only where the file names the requester (§3.5)."""
     return or_(
-        col(Record.classification).in_([Classification.general.value, Classification.confidential.value,
-                                         Classification.personnel.value]),
-        and_(col(Record.classification) == Classification.sensitive.value,
+        col(Record.classification).in_([Classification.general, Classification.confidential,
+                                         Classification.personnel]),
+        and_(col(Record.classification) == Classification.sensitive,
              col(Record.access_requester_id).is_not(None),
              col(Record.access_requester_id) == request.requester_subject_id),
     )
@@ -464,7 +461,7 @@ async def fulfil_request(
     for record in package.records:  # each released record is an export on its own access log (DESIGN §6)
         add_event(session, now=now, actor=actor, action="record.export", resource_type="record",
                   resource_id=record.id, decision="allow", rule="access-request", clause=clause_for(request.kind),
-                  detail={"access_request_id": str(request.id), "classification": record.classification.value})
+                  detail={"access_request_id": str(request.id), "classification": record.classification})
     return await _finish(session, request, now)
 
 
@@ -502,7 +499,7 @@ async def download_package(
                 add_event(session, now=now, actor=actor, action="record.export", resource_type="record",
                           resource_id=record.id, decision="allow", rule="access-request", clause="§3.5",
                           emergency=True, detail={"access_request_id": str(request.id),
-                                                  "classification": record.classification.value,
+                                                  "classification": record.classification,
                                                   "via": "package_download"})
     await session.commit()
     return package

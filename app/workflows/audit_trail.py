@@ -20,6 +20,7 @@ from sqlmodel import col, select
 
 from app.core.audit_writer import AuditWriter
 from app.core.context import client_ip_var, request_id_var
+from app.core.pagination import CursorCodec, Page, page_of
 from app.models.audit import AuditEvent, AuditEventFilter, AuditEventPublic, AuditSeal
 from app.policy.actor import Actor
 
@@ -86,8 +87,9 @@ def _forget_rolled_back_events(session: Session, transaction: SessionTransaction
 
 
 async def list_events(
-    session: AsyncSession, *, actor: Actor, filters: AuditEventFilter, limit: int, before_id: int | None = None
-) -> list[AuditEventPublic]:
+    session: AsyncSession, *, actor: Actor, filters: AuditEventFilter, cursors: CursorCodec, cursor: str | None,
+    limit: int,
+) -> Page[AuditEventPublic]:
     """Events newest first (by id), each with its seal where the sealer has chained it.
 
     Never an event about a breach report the actor may not know of (§1.8, §7.1): the
@@ -100,9 +102,10 @@ async def list_events(
         .outerjoin(AuditSeal, col(AuditSeal.event_id) == AuditEvent.id)
         .where(events_known_to(actor))
         .order_by(col(AuditEvent.id).desc())
-        .limit(limit)
+        .limit(limit + 1)
     )
-    if before_id is not None:
+    if cursor:
+        (before_id,) = cursors.decode("audit-events", cursor)
         query = query.where(col(AuditEvent.id) < before_id)
     if filters.since is not None:
         query = query.where(col(AuditEvent.at) >= filters.since)
@@ -113,7 +116,6 @@ async def list_events(
         if value is not None:
             query = query.where(getattr(AuditEvent, name) == value)
     rows = (await session.execute(query)).all()
-    return [
-        AuditEventPublic.model_validate(event, update={"seq": seq, "prev_hash": prev_hash, "hash": digest})
-        for event, seq, prev_hash, digest in rows
-    ]
+    return page_of(rows, lambda row: AuditEventPublic.model_validate(
+        row[0], update={"seq": row[1], "prev_hash": row[2], "hash": row[3]}),
+        cursors=cursors, scope="audit-events", limit=limit, key=lambda last: [last[0].id])

@@ -185,8 +185,8 @@ async def test_the_audit_predicate_is_null_safe_for_any_actor(client, state, fac
         async with state.sessionmaker() as s:
             events = await audit_trail.list_events(s, actor=Actor.for_user(person.user),
                                                    filters=AuditEventFilter(resource_type="breach_report"),
-                                                   limit=200)
-        return {e.action + ":" + str(e.rule) for e in events}
+                                                   cursors=state.cursors, cursor=None, limit=200)
+        return {e.action + ":" + str(e.rule) for e in events.items}
 
     detection = {"breach_report.create:detection"}
     filed = {"breach_report.create:routing"}

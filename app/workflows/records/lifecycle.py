@@ -21,6 +21,7 @@ from sqlmodel import col
 
 from app.core.config import Settings
 from app.core.crypto import Keyring, encrypt
+from app.core.encrypted import bound
 from app.core.errors import PolicyDenied
 from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, RecordReview, ReviewPublic
 from app.models.records import Record
@@ -41,14 +42,16 @@ async def set_legal_hold(
 ) -> LegalHoldPublic:
     """Place or lift a legal hold (§6.5); a held record is never destroyed. Only a director
     comes here: the route's gate (app.deps.director_only) refuses, and audits, anyone else."""
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
     if record.destroyed_at is not None:
         raise gone(record)
     result = await session.execute(
         update(Record)
         .where(col(Record.id) == record.id, col(Record.destroyed_at).is_(None))
-        .values(legal_hold=data.legal_hold, legal_hold_reason=data.reason, version=col(Record.version) + 1,
+        .values(legal_hold=data.legal_hold,
+                legal_hold_reason=bound(Record.__tablename__, "legal_hold_reason", [record.id], data.reason),
+                version=col(Record.version) + 1,
                 updated_at=now)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]  # destroyed since we loaded it
@@ -68,7 +71,7 @@ async def review_record(
     session: AsyncSession, *, record_id: uuid.UUID, note: str | None, actor: Actor, now: datetime,
     keyring: Keyring, settings: Settings,
 ) -> ReviewPublic:
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
     decision = decide(actor, Action.update, loaded.facts, now)
     if not decision.allowed and actor.is_director and actor.active:

@@ -30,7 +30,7 @@ from app.workflows.records.shape import gone
 async def _load_for_sharing(
     session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime
 ) -> tuple[LoadedRecord, str, str]:
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     decision = await authorize(session, actor=actor, action=Action.share, loaded=loaded, now=now)
     if loaded.record.destroyed_at is not None:
         raise gone(loaded.record)
