@@ -52,7 +52,7 @@ async def test_api_responses_carry_the_headers(client: httpx.AsyncClient, factor
         ("GET", "/records", {}, 401),
         ("GET", "/no-such-path", {}, 404),
         ("DELETE", "/healthz", {}, 405),
-        ("POST", "/auth/refresh", {"json": {}}, 422),
+        ("POST", "/auth/refresh", {"json": {}}, 400),  # invalid_request (RFC 6749 §5.2)
         ("POST", "/auth/refresh", {"content": b"x" * (2 * 1024 * 1024),
                                    "headers": {"content-type": "application/json"}}, 413),
     ],
