@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import unquote_plus
 
@@ -70,7 +70,7 @@ def _from_validation(exc: RequestValidationError) -> JSONResponse:
 class TokenRoute(APIRoute):
     """A token door: its errors are RFC 6749 §5.2 bodies rather than problem+json."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         form_only = "/token" in self.path
 
