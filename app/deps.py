@@ -8,18 +8,46 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
-from fastapi.security import OAuth2PasswordBearer
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword, OAuthFlows
+from fastapi.security import OAuth2
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from app.core.errors import PolicyDenied
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.core.security import InvalidToken, TokenClaims
 from app.core.state import AppState
 from app.policy.actor import Actor
+from app.policy.scopes import SCOPES
 from app.workflows.audit_trail import add_event
 from app.workflows.sessions import load_actor, unauthorized
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+class BearerToken(OAuth2):
+    """The bearer access token, documented as one OAuth2 scheme with two flows: the password
+    form for people (the docs explorer's Authorize) and client credentials for other
+    systems, whose scopes are listed from app/policy/scopes.py."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            flows=OAuthFlows(
+                password=OAuthFlowPassword(tokenUrl="/auth/token", refreshUrl="/auth/token", scopes={}),
+                clientCredentials=OAuthFlowClientCredentials(tokenUrl="/auth/token", scopes=dict(SCOPES)),
+            ),
+            scheme_name="OAuth2",
+            description="Accounts log in with the password flow and act under their role (they hold no "
+                        "scopes). Service clients use client credentials and may do only what their "
+                        "scopes name. Send the access token as `Authorization: Bearer <token>`.",
+            auto_error=False,
+        )
+
+    async def __call__(self, request: HTTPConnection) -> str | None:
+        scheme, param = get_authorization_scheme_param(request.headers.get("Authorization"))
+        return param if scheme.lower() == "bearer" and param else None
+
+
+oauth2_scheme = BearerToken()
 
 # All that a session whose password must be changed may do (§6.6).
 PASSWORD_CHANGE_ROUTES = frozenset({"/users/me", "/users/me/password", "/auth/logout"})

@@ -187,3 +187,22 @@ async def test_accounts_hold_no_scopes(client, factory: Factory, state):
     assert await _sessions(state) == 0
     ok = await client.post("/auth/token", data={"username": p.email, "password": PASSWORD, "scope": ""})
     assert ok.status_code == 200 and ok.json()["scope"] == ""
+
+
+# -- the documented contract ---------------------------------------------------------------
+
+
+async def test_openapi_lists_both_flows_and_every_scope(client):
+    from app.policy.scopes import SCOPES
+
+    doc = (await client.get("/openapi.json")).json()
+    schemes = doc["components"]["securitySchemes"]
+    assert list(schemes) == ["OAuth2"]
+    flows = schemes["OAuth2"]["flows"]
+    assert flows["password"]["tokenUrl"] == "/auth/token"
+    assert flows["password"]["refreshUrl"] == "/auth/token"
+    assert flows["clientCredentials"]["tokenUrl"] == "/auth/token"
+    assert flows["clientCredentials"]["scopes"] == SCOPES
+    assert all(text.endswith(".") and len(text) > 20 for text in SCOPES.values())
+    assert flows["password"]["scopes"] == {}  # accounts act under their role
+    assert doc["paths"]["/users/me"]["get"]["security"] == [{"OAuth2": []}]
