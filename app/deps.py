@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword, OAuthFlows
 from fastapi.security import OAuth2
 from fastapi.security.utils import get_authorization_scheme_param
@@ -161,3 +161,11 @@ async def limit_param(
 
 
 LimitDep = Annotated[int, Depends(limit_param)]
+
+
+# Idempotency-Key (IETF httpapi-idempotency-key-header): up to 255 printable ASCII characters.
+IdempotencyKeyDep = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r'^[\x20-\x7e]+$',
+    description="retrying with the same key (and the same body) returns the first result and creates "
+                "nothing more; keys are remembered for 24 hours",
+)]

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from app.core.pagination import Page
 from app.core.state import AppState
-from app.deps import ClaimsDep, CurrentActor, CurrentUser, LimitDep, NowDep, SessionDep, StaffUser, StateDep
+from app.deps import (
+    ClaimsDep,
+    CurrentActor,
+    CurrentUser,
+    IdempotencyKeyDep,
+    LimitDep,
+    NowDep,
+    SessionDep,
+    StaffUser,
+    StateDep,
+)
 from app.models.records import (
     DESTROY_REASON_MAX,
     AccessLog,
@@ -18,6 +29,7 @@ from app.models.records import (
     NamedAccessCreate,
     NamedAccessPublic,
     Purpose,
+    Record,
     RecordCreate,
     RecordPublic,
     RecordSummary,
@@ -27,7 +39,7 @@ from app.models.records import (
     Tombstone,
 )
 from app.routers.responses import problem_responses, protect
-from app.workflows import records, sharing
+from app.workflows import idempotency, records, sharing
 
 router = APIRouter(prefix="/records", tags=["records"])
 _ORDER = [Classification.general, Classification.confidential, Classification.sensitive, Classification.personnel]
@@ -39,12 +51,26 @@ def _most_restrictive(classes: list[str]) -> str | None:
     return max(classes, key=lambda c: _ORDER.index(Classification(c)), default=None)
 
 
-@router.post("", status_code=201, response_model=RecordPublic, responses=problem_responses(401, 403, 422))
+async def _as_created(read: Awaitable[RecordPublic]) -> RecordPublic:
+    """A record read again, shaped as its creation's answer (which names no read decision)."""
+    return (await read).model_copy(update={"access": None})
+
+
+@router.post("", status_code=201, response_model=RecordPublic, responses=problem_responses(401, 403, 410, 422))
 async def create_record(
-    body: RecordCreate, actor: CurrentActor, session: SessionDep, state: StateDep, now: NowDep, response: Response
+    body: RecordCreate, actor: CurrentActor, session: SessionDep, state: StateDep, now: NowDep, response: Response,
+    idempotency_key: IdempotencyKeyDep = None,
 ) -> RecordPublic:
-    created = await records.create_record(session, data=body, actor=actor, now=now, keyring=state.keyring,
-                                          settings=state.settings)
+    """With `Idempotency-Key`, a retry returns the record as a read of it now (its policy check included)."""
+    outcome = await idempotency.create_once(
+        session, key=idempotency_key, actor=actor, endpoint="records", body=body, model=Record, now=now,
+        settings=state.settings,
+        create=lambda: records.create_record(session, data=body, actor=actor, now=now, keyring=state.keyring,
+                                             settings=state.settings),
+        replay=lambda rid: _as_created(records.read_record(session, record_id=rid, actor=actor, now=now,
+                                                           keyring=state.keyring)))
+    created = outcome.value
+    idempotency.mark(response, outcome)
     protect(response, created.classification)
     response.headers["ETag"] = records.etag(created.version)
     response.headers["Location"] = f"/records/{created.id}"
