@@ -139,7 +139,7 @@ def test_docs_explorer_in_chromium(live_server: LiveServer) -> None:
             password_flow.locator("input#oauth_password").fill(live_server.director_password)
             password_flow.locator("button.authorize").click()
             modal.locator("button", has_text="Logout").first.wait_for()  # logged in (one scheme, two flows)
-            modal.locator("button", has_text="Close").click()
+            modal.locator("button", has_text="Close").first.click()
 
             # The login stays in the page's memory: nothing of it in the browser's storage.
             for storage in ("localStorage", "sessionStorage"):
