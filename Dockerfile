@@ -12,14 +12,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system kmm \
     && useradd --system --gid kmm --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kmm
 
-WORKDIR /srv/kmm
+# Installed as a wheel (the migrations ship inside the package), then the sources go: the
+# code lives in site-packages, owned by root and read-only to the service account.
+WORKDIR /tmp/kmm-build
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
-# Editable, so migrations/ stays beside app/ where `kmm migrate` finds it. The code is
-# owned by root and read-only to the service account.
-RUN pip install -e .
+RUN pip install . && rm -rf /tmp/kmm-build
 
+WORKDIR /srv/kmm
+# Worker processes for `kmm serve` (docker run -e WEB_CONCURRENCY=4 for more).
+ENV WEB_CONCURRENCY=2
 USER kmm
 EXPOSE 8000
 
@@ -27,6 +30,9 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-# `serve` migrates first, then runs uvicorn. Secrets and DATABASE_URL come from the
-# environment; with KMM_ENV=production a missing secret stops it with a clear message.
-CMD ["kmm", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
+# `serve` migrates first (under a lock, so replicas starting together take turns), then runs
+# uvicorn with WEB_CONCURRENCY workers. Secrets and DATABASE_URL come from the environment,
+# or from files named by KMM_JWT_SECRET_FILE, KMM_MASTER_KEYS_FILE, DATABASE_URL_FILE and
+# KMM_METRICS_TOKEN_FILE (Docker secrets); with KMM_ENV=production a missing secret stops it
+# with a clear message.
+CMD ["kmm", "serve", "--host", "0.0.0.0", "--port", "8000"]

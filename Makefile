@@ -1,6 +1,8 @@
 # KMM Confidential Records Service
-# make run   - install, migrate a local SQLite database, seed the demo, serve on 127.0.0.1:8000
-# make test  - the whole suite on SQLite, and again on Postgres when TEST_DATABASE_URL is set
+# make run   - install (runtime dependencies only), migrate a local SQLite database, seed the demo,
+#              serve on 127.0.0.1:8000 (make run PORT=8080 for another port)
+# make test  - install with the dev tools, then the whole suite on SQLite, and again on Postgres
+#              when TEST_DATABASE_URL is set
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,19 +11,26 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run install test test-sqlite test-postgres lint fuzz bench soak clean
+.PHONY: run install install-runtime test test-sqlite test-postgres lint fuzz bench soak clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# What the service needs to run; `install` adds the dev tools (tests, lint, profiling).
+$(VENV)/.installed-runtime: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	touch $@ $(VENV)/.installed-runtime
+
+install-runtime: $(VENV)/.installed-runtime
 
 install: $(VENV)/.installed
 
-run: install
+run: install-runtime
 	$(BIN)/kmm migrate
 	$(BIN)/kmm seed-demo
 	@echo ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -76,11 +77,19 @@ def migrate() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    workers: Annotated[int, typer.Option(min=1, envvar="WEB_CONCURRENCY",
+                                         help="worker processes (default: WEB_CONCURRENCY, else 1)")] = 1,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
 ) -> None:
     """Migrate, then serve with uvicorn (uvloop and httptools; one socket per worker)."""
+    from app import serving
+
     settings = _settings()
+    try:  # before migrating: a second `make run` says so at once
+        serving.check_port_free(host, port)
+    except serving.PortInUse as exc:
+        typer.secho(f"cannot serve: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
     if migrate_first:
         _migrate(settings)
     # Make sure generated local secrets exist before workers start (they all read one file).
@@ -92,9 +101,11 @@ def serve(
     except ConfigurationError as exc:
         typer.secho(f"refusing to start: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    from app.serving import serve as serve_app
+    from app.core.metrics import multiprocess_directory
 
-    serve_app(host=host, port=port, workers=workers, trusted_proxies=settings.trusted_proxies)
+    # Workers count into files in one directory; /metrics in any of them sums them all.
+    with multiprocess_directory(enabled=workers > 1):
+        serving.serve(host=host, port=port, workers=workers, trusted_proxies=settings.trusted_proxies)
 
 
 @cli.command("create-user")
@@ -188,14 +199,16 @@ def create_client(
 @cli.command("seed-demo")
 def seed_demo() -> None:
     """Seed a demo organisation (idempotent) and print the logins."""
-    from app import seed
+    from app import demo
+    from app.core.progress import reporting
 
     try:
-        logins = run_with_state(seed.seed_demo)
+        with reporting("seed-demo", unit="steps"):
+            logins = run_with_state(demo.seed_demo)
     except ConfigurationError as exc:
         typer.secho(f"refused: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(seed.describe_logins(logins))
+    typer.echo(demo.describe_logins(logins))
 
 
 def _head(value: str | None) -> tuple[int, str] | None:
@@ -214,10 +227,24 @@ def audit_verify(
         help="a head recorded earlier (<seq>:<hash>, a report's \"head\"): the chain must still reach it")] = None,
 ) -> None:
     """Seal pending audit events and verify the keyed chain; exit 1 when it is broken."""
+    from sqlalchemy import func, select
+
+    from app.core import progress
+    from app.models.audit import AuditEvent
     from app.workflows.audit_chain import verify_chain
 
     expected = _head(expect_head)
-    report = run_with_state(lambda state: verify_chain(state.engine, state.clock.now(), expect_head=expected))
+
+    async def _verify(state):  # type: ignore[no-untyped-def]
+        async with state.engine.connect() as conn:  # the walk is one statement: the bar moves at its end
+            progress.set_total((await conn.execute(select(func.count()).select_from(AuditEvent))).scalar_one())
+        result = await verify_chain(state.engine, state.clock.now(), expect_head=expected)
+        progress.set_total(result.checked)
+        progress.advance(result.checked)
+        return result
+
+    with progress.reporting("audit-verify", unit="events"):
+        report = run_with_state(_verify)
     typer.echo(report.model_dump_json())
     if report.first_broken_id is not None:
         typer.secho(f"the audit chain is broken at event {report.first_broken_id}", fg="red", err=True)
@@ -240,7 +267,10 @@ def retention_sweep(
             return await retention.sweep(session, now=state.clock.now(), actor=None, dry_run=dry_run,
                                          batch_size=batch_size)
 
-    result = run_with_state(_sweep)
+    from app.core.progress import reporting
+
+    with reporting("retention-sweep", unit="records") if not dry_run else contextlib.nullcontext():
+        result = run_with_state(_sweep)
     verb = "would destroy" if dry_run else "destroyed"
     typer.echo(f"sweep {result.sweep_id}: {verb} {result.count} record(s) past their retention date")
     for rid in result.ids:
@@ -285,7 +315,10 @@ def rotate_key(
                 return await key_rotation.rewrap_all(state, batch_size=batch_size)
             return await key_rotation.rotate_key(state, new_key=new_key, retire=retire, batch_size=batch_size)
 
-        report = run_with_state(_rotate, settings)
+        from app.core.progress import reporting
+
+        with reporting("rotate-key", unit="rows"):
+            report = run_with_state(_rotate, settings)
     except ConfigurationError as exc:
         typer.secho(f"refused: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc

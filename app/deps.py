@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
-from app.core.errors import PolicyDenied
+from app.core.errors import PolicyDenied, Problem
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.core.security import InvalidToken, TokenClaims
 from app.core.state import AppState
@@ -161,6 +162,43 @@ async def limit_param(
 
 
 LimitDep = Annotated[int, Depends(limit_param)]
+
+
+def etag(version: int) -> str:
+    """A record's ETag: its version, as a strong entity tag."""
+    return f'"v{version}"'
+
+
+@dataclass(frozen=True, slots=True)
+class IfMatchTag:
+    """The If-Match header of an update; ``version`` is the record version the caller last read.
+
+    FastAPI solves dependencies before it validates the path and the body, so the refusal is
+    raised when the route asks for the version, once the request is otherwise valid: bad
+    input is 422 whatever If-Match says.
+    """
+
+    header: str | None
+
+    @property
+    def version(self) -> int:
+        """The version in the ETag (made by ``etag``): 428 without one (or with ``*``), 412 when
+        the tag is no version at all. The workflow refuses a stale version with 412."""
+        if not self.header or self.header.strip() == "*":
+            raise Problem(428, "send If-Match with the record's ETag to update it", type="precondition-required")
+        tag = self.header.strip()
+        tag = tag.removeprefix("W/").strip('"')
+        try:
+            return int(tag.removeprefix("v"))
+        except ValueError as exc:
+            raise Problem(412, "the If-Match ETag does not match the record", type="precondition-failed") from exc
+
+
+async def get_if_match(if_match: Annotated[str | None, Header(max_length=100)] = None) -> IfMatchTag:
+    return IfMatchTag(if_match)
+
+
+IfMatch = Annotated[IfMatchTag, Depends(get_if_match)]
 
 
 # Idempotency-Key (IETF httpapi-idempotency-key-header): up to 255 printable ASCII characters.

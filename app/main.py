@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
                configure_logs: bool = True) -> FastAPI:
     settings = settings or get_settings()
     if configure_logs:
-        configure_logging(settings.log_level, json_lines=settings.log_json)
+        configure_logging(settings.log_level, json_lines=settings.logs_as_json)
     state = AppState.build(settings, clock=clock)
 
     @asynccontextmanager

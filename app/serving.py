@@ -20,6 +20,7 @@ in `KMM_TRUSTED_PROXIES`; with none set (the default) uvicorn ignores them.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import socket
 from collections.abc import Sequence
@@ -155,3 +156,25 @@ def serve(*, host: str, port: int, workers: int, trusted_proxies: Sequence[str] 
         uvicorn.Server(config).run()
         return
     Multiprocess(config, sockets=[ReusePortSocket.bound(host, port)]).run()
+
+
+class PortInUse(Exception):
+    """Another process listens on the address; the message says what to do."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once, without SO_REUSEPORT, and let it go.
+
+    A plain bind fails both where a plain socket listens and where a server with
+    SO_REUSEPORT does (a second `kmm serve --workers 2` would otherwise share its port).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"port {port} on {host} is already in use by another process; stop it or "
+                                f"choose another port (--port, or make run PORT=...)") from None
+            raise PortInUse(f"cannot bind {host}:{port}: {exc.strerror}") from None

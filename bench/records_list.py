@@ -32,7 +32,7 @@ from app.core.migrations import upgrade
 from app.main import create_app
 from app.models.accounts import User
 from app.models.records import Record, RecordContent, RecordNamedAccess, RecordShare, Subject
-from app.workflows.records import seal_content
+from app.workflows.records.content import seal_content
 
 MIX = [("general", 0.15), ("confidential", 0.55), ("sensitive", 0.15), ("personnel", 0.15)]
 STAFF = 200

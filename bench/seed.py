@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from app.core.crypto import Keyring, encrypt
-from app.workflows.records import _aad
+from app.workflows.records.content import aad as _aad
 
 # The share of records in each classification (roughly how a small charity's files fall).
 CLASS_MIX: tuple[tuple[str, float], ...] = (

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.core.config import Settings
 from app.core.migrations import head_revisions
+from app.demo import PEOPLE, email_for
 from app.models.accounts import User
-from app.seed import PEOPLE, email_for
 from tests.conftest import PROJECT_ROOT
 from tests.databases import env_for, fresh_database, sync_engine
 
@@ -177,7 +177,7 @@ def test_serve_trusts_forwarded_headers_only_from_the_configured_proxies(db, mon
 
     calls: list[dict] = []  # type: ignore[type-arg]
     monkeypatch.setattr(serving, "serve", lambda **kw: calls.append(kw))
-    r = kmm(db, "serve", KMM_TRUSTED_PROXIES="10.0.0.5,10.1.0.0/16")
+    r = kmm(db, "serve", "--port", "0", KMM_TRUSTED_PROXIES="10.0.0.5,10.1.0.0/16")
     assert r.exit_code == 0, r.output
     assert calls[-1]["trusted_proxies"] == ["10.0.0.5", "10.1.0.0/16"]
 

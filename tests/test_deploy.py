@@ -150,3 +150,29 @@ def test_dockerignore_keeps_local_state_out():
     ignored = set((PROJECT_ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", ".env", "*.db", ".kmm-secrets.json", ".kmm-demo-logins.json"} <= ignored
 
+
+
+def test_the_image_installs_the_wheel_not_an_editable_checkout(dockerfile):
+    runs = " ".join(args for instr, args in dockerfile if instr == "RUN")
+    assert re.search(r"pip install \.(\s|$)", runs) and "pip install -e" not in runs
+
+
+def test_workers_come_from_web_concurrency(dockerfile):
+    env = " ".join(args for instr, args in dockerfile if instr == "ENV")
+    assert re.search(r"\bWEB_CONCURRENCY=\d+", env)
+    argv = yaml.safe_load([args for instr, args in dockerfile if instr == "CMD"][-1])
+    assert "--workers" not in argv  # the environment decides: docker run -e WEB_CONCURRENCY=4
+
+
+def test_compose_documents_docker_secrets_and_sets_the_workers(compose):
+    api = compose["services"]["api"]
+    env = _env(api)
+    # Either way works; the compose file documents the *_FILE form beside the variables.
+    text = (PROJECT_ROOT / "docker-compose.yml").read_text()
+    assert "_FILE" in text
+    assert "WEB_CONCURRENCY" in env
+
+
+def test_compose_serves_with_the_workers_of_web_concurrency(compose):
+    command = compose["services"]["api"]["command"]
+    assert command[:2] == ["kmm", "serve"] and "--workers" not in command

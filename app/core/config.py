@@ -55,6 +55,16 @@ LOCKOUT_MINUTES_RANGE = (1, 24 * 60)
 _MIN_DISTINCT = 8
 
 
+# Settings that may come from a file named by ``<variable>_FILE`` (Docker secrets): field, variable.
+SECRET_FILES = {
+    "jwt_secret": "KMM_JWT_SECRET",
+    "master_keys": "KMM_MASTER_KEYS",
+    "audit_keys": "KMM_AUDIT_KEYS",
+    "database_url": "DATABASE_URL",
+    "metrics_token": "KMM_METRICS_TOKEN",
+}
+
+
 def _weak_key(text: str) -> bool:
     """A master key of one repeated byte (all zero, say) or a short repeated pattern."""
     try:
@@ -125,12 +135,54 @@ class Settings(BaseSettings):
     breach_open_too_long_days: int = 30
 
     audit_seal_interval_seconds: float = 0.5
+
+    # Scheduled work inside `kmm serve` (app/workflows/scheduler.py): each job's interval as
+    # seconds or with a unit (``90s``, ``15m``, ``1h``, ``1d``), or ``off``. KMM_SCHEDULER=off
+    # stops them all. One process across every worker and replica runs a job at a time.
+    scheduler: bool = True
+    # Off until an operator turns it on: shredding is for good (§4.6); try `--dry-run` first.
+    schedule_retention_sweep: Annotated[float | None, NoDecode] = None
+    schedule_access_request_flags: Annotated[float | None, NoDecode] = 3600.0
+    schedule_review_reminders: Annotated[float | None, NoDecode] = 24 * 3600.0
+    scheduler_tick_seconds: float = Field(default=30.0, gt=0)
+    # A job's lease: renewed while it runs; a process that dies leaves it to expire.
+    scheduler_lease_seconds: float = Field(default=300.0, ge=5)
+
+    # Webhook deliveries (app/workflows/webhooks.py).
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    webhook_backoff_seconds: float = Field(default=30.0, gt=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
-    log_json: bool = True
+    # JSON lines, or readable lines; unset: JSON in production, readable lines elsewhere.
+    log_json: bool | None = None
+    # A bearer token /metrics asks for; unset: /metrics is open, except in production.
+    metrics_token: SecretStr | None = None
     # Exposes /bench/baseline (only the benchmark sets it).
     bench_endpoints: bool = False
     # Production runs on PostgreSQL; a single-host deployment may choose SQLite knowingly.
     allow_sqlite_in_production: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``NAME_FILE`` (Docker secrets, say) holds the value of ``NAME``; see SECRET_FILES."""
+        if not isinstance(data, dict):
+            return data
+        for field, name in SECRET_FILES.items():
+            path = os.environ.get(f"{name}_FILE")
+            if not path:
+                continue
+            if os.environ.get(name) is not None:
+                raise ConfigurationError(f"set {name} and {name}_FILE: set one of them")
+            try:
+                value = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                raise ConfigurationError(f"{name}_FILE: cannot read {path} ({reason})") from None
+            if not any(k.lower() in (field, name.lower()) for k in data):  # a value given here wins
+                data[field] = value
+        return data
 
     @field_validator("database_url")
     @classmethod
@@ -165,10 +217,11 @@ class Settings(BaseSettings):
         if self.env != "production" or self.jwt_secret is None or not self.master_keys:
             return self
         problems: list[str] = []
-        weak = [str(n) for n, k in enumerate(self.master_keys, 1) if _weak_key(k.get_secret_value())]
-        if weak:
-            problems.append(f"KMM_MASTER_KEYS: key {', '.join(weak)} is weak (all one byte or few distinct "
-                            "bytes); generate each with os.urandom(32)")
+        for name, keys in (("KMM_MASTER_KEYS", self.master_keys), ("KMM_AUDIT_KEYS", self.audit_keys)):
+            weak = [str(n) for n, k in enumerate(keys, 1) if _weak_key(k.get_secret_value())]
+            if weak:
+                problems.append(f"{name}: key {', '.join(weak)} is weak (all one byte or few distinct "
+                                "bytes); generate each with os.urandom(32)")
         jwt_secret = self.jwt_secret.get_secret_value()
         if len(jwt_secret) >= 32 and len(set(jwt_secret)) < _MIN_DISTINCT:  # shorter: require_secrets says so
             problems.append("KMM_JWT_SECRET is weak (few distinct characters); use a random one")
@@ -194,6 +247,26 @@ class Settings(BaseSettings):
             raise ConfigurationError("KMM_ENV=production refuses weak settings: " + "; ".join(problems))
         return self
 
+    @field_validator("schedule_retention_sweep", "schedule_access_request_flags", "schedule_review_reminders",
+                     mode="before")
+    @classmethod
+    def _interval(cls, v: Any) -> Any:
+        """``off`` (or ``false``, ``0``) is None; a number is seconds; ``15m``, ``1h``, ``1d`` have units."""
+        if v is None or isinstance(v, int | float):
+            return None if v is None or v <= 0 else float(v)
+        text = str(v).strip().lower()
+        if text in {"off", "false", "no", "none", "0", ""}:
+            return None
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        number, unit = (text[:-1], units[text[-1]]) if text[-1] in units else (text, 1)
+        try:
+            seconds = float(number) * unit
+        except ValueError:
+            raise ValueError(f"{text!r} is not an interval: seconds, 15m, 1h, 1d, or off") from None
+        if seconds <= 0:
+            return None
+        return seconds
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, v: list[str]) -> list[str]:
@@ -213,6 +286,10 @@ class Settings(BaseSettings):
             raise ValueError("KMM_LOGIN_ADDRESS_THRESHOLD must be below KMM_LOCKOUT_THRESHOLD, "
                              "or one client address could lock an account out")
         return self
+
+    @property
+    def logs_as_json(self) -> bool:
+        return self.env == "production" if self.log_json is None else self.log_json
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,4 +1,5 @@
-"""JSON logs, one object a line, each with the request id.
+"""Logs, one line an event, each with the request id: JSON objects in production, readable
+lines (time, level, logger, message, then ``key=value`` facts) in development.
 
 Log calls pass facts in ``extra``; nothing that could be record content is ever logged.
 """
@@ -26,13 +27,32 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": request_id_var.get(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        entry.update(_facts(record))
         if record.exc_info and record.exc_info[0] is not None:
             entry["exc_type"] = record.exc_info[0].__name__
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+def _facts(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class LineFormatter(logging.Formatter):
+    """``12:00:00.123 WARNING kmm.retention retention sweep stopped sweep_id=... request_id=...``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
+        line = f"{when} {record.levelname:<7} {record.name} {record.getMessage()}"
+        facts = _facts(record)
+        rid = request_id_var.get()
+        if rid:
+            facts["request_id"] = rid
+        if facts:
+            line += " " + " ".join(f"{k}={v}" for k, v in facts.items())
+        if record.exc_info and record.exc_info[0] is not None:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
@@ -40,7 +60,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(LineFormatter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

@@ -1,11 +1,11 @@
-"""The data-protection lifecycle of records (§6): reviews, legal holds, the retention sweep."""
+"""A record's lifecycle (§6): accuracy reviews and legal holds. The sweep is in retention.py."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, StrictBool
+from pydantic import BaseModel
 from sqlalchemy import Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel
 
@@ -59,18 +59,3 @@ class LegalHoldPublic(BaseModel):
     version: int
     changed_by: uuid.UUID
     changed_at: datetime
-
-
-class SweepRequest(BaseModel):
-    dry_run: StrictBool  # 0 or "no" must not start a real sweep
-
-
-class SweepResult(BaseModel):
-    sweep_id: uuid.UUID
-    dry_run: bool
-    as_of: datetime
-    count: int
-    ids: list[uuid.UUID]
-    package_count: int = 0
-    package_ids: list[uuid.UUID] = Field(
-        default_factory=list, description="access requests whose stored package is (or would be) destroyed")

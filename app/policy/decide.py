@@ -13,9 +13,9 @@ from sqlalchemy import BindParameter, ColumnElement, and_, false, func, not_, or
 from sqlmodel import col, select
 
 from app.models.accounts import User
+from app.models.emergency_grants import EmergencyGrant
 from app.models.records import (
     Classification,
-    EmergencyGrant,
     Record,
     RecordNamedAccess,
     RecordShare,

@@ -1,4 +1,4 @@
-"""GET /bench/baseline/{record_id}: the benchmark's bare baseline (issue 7).
+"""GET /bench/baseline/{record_id}: the benchmark's bare baseline.
 
 The same primary-key select of a record and its stored content row as the read path,
 through the same connections and rows (``state.rows``), with no authentication, policy,

@@ -1,4 +1,5 @@
-"""/records: keep, read, list, update and destroy records; shares and named access."""
+"""/records: keep, read, list, update and destroy records; who accessed them; shares and named
+access; legal holds and accuracy reviews."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ from app.deps import (
     CurrentActor,
     CurrentUser,
     IdempotencyKeyDep,
+    IfMatch,
     LimitDep,
     NowDep,
     SessionDep,
     StaffUser,
     StateDep,
+    etag,
 )
+from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, ReviewCreate, ReviewPublic
 from app.models.records import (
     DESTROY_REASON_MAX,
     AccessLog,
@@ -39,12 +43,11 @@ from app.models.records import (
     Tombstone,
 )
 from app.routers.responses import problem_responses, protect
-from app.workflows import idempotency, records, sharing
+from app.workflows import audit_access, idempotency
+from app.workflows.records import commands, lifecycle, read, shares
 
 router = APIRouter(prefix="/records", tags=["records"])
 _ORDER = [Classification.general, Classification.confidential, Classification.sensitive, Classification.personnel]
-
-
 
 
 def _most_restrictive(classes: list[str]) -> str | None:
@@ -65,14 +68,14 @@ async def create_record(
     outcome = await idempotency.create_once(
         session, key=idempotency_key, actor=actor, endpoint="records", body=body, model=Record, now=now,
         settings=state.settings,
-        create=lambda: records.create_record(session, data=body, actor=actor, now=now, keyring=state.keyring,
-                                             settings=state.settings),
-        replay=lambda rid: _as_created(records.read_record(session, record_id=rid, actor=actor, now=now,
-                                                           keyring=state.keyring)))
+        create=lambda: commands.create_record(session, data=body, actor=actor, now=now, keyring=state.keyring,
+                                              settings=state.settings),
+        replay=lambda rid: _as_created(read.read_record(session, record_id=rid, actor=actor, now=now,
+                                                        keyring=state.keyring)))
     created = outcome.value
     idempotency.mark(response, outcome)
     protect(response, created.classification)
-    response.headers["ETag"] = records.etag(created.version)
+    response.headers["ETag"] = etag(created.version)
     response.headers["Location"] = f"/records/{created.id}"
     return created
 
@@ -86,7 +89,7 @@ async def list_records(
     purpose: Purpose | None = None,
     custodian_id: uuid.UUID | None = None,
 ) -> Page[RecordSummary]:
-    items, nxt = await records.list_records(
+    items, nxt = await read.list_records(
         state.rows, state.audit, actor=actor, now=now, keyring=state.keyring, cursors=state.cursors, limit=limit,
         cursor=cursor,
         filters={"subject_id": subject_id, "classification": classification, "purpose": purpose,
@@ -104,14 +107,14 @@ async def read_record(record_id: uuid.UUID, claims: ClaimsDep, request: Request,
     now = state.clock.now()
     record = None
     if claims.kind == "user":  # the hot path: one autocommit query, no session (DESIGN §11)
-        record = await records.read_record_fast(state.rows, state.audit, record_id=record_id, claims=claims,
-                                                now=now, keyring=state.keyring)
+        record = await read.read_record_fast(state.rows, state.audit, record_id=record_id, claims=claims,
+                                             now=now, keyring=state.keyring)
     if record is None:  # a service client, or anything but a plain allowed read
         async with state.sessionmaker() as session:
-            record = await records.read_record_general(session, record_id=record_id, claims=claims, now=now,
-                                                       keyring=state.keyring, rows=state.rows)
+            record = await read.read_record_general(session, record_id=record_id, claims=claims, now=now,
+                                                    keyring=state.keyring, rows=state.rows)
     protect(response, record.classification)
-    response.headers["ETag"] = records.etag(record.version)
+    response.headers["ETag"] = etag(record.version)
     return record
 
 
@@ -122,21 +125,20 @@ async def access_log(
     cursor: str | None = Query(default=None, max_length=512),
 ) -> AccessLog:
     """Who read this record, when and by which rule; emergency reads are flagged (DESIGN §6)."""
-    return await records.access_log(session, record_id=record_id, actor=actor, now=now, cursors=state.cursors,
-                                    limit=limit, cursor=cursor)
+    return await audit_access.access_log(session, record_id=record_id, actor=actor, now=now, cursors=state.cursors,
+                                         limit=limit, cursor=cursor)
 
 
 @router.patch("/{record_id}", response_model=RecordPublic,
               responses=problem_responses(401, 403, 404, 410, 412, 422, 428))
 async def update_record(
     record_id: uuid.UUID, body: RecordUpdate, actor: CurrentUser, session: SessionDep, state: StateDep,
-    now: NowDep, response: Response,
-    if_match: Annotated[str | None, Header(max_length=100)] = None,
+    now: NowDep, response: Response, if_match: IfMatch,
 ) -> RecordPublic:
-    record = await records.update_record(session, record_id=record_id, data=body, if_match=if_match, actor=actor,
-                                         now=now, keyring=state.keyring, settings=state.settings)
+    record = await commands.update_record(session, record_id=record_id, data=body, expected=if_match.version,
+                                          actor=actor, now=now, keyring=state.keyring, settings=state.settings)
     protect(response, record.classification)
-    response.headers["ETag"] = records.etag(record.version)
+    response.headers["ETag"] = etag(record.version)
     return record
 
 
@@ -151,8 +153,8 @@ async def destroy_record(
                                         description="deprecated: URLs are logged by proxies; use the body "
                                                     "or X-Reason")] = None,
 ) -> Tombstone:
-    why = records.destroy_reason(body.reason if body is not None else None, x_reason, reason)
-    return await records.destroy_record(session, record_id=record_id, reason=why, actor=actor, now=now)
+    why = commands.destroy_reason(body.reason if body is not None else None, x_reason, reason)
+    return await commands.destroy_record(session, record_id=record_id, reason=why, actor=actor, now=now)
 
 
 # -- shares (§3.1) ------------------------------------------------------------------
@@ -162,22 +164,22 @@ async def destroy_record(
              responses=problem_responses(401, 403, 404, 409, 410, 422))
 async def add_share(record_id: uuid.UUID, body: ShareCreate, actor: StaffUser, session: SessionDep,
                     now: NowDep) -> SharePublic:
-    share = await sharing.add_share(session, record_id=record_id, data=body, actor=actor, now=now)
+    share = await shares.add_share(session, record_id=record_id, data=body, actor=actor, now=now)
     return SharePublic.model_validate(share.model_dump())
 
 
 @router.get("/{record_id}/shares", response_model=list[SharePublic],
             responses=problem_responses(401, 403, 404, 410, 422))
 async def list_shares(record_id: uuid.UUID, actor: StaffUser, session: SessionDep, now: NowDep) -> list[SharePublic]:
-    shares = await sharing.list_shares(session, record_id=record_id, actor=actor, now=now)
-    return [SharePublic.model_validate(s.model_dump()) for s in shares]
+    found = await shares.list_shares(session, record_id=record_id, actor=actor, now=now)
+    return [SharePublic.model_validate(s.model_dump()) for s in found]
 
 
 @router.delete("/{record_id}/shares/{user_id}", status_code=204,
                responses=problem_responses(401, 403, 404, 410, 422))
 async def remove_share(record_id: uuid.UUID, user_id: uuid.UUID, actor: StaffUser, session: SessionDep,
                        now: NowDep) -> Response:
-    await sharing.remove_share(session, record_id=record_id, user_id=user_id, actor=actor, now=now)
+    await shares.remove_share(session, record_id=record_id, user_id=user_id, actor=actor, now=now)
     return Response(status_code=204)
 
 
@@ -188,7 +190,7 @@ async def remove_share(record_id: uuid.UUID, user_id: uuid.UUID, actor: StaffUse
              responses=problem_responses(401, 403, 404, 409, 410, 422))
 async def add_named(record_id: uuid.UUID, body: NamedAccessCreate, actor: StaffUser, session: SessionDep,
                     now: NowDep) -> NamedAccessPublic:
-    named = await sharing.add_named(session, record_id=record_id, data=body, actor=actor, now=now)
+    named = await shares.add_named(session, record_id=record_id, data=body, actor=actor, now=now)
     return NamedAccessPublic.model_validate(named.model_dump())
 
 
@@ -196,7 +198,7 @@ async def add_named(record_id: uuid.UUID, body: NamedAccessCreate, actor: StaffU
             responses=problem_responses(401, 403, 404, 410, 422))
 async def list_named(record_id: uuid.UUID, actor: StaffUser, session: SessionDep,
                      now: NowDep) -> list[NamedAccessPublic]:
-    rows = await sharing.list_named(session, record_id=record_id, actor=actor, now=now)
+    rows = await shares.list_named(session, record_id=record_id, actor=actor, now=now)
     return [NamedAccessPublic.model_validate(n.model_dump()) for n in rows]
 
 
@@ -204,5 +206,25 @@ async def list_named(record_id: uuid.UUID, actor: StaffUser, session: SessionDep
                responses=problem_responses(401, 403, 404, 410, 422))
 async def remove_named(record_id: uuid.UUID, user_id: uuid.UUID, actor: StaffUser, session: SessionDep,
                        now: NowDep) -> Response:
-    await sharing.remove_named(session, record_id=record_id, user_id=user_id, actor=actor, now=now)
+    await shares.remove_named(session, record_id=record_id, user_id=user_id, actor=actor, now=now)
     return Response(status_code=204)
+
+
+# -- legal hold (§6.5) and review (§6.4) ------------------------------------------------
+
+
+@router.post("/{record_id}/legal-hold", response_model=LegalHoldPublic,
+             responses=problem_responses(401, 403, 404, 410, 422))
+async def set_legal_hold(record_id: uuid.UUID, body: LegalHoldChange, actor: CurrentUser, session: SessionDep,
+                         now: NowDep) -> LegalHoldPublic:
+    """A director places (or lifts) a legal hold: a held record is never destroyed."""
+    return await lifecycle.set_legal_hold(session, record_id=record_id, data=body, actor=actor, now=now)
+
+
+@router.post("/{record_id}/review", response_model=ReviewPublic,
+             responses=problem_responses(401, 403, 404, 410, 422))
+async def review_record(record_id: uuid.UUID, actor: CurrentUser, session: SessionDep, state: StateDep,
+                        now: NowDep, body: ReviewCreate | None = None) -> ReviewPublic:
+    """Record that the record was verified as accurate; moves `review_due` forward."""
+    return await lifecycle.review_record(session, record_id=record_id, note=body.note if body else None,
+                                         actor=actor, now=now, keyring=state.keyring, settings=state.settings)

@@ -44,10 +44,11 @@ from app.models.access_requests import (
 )
 from app.models.records import Classification, Record, RecordContent, Subject, SubjectCategory, SubjectKind
 from app.policy.actor import Actor
-from app.workflows import packages
+from app.workflows import packages, webhooks
+from app.workflows.audit_access import record_accesses
 from app.workflows.audit_trail import add_event
-from app.workflows.record_access import record_accesses
-from app.workflows.records import label_for, open_content, tombstone
+from app.workflows.records.content import open_content
+from app.workflows.records.shape import label_for, tombstone
 
 S = AccessRequestStatus
 RESOURCE = "access_request"
@@ -167,6 +168,7 @@ async def log_request(
     add_event(session, now=now, actor=actor, action="access_request.create", resource_type=RESOURCE,
               resource_id=request.id, decision="allow", rule="signatory", clause=clause_for(request.kind),
               detail={"kind": request.kind, "subject_id": str(subject.id), "status": request.status})
+    await webhooks.access_request_received(session, request=request, now=now)
     await session.commit()
     return to_public(request, now)
 

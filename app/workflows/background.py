@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 
 from app.core.state import AppState
-from app.workflows import audit_chain
+from app.workflows import audit_chain, scheduler, webhooks
 
 # Each entry: a coroutine function taking the AppState and running until cancelled.
 TASKS: list = [
     audit_chain.run_sealer,
+    webhooks.run_deliveries,
+    scheduler.run_scheduler,
 ]
 
 

@@ -61,6 +61,7 @@ from app.models.breach_reports import (
 )
 from app.models.records import Classification, Record
 from app.policy.actor import Actor
+from app.workflows import webhooks
 from app.workflows.audit_trail import add_event
 
 log = logging.getLogger("kmm.breach_reports")
@@ -267,6 +268,7 @@ async def create_report(session: AsyncSession, *, data: BreachReportCreate, acto
     await session.flush()
     _audit(session, report, actor=actor, now=now, action="create", rule="routing", handler_id=str(handler_id),
            routed_to=routed, concerned_user_id=str(report.concerned_user_id) if concerned else None)
+    await webhooks.breach_report_opened(session, report=report, now=now)
     await session.commit()
     return report
 
@@ -456,6 +458,7 @@ async def _detect(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> N
     await _add_evidence(session, report, ids)
     _audit(session, report, actor=None, now=now, action="create", rule="detection", handler_id=str(handler_id),
            routed_to=routed, concerned_user_id=str(user_id), audit_event_ids=ids)
+    await webhooks.breach_report_opened(session, report=report, now=now)
     await session.commit()
 
 

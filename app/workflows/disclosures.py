@@ -36,6 +36,7 @@ from app.models.disclosures import (
 from app.models.records import Record, Subject
 from app.policy.actor import Actor
 from app.policy.decide import records_filter
+from app.workflows import webhooks
 from app.workflows.audit_trail import add_event
 
 RESOURCE = "disclosure"
@@ -127,6 +128,7 @@ async def raise_disclosure(
     _audit(session, disclosure, actor=actor, now=now, action="raise",
            rule="consent" if route.recipient is None else "duty-to-disclose",
            subject_id=str(data.subject_id), records=len(record_ids))
+    await webhooks.disclosure_raised(session, disclosure=disclosure, now=now)
     await session.commit()
     return disclosure
 

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import Column, ColumnElement, Table, Text, bindparam, func, select, tuple_, type_coerce, update
 from sqlmodel import SQLModel
 
+from app.core import progress
 from app.core.config import ConfigurationError, Settings
 from app.core.crypto import DecryptionError, encrypt
 from app.core.encrypted import decrypt_text, encrypt_text, encrypted_columns, key_prefix
@@ -41,7 +42,7 @@ from app.core.state import AppState
 from app.models.access_requests import AccessPackageSealed
 from app.models.records import RecordContent
 from app.workflows.access_requests import _aad as package_aad
-from app.workflows.records import _aad as record_aad
+from app.workflows.records.content import aad as record_aad
 
 log = logging.getLogger("kmm.key_rotation")
 
@@ -200,6 +201,7 @@ async def _rewrap_table(state: AppState, wk: WrappedKeys, kid: str, key: bytes, 
             await session.execute(stmt, params)
             await session.commit()
         done += len(rows)
+        progress.advance(len(rows))
         last = rows[-1][0]
 
 
@@ -234,6 +236,7 @@ async def _reencrypt_column(state: AppState, table: Table, column: Column[str], 
             await session.execute(stmt, params)
             await session.commit()
         done += len(rows)
+        progress.advance(len(rows))
         last = tuple(rows[-1][: len(pk)])
 
 
@@ -242,6 +245,8 @@ async def rewrap_all(state: AppState, *, batch_size: int = 1000) -> RotationRepo
     kid, key = state.keyring.current()
     report = RotationReport(current_key_id=kid)
     columns = list(encrypted_columns(SQLModel.metadata))
+    if progress.active():  # `kmm rotate-key` shows how far it is
+        progress.set_total(await references(state, kid, under=False))
     for _ in range(MAX_PASSES):
         report.passes += 1
         n = await _rewrap_data_keys(state, kid, key, batch_size)
@@ -258,17 +263,20 @@ async def rewrap_all(state: AppState, *, batch_size: int = 1000) -> RotationRepo
     return report
 
 
-async def references(state: AppState, kid: str) -> int:
-    """How many stored values still need master key ``kid`` (data keys and EncryptedText)."""
+async def references(state: AppState, kid: str, *, under: bool = True) -> int:
+    """How many stored values still need master key ``kid`` (data keys and EncryptedText);
+    with ``under=False``, how many are under another key (what a re-wrap has to do)."""
     async with state.sessionmaker() as session:
         total = 0
         for wk in WRAPPED_KEY_TABLES:
-            total += (await session.execute(select(func.count()).where(wk.table.c.key_id == kid))).scalar_one()
+            match = wk.table.c.key_id == kid if under else wk.table.c.key_id != kid
+            total += (await session.execute(select(func.count()).where(match))).scalar_one()
         for t, column in encrypted_columns(SQLModel.metadata):
             raw: ColumnElement[str] = type_coerce(column, Text())
+            prefixed = raw.startswith(key_prefix(kid), autoescape=True)
             total += (
                 await session.execute(
-                    select(func.count()).select_from(t).where(raw.startswith(key_prefix(kid), autoescape=True))
+                    select(func.count()).select_from(t).where(prefixed if under else column.is_not(None) & ~prefixed)
                 )
             ).scalar_one()
         await session.rollback()

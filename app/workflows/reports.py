@@ -16,42 +16,18 @@ All counting is done in SQL with GROUP BY; destroyed records are not counted.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
-from pydantic import BaseModel
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import PolicyDenied
 from app.models.records import Classification, Purpose, Record, Subject, SubjectCategory
+from app.models.reports import SUPPRESSED, THRESHOLD, CategoryCount, Count, MonitoringReport, PurposeClassCount
 from app.policy.actor import Actor
 from app.workflows.audit_trail import add_event
 
-THRESHOLD = 5
-SUPPRESSED: Literal["<5"] = "<5"
 RULE, CLAUSE = "monitoring-report", "§2.3"
-
-Count = int | Literal["<5"]
-
-
-class CategoryCount(BaseModel):
-    category: SubjectCategory
-    count: Count
-
-
-class PurposeClassCount(BaseModel):
-    purpose: Purpose
-    classification: Classification
-    count: Count
-
-
-class MonitoringReport(BaseModel):
-    as_of: datetime
-    suppression: str = (f"counts from 1 to {THRESHOLD - 1} are shown as \"{SUPPRESSED}\"; no totals are given, "
-                        "so no suppressed count can be derived by subtraction")
-    subjects_by_category: list[CategoryCount]
-    records_by_purpose_and_classification: list[PurposeClassCount]
 
 
 def suppress(n: int) -> Count:

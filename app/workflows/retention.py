@@ -1,9 +1,9 @@
-"""Retention (§6.5): the sweep that destroys what is past its date, and legal holds.
+"""Retention (§6.5): the sweep that destroys what is past its date.
 
 Candidates are chosen in SQL (``past_retention``). The sweep works in batches, one
 transaction each: a batch's records are locked, shredded and audited together, so a
 failure leaves every record either whole or destroyed, never half. A record under a
-director's legal hold is never a candidate.
+director's legal hold (app/workflows/records/lifecycle.py) is never a candidate.
 """
 
 from __future__ import annotations
@@ -12,23 +12,23 @@ import logging
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, update
+from sqlalchemy import ColumnElement, and_, func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.core import progress
 from app.core.db import scrub_after_shred
 from app.core.errors import PolicyDenied
-from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, SweepResult
 from app.models.records import Record
+from app.models.retention import SweepResult
 from app.policy.actor import Actor
-from app.workflows import packages
+from app.workflows import packages, webhooks
 from app.workflows.audit_trail import add_event
-from app.workflows.records import gone, load_record, shred
+from app.workflows.records.commands import shred
 
 log = logging.getLogger("kmm.retention")
 
 RULE, CLAUSE = "retention", "§6.5"
-HOLD_RULE = "legal-hold"
 
 
 def past_retention(now: datetime) -> ColumnElement[bool]:
@@ -70,6 +70,10 @@ async def sweep(
     reason = f"retention period ended (sweep {sweep_id})"
     destroyed: list[uuid.UUID] = []
     last: uuid.UUID | None = None
+    if progress.active():  # `kmm retention-sweep` shows how far it is
+        due = select(func.count()).select_from(Record).where(past_retention(now))
+        progress.set_total((await session.execute(due)).scalar_one())
+        await session.rollback()
     while True:
         query = (
             select(Record).where(past_retention(now)).order_by(col(Record.id)).limit(batch_size)
@@ -89,6 +93,7 @@ async def sweep(
                               resource_id=record.id, decision="allow", rule=RULE, clause=CLAUSE,
                               detail={"classification": record.classification, "sweep": True,
                                       "sweep_id": str(sweep_id)})
+                await webhooks.records_destroyed(session, records=batch, sweep=True, now=now)
             await session.commit()
         except BaseException:
             await session.rollback()  # this batch only: earlier batches are whole and committed
@@ -97,6 +102,7 @@ async def sweep(
         if not batch:
             break
         destroyed.extend(r.id for r in batch)
+        progress.advance(len(batch))
         last = batch[-1].id
     # Access-request packages past their own date (§6.5): one transaction.
     gone_packages = await packages.destroy_expired(session, now=now, actor=actor, sweep_id=sweep_id)
@@ -111,36 +117,3 @@ async def sweep(
                                        "packages": len(gone_packages)})
     return SweepResult(sweep_id=sweep_id, dry_run=False, as_of=now, count=len(destroyed), ids=destroyed,
                        package_count=len(gone_packages), package_ids=gone_packages)
-
-
-async def set_legal_hold(
-    session: AsyncSession, *, record_id: uuid.UUID, data: LegalHoldChange, actor: Actor, now: datetime
-) -> LegalHoldPublic:
-    """Place or lift a director's legal hold (§6.5); a held record is never destroyed."""
-    loaded = await load_record(session, record_id, actor=actor, now=now)
-    record = loaded.record
-    if not actor.is_director:
-        add_event(session, now=now, actor=actor, action="record.legal_hold", resource_type="record",
-                  resource_id=record.id, decision="deny", rule=HOLD_RULE, clause=CLAUSE,
-                  detail={"legal_hold": data.legal_hold})
-        await session.commit()
-        raise PolicyDenied("only a director places or lifts a legal hold", rule=HOLD_RULE, clause=CLAUSE)
-    if record.destroyed_at is not None:
-        raise gone(record)
-    result = await session.execute(
-        update(Record)
-        .where(col(Record.id) == record.id, col(Record.destroyed_at).is_(None))
-        .values(legal_hold=data.legal_hold, legal_hold_reason=data.reason, version=col(Record.version) + 1,
-                updated_at=now)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]  # destroyed since we loaded it
-        await session.rollback()
-        await session.refresh(record)
-        raise gone(record)
-    add_event(session, now=now, actor=actor, action="record.legal_hold", resource_type="record",
-              resource_id=record.id, decision="allow", rule=HOLD_RULE, clause=CLAUSE,
-              detail={"legal_hold": data.legal_hold})
-    await session.commit()
-    await session.refresh(record)
-    return LegalHoldPublic(record_id=record.id, legal_hold=record.legal_hold, reason=data.reason,
-                           version=record.version, changed_by=actor.id, changed_at=now)

@@ -17,6 +17,7 @@ from app.core.config import ConfigurationError, Settings
 from app.core.state import AppState
 
 KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
+AUDIT_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
 SECRET = secrets.token_urlsafe(48)
 POSTGRES = "postgresql://kmm:pw@db.invalid:5432/kmm"  # never connected to here
 
@@ -30,7 +31,7 @@ def _clean_env(monkeypatch):
 
 def production(tmp_path, **kw: Any) -> Settings:  # type: ignore[no-untyped-def]
     given: dict[str, Any] = {"env": "production", "database_url": POSTGRES, "jwt_secret": SECRET,
-                             "master_keys": [KEY], "secrets_file": tmp_path / "s.json", **kw}
+                             "master_keys": [KEY], "audit_keys": [AUDIT_KEY], "secrets_file": tmp_path / "s.json", **kw}
     return Settings(**given)
 
 
@@ -50,6 +51,8 @@ def test_sound_production_settings_start(tmp_path):
         ({"master_keys": [b64(bytes(32))]}, "KMM_MASTER_KEYS: key 1 is weak"),
         ({"master_keys": [KEY, b64(b"\x41" * 32)]}, "KMM_MASTER_KEYS: key 2 is weak"),
         ({"master_keys": [b64(b"\x01\x02" * 16)]}, "KMM_MASTER_KEYS: key 1 is weak"),
+        ({"audit_keys": [b64(bytes(32))]}, "KMM_AUDIT_KEYS: key 1 is weak"),
+        ({"audit_keys": [AUDIT_KEY, b64(b"\x07" * 32)]}, "KMM_AUDIT_KEYS: key 2 is weak"),
         ({"jwt_secret": "s" * 48}, "KMM_JWT_SECRET is weak"),
         ({"cors_origins": ["*"]}, "KMM_CORS_ORIGINS must name the origins"),
         ({"cors_origins": ["https://app.kmm.example", "*"]}, "KMM_CORS_ORIGINS must name the origins"),
@@ -68,7 +71,8 @@ def test_production_refuses_a_weak_setting(tmp_path, kw, says):
     message = str(err.value)
     assert message.startswith("KMM_ENV=production refuses weak settings: ")
     assert says in message
-    assert SECRET not in message and KEY not in message  # names the setting, never its value
+    # names the setting, never its value
+    assert SECRET not in message and KEY not in message and AUDIT_KEY not in message
     assert not (tmp_path / "s.json").exists()
 
 
@@ -98,7 +102,8 @@ def test_development_and_tests_keep_their_cheap_settings(tmp_path):
 
 def test_the_command_exits_2_with_the_reason(tmp_path):
     env = {"KMM_ENV": "production", "DATABASE_URL": f"sqlite:///{tmp_path}/p.db", "KMM_JWT_SECRET": SECRET,
-           "KMM_MASTER_KEYS": KEY, "KMM_SECRETS_FILE": str(tmp_path / "s.json"), "KMM_CORS_ORIGINS": "*"}
+           "KMM_MASTER_KEYS": KEY, "KMM_AUDIT_KEYS": AUDIT_KEY, "KMM_SECRETS_FILE": str(tmp_path / "s.json"),
+           "KMM_CORS_ORIGINS": "*"}
     r = CliRunner().invoke(cli, ["migrate"], env=env)
     assert r.exit_code == 2, r.output
     assert "KMM_CORS_ORIGINS must name the origins" in r.stderr

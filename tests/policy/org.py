@@ -17,7 +17,8 @@ import httpx
 from sqlmodel import col, select
 
 from app.models.audit import AuditEvent
-from app.models.records import EmergencyGrant, Record, RecordContent, RecordNamedAccess, RecordShare
+from app.models.emergency_grants import EmergencyGrant
+from app.models.records import Record, RecordContent, RecordNamedAccess, RecordShare
 from tests.factory import Factory, Person
 
 # Who is who: name -> (role, manager's name)

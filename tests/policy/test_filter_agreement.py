@@ -22,9 +22,9 @@ from sqlalchemy import bindparam
 from sqlmodel import col, select
 
 from app.models.accounts import User
+from app.models.emergency_grants import EmergencyGrant
 from app.models.records import (
     Classification,
-    EmergencyGrant,
     Record,
     RecordNamedAccess,
     RecordShare,
@@ -33,7 +33,8 @@ from app.models.records import (
 from app.policy.actor import Actor
 from app.policy.decide import Decision, RecordFacts, decide, records_filter
 from app.policy.rules import Action
-from app.workflows.records import _shape, load_record
+from app.workflows.records.queries import list_shape as _shape
+from app.workflows.records.queries import load_record
 from tests.conftest import reset_database
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)

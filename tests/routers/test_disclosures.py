@@ -306,8 +306,8 @@ async def test_compliance_lists_disclosures_whose_subject_is_not_told(client, st
 
 
 async def test_the_demo_seed_adds_cases_once(client, state):
+    from app.demo import seed_demo
     from app.models.breach_reports import BreachReport
-    from app.seed import seed_demo
 
     await seed_demo(state)
     disclosures, reports = await count(state, Disclosure), await count(state, BreachReport)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from app.models.records import EmergencyGrant
+from app.models.emergency_grants import EmergencyGrant
 from tests.factory import Factory, Person
 from tests.policy.org import count, events, make_record, make_subject
 
@@ -118,3 +118,29 @@ async def test_listing_grants(client, factory: Factory):
     assert sorted(seen) == sorted({g1["id"], g2["id"], g3["id"]}) and len(seen) == 3
     assert (await client.get("/emergency-grants", headers=director.headers,
                              params={"cursor": "forged.cursor"})).status_code == 400
+
+
+async def test_no_grant_opens_records_about_its_own_holder(client, factory: Factory):
+    """§3.4, §3.6: what is recorded about a person reaches them through a written request, never
+    through an emergency grant to themself (a director's to themself included)."""
+    director, manager, alice, helper, subject, sens, conf, emp, personnel = await _org(client, factory)
+    about_employee = await make_record(client, manager, emp["id"], "confidential", content="note-about-employee")
+    own = await make_subject(client, director, category="employee", user_id=str(director.id))
+    about_director = await make_record(client, alice, own["id"], "sensitive", content="note-about-director",
+                                       access_requester_id=own["id"])
+    before = await count(factory, EmergencyGrant)
+    for target in ({"subject_id": own["id"]}, {"record_id": about_director["id"]}):
+        r = await _grant(factory, director, director, **target)
+        assert r.status_code == 403, r.text
+        assert (r.json()["rule"], r.json()["clause"]) == ("emergency", "§4.5, §3.4")
+        assert "note-about-director" not in r.text
+    r = await client.get(f"/records/{about_director['id']}", headers=director.headers)
+    assert r.status_code == 403 and "note-about-director" not in r.text
+    assert await count(factory, EmergencyGrant) == before
+    # Issued to someone else it works as before; and to the employee over their own subject it does not.
+    assert (await _grant(factory, director, helper, subject_id=own["id"])).status_code == 201
+    expires = factory.state.clock.now() + timedelta(hours=2)
+    r = await client.post("/emergency-grants", headers=director.headers, json={
+        "grantee_id": emp["user_id"], "reason": "crisis call", "expires_at": expires.isoformat(),
+        "record_id": about_employee["id"]})
+    assert r.status_code == 403 and r.json()["rule"] == "emergency"

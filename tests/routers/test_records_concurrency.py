@@ -13,7 +13,7 @@ from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import Problem
 from app.models.records import RecordUpdate
 from app.policy.actor import Actor
-from app.workflows import records
+from app.workflows.records import commands as records
 from tests.factory import Factory
 from tests.policy.org import db_record, events, make_record, make_subject
 
@@ -74,7 +74,7 @@ async def test_twenty_threads_on_separate_connections_one_wins(client, factory: 
                 try:
                     out = await records.update_record(
                         session, record_id=uuid.UUID(rec["id"]), data=RecordUpdate(content=f"writer {i}"),
-                        if_match='"v1"', actor=actor, now=state.clock.now(), keyring=state.keyring,
+                        expected=1, actor=actor, now=state.clock.now(), keyring=state.keyring,
                         settings=settings)
                     return out.version
                 except Problem as exc:

@@ -11,6 +11,7 @@ import httpx
 
 from app.core.clock import FrozenClock
 from app.models.accounts import User
+from app.models.emergency_grants import EmergencyGrant
 from app.models.records import Record
 from tests.factory import Factory, Person
 from tests.policy.org import count, db_record, events, make_record, make_subject
@@ -185,19 +186,27 @@ async def test_a_director_does_not_read_update_or_destroy_their_own_personnel_fi
     assert r.status_code == 200 and r.json()["content"] == MARK
 
 
+async def _stored_grant(factory: Factory, *, grantee, issuer, **target):  # type: ignore[no-untyped-def]
+    """A live grant put straight into storage: the service no longer issues one over records about
+    its own holder, but the exclusion must hold for any grant that exists."""
+    now = factory.state.clock.now()
+    async with factory.state.sessionmaker() as session:
+        session.add(EmergencyGrant(grantee_id=grantee.id, reason="stored", expires_at=now + timedelta(hours=2),
+                                   issued_by=issuer.id, issued_at=now, **target))
+        await session.commit()
+
+
 async def test_an_emergency_grant_does_not_open_ones_own_personnel_file(client, factory: Factory):
     me, other, subject, rec = await _own_file(client, factory)
     expires = (factory.state.clock.now() + timedelta(hours=2)).isoformat()
     for issuer, target in ((me, {"record_id": rec["id"]}), (other, {"subject_id": subject["id"]})):
         r = await client.post("/emergency-grants", headers=issuer.headers,
                               json={"grantee_id": str(me.id), "reason": "crisis", "expires_at": expires, **target})
-        assert r.status_code == 201, r.text
+        _denied(r, "emergency", "§4.5, §3.4")
+    await _stored_grant(factory, grantee=me, issuer=other, record_id=uuid.UUID(rec["id"]))
+    await _stored_grant(factory, grantee=me, issuer=other, subject_id=uuid.UUID(subject["id"]))
     _denied(await client.get(f"/records/{rec['id']}", headers=me.headers), "personnel", "§3.6")
     assert (await client.get("/records", headers=me.headers)).json()["items"] == []
-    # The same grants still open the subject's other records.
-    conf = await make_record(client, other, subject["id"], "sensitive", content="other-marker")
-    r = await client.get(f"/records/{conf['id']}", headers=me.headers)
-    assert r.status_code == 200 and r.json()["access"]["rule"] == "emergency"
 
 
 async def test_a_line_manager_employee_is_refused_by_the_exclusion_too(client, factory: Factory):
@@ -212,7 +221,8 @@ async def test_a_line_manager_employee_is_refused_by_the_exclusion_too(client, f
     r = await client.post("/emergency-grants", headers=director.headers,
                           json={"grantee_id": str(employee.id), "reason": "x", "expires_at": expires,
                                 "record_id": rec["id"]})
-    assert r.status_code == 201, r.text
+    _denied(r, "emergency", "§4.5, §3.4")
+    await _stored_grant(factory, grantee=employee, issuer=director, record_id=uuid.UUID(rec["id"]))
     _denied(await client.get(f"/records/{rec['id']}", headers=employee.headers), "personnel", "§3.6")
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from app.models.audit import AuditEvent
-from app.models.records import CONTENT_MAX, TITLE_MAX, EmergencyGrant, Record, RecordContent
+from app.models.emergency_grants import EmergencyGrant
+from app.models.records import CONTENT_MAX, TITLE_MAX, Record, RecordContent
 from tests.factory import Factory
 from tests.policy.org import count, make_record, make_subject
 

@@ -16,7 +16,7 @@ from app.core.encrypted import key_prefix
 from app.core.state import AppState
 from app.main import create_app
 from app.workflows import key_rotation
-from app.workflows.records import _aad as record_aad
+from app.workflows.records.content import aad as record_aad
 from tests import dataprot as dp
 
 

@@ -15,10 +15,10 @@ from sqlmodel import col, select
 from app.core.crypto import decrypt
 from app.core.migrations import alembic_config, upgrade
 from app.core.state import AppState
+from app.demo import seed_demo
 from app.models.access_requests import AccessPackageSealed, AccessRequest
 from app.models.accounts import User
 from app.policy.actor import Actor
-from app.seed import seed_demo
 from app.workflows import access_requests
 from tests import dataprot as dp
 from tests.databases import fresh_database, sync_engine

@@ -1,5 +1,8 @@
 """`kmm seed-demo`: a small demo organisation to try the rules from the docs explorer.
 
+The accounts are made here; records (records.py), access requests (access_requests.py)
+and cases (cases.py) follow, each step through the service's own workflows.
+
 Idempotent: a second run changes nothing and prints the same logins. Demo passwords
 are random, kept in a git-ignored local file beside the secrets, never in the repo.
 """
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from app.core import progress
 from app.core.files import read_private, write_private
 from app.core.state import AppState
 from app.models.accounts import Role, StaffType, User, UserCreate
@@ -79,17 +83,21 @@ async def seed_accounts(state: AppState) -> dict[str, User]:
 
 def _steps() -> list:  # type: ignore[type-arg]
     """Seed steps after the accounts, in order; each takes (state, users) and is idempotent."""
-    from app.seed_access_requests import seed_access_requests
-    from app.seed_cases import seed_cases
-    from app.seed_records import seed_records
+    from app.demo.access_requests import seed_access_requests
+    from app.demo.cases import seed_cases
+    from app.demo.records import seed_records
 
     return [seed_records, seed_access_requests, seed_cases]
 
 
 async def seed_demo(state: AppState) -> list[DemoLogin]:
+    steps = _steps()
+    progress.set_total(1 + len(steps))
     users = await seed_accounts(state)
-    for step in _steps():
+    progress.advance()
+    for step in steps:
         await step(state, users)
+        progress.advance()
     passwords = json.loads(_logins_file(state).read_text())
     return [
         DemoLogin(key, email_for(key), role, passwords.get(key, "(set before; see your notes)"), note)

@@ -9,8 +9,8 @@ from sqlmodel import select
 
 from app.core.state import AppState
 from app.models.accounts import User
+from app.models.emergency_grants import EmergencyGrant
 from app.models.records import (
-    EmergencyGrant,
     NamedAccessCreate,
     RecordCreate,
     ShareCreate,
@@ -18,7 +18,8 @@ from app.models.records import (
     SubjectCreate,
 )
 from app.policy.actor import Actor
-from app.workflows import records, sharing, subjects
+from app.workflows import subjects
+from app.workflows.records import commands, shares
 
 SUBJECTS = [
     {"kind": "individual", "name": "Sam Okafor", "category": "service_user"},
@@ -50,7 +51,7 @@ async def seed_records(state: AppState, users: dict[str, User]) -> None:
                 actor=director, now=now)
 
         async def add(actor, subject, title, classification, purpose="service_delivery", **kw):  # type: ignore[no-untyped-def]
-            return await records.create_record(
+            return await commands.create_record(
                 session, actor=actor, now=now, keyring=state.keyring, settings=state.settings,
                 data=RecordCreate.model_validate({"subject_id": subject.id, "title": title,
                                                   "content": f"Demo content: {title}.",
@@ -65,11 +66,11 @@ async def seed_records(state: AppState, users: dict[str, User]) -> None:
         await add(amir, made["alice"], "Alice: probation review", "personnel", purpose="personnel_administration")
         await add(director, made["dev"], "Dev: contract", "personnel", purpose="personnel_administration")
         await add(alice, priya, "Equal-opportunities form", "confidential", purpose="equal_opportunities_monitoring")
-        await sharing.add_share(session, record_id=conf.id, actor=alice, now=now,
+        await shares.add_share(session, record_id=conf.id, actor=alice, now=now,
                                 data=ShareCreate(user_id=users["ben"].id, reason="covering Alice's visits"))
-        await sharing.add_share(session, record_id=conf.id, actor=alice, now=now,
+        await shares.add_share(session, record_id=conf.id, actor=alice, now=now,
                                 data=ShareCreate(user_id=users["trustee"].id, reason="quarterly case review"))
-        await sharing.add_named(session, record_id=sens.id, actor=alice, now=now,
+        await shares.add_named(session, record_id=sens.id, actor=alice, now=now,
                                 data=NamedAccessCreate(user_id=users["ben"].id, consent_reference="letter SO-2026-04"))
         # An expired emergency grant, to show that expiry ends access (§4.5).
         session.add(EmergencyGrant(grantee_id=users["cai"].id, record_id=sens.id, reason="out-of-hours crisis call",

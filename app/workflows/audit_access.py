@@ -1,5 +1,5 @@
-"""Who accessed these records: the one answer behind a record's access log and an access
-package's history (DESIGN §5, §6).
+"""Who accessed these records, read from the audit trail: the one answer behind a record's
+access log (GET /records/{id}/access-log) and an access package's history (DESIGN §5, §6).
 
 An access is an allowed read of the record (``record.read``), an export of it in a fulfilled
 access request (``record.export``), or a list that showed it (``record.list``). Reads and
@@ -22,8 +22,16 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.core.errors import PolicyDenied
+from app.core.pagination import CursorCodec
 from app.models.accounts import User
 from app.models.audit import AuditEvent, AuditEventRecord
+from app.models.records import AccessLog, AccessLogEntry
+from app.policy.actor import Actor
+from app.policy.decide import decide
+from app.policy.rules import Action
+from app.workflows.audit_trail import add_event
+from app.workflows.records.queries import load_record
 
 # Events about one record that show it to someone.
 SHOWING = ("record.read", "record.export")
@@ -90,3 +98,35 @@ async def record_accesses(
     return [RecordAccess(event_id=r[0], record_id=uuid.UUID(str(r[1])), at=r[2], action=r[3], actor_id=r[4],
                          actor_name=r[5], actor_role=r[6], rule=r[7], clause=r[8], emergency=bool(r[9]))
             for r in rows]
+
+
+async def access_log(
+    session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime, cursors: CursorCodec,
+    limit: int, cursor: str | None,
+) -> AccessLog:
+    """Who accessed the record (read it, saw it in a list, or exported it), when and by which
+    rule, newest first, emergency reads flagged (DESIGN §6).
+
+    For those answerable for it: whoever may update it (its custodian, their line manager,
+    for personnel the employee's line manager), and directors, who oversee the policy.
+    """
+    before = int(cursors.decode("access-log", cursor)[0]) if cursor else None  # bad input first
+    loaded = await load_record(session, record_id, actor=actor, now=now)
+    decision = decide(actor, Action.update, loaded.facts, now)
+    if not (decision.allowed or actor.is_director):
+        add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
+                  resource_id=record_id, decision="deny", rule=decision.rule, clause=decision.clause)
+        await session.commit()
+        raise PolicyDenied("only those answerable for a record, and directors, see who read it",
+                           rule=decision.rule, clause=decision.clause)
+    rows = await record_accesses(session, [record_id], newest_first=True, limit=limit + 1, before=before)
+    items = [AccessLogEntry(event_id=r.event_id, at=r.at, action=r.action, actor_id=r.actor_id,
+                            actor_role=r.actor_role, rule=r.rule, clause=r.clause, emergency=r.emergency)
+             for r in rows[:limit]]
+    nxt = cursors.encode("access-log", [items[-1].event_id]) if len(rows) > limit else None
+    add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
+              resource_id=record_id, decision="allow", rule="director" if not decision.allowed else decision.rule,
+              clause="§3.1, §3.4" if not decision.allowed else decision.clause)
+    await session.commit()
+    return AccessLog(record_id=record_id, custodian_id=loaded.record.custodian_id,
+                     custodian_line_manager_id=loaded.facts.custodian_line_manager_id, items=items, next_cursor=nxt)

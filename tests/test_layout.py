@@ -1,0 +1,84 @@
+"""Where the code for a route lives: the code for `/x` is in routers/x.py, workflows/x.py
+(or the package workflows/x/) and models/x.py; every file says what it holds."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).resolve().parent.parent / "app"
+
+
+def _workflows_used(router: str) -> set[str]:
+    """The top-level workflow modules (or packages) a router module imports."""
+    tree = ast.parse((APP / "routers" / f"{router}.py").read_text())
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "app.workflows":
+                used.update(alias.name for alias in node.names)
+            elif node.module.startswith("app.workflows."):
+                used.add(node.module.split(".")[2])
+    return used
+
+
+@pytest.mark.parametrize("router", ["records", "emergency_grants", "retention", "compliance", "reports"])
+def test_a_router_is_served_by_the_workflow_of_its_name(router):
+    # A record's access log is read from the audit trail, beside it (audit_access).
+    assert _workflows_used(router) - {"audit_access"} == {router}
+    assert (APP / "workflows" / f"{router}.py").exists() or (APP / "workflows" / router).is_dir()
+
+
+def test_no_router_or_workflow_gathers_unrelated_resources():
+    for gone in ("routers/data_protection.py", "routers/record_lifecycle.py", "workflows/sharing.py",
+                 "workflows/records.py", "workflows/record_access.py", "workflows/accuracy.py"):
+        assert not (APP / gone).exists(), gone
+
+
+def test_the_records_workflow_is_a_package_of_small_files_named_for_what_they_hold():
+    package = APP / "workflows" / "records"
+    files = {p.name: len(p.read_text().splitlines()) for p in package.glob("*.py")}
+    assert {"__init__.py", "content.py", "queries.py", "read.py", "commands.py"} <= set(files)
+    assert all(lines < 450 for lines in files.values()), files
+
+
+def test_the_demo_organisation_is_one_package():
+    assert not list(APP.glob("seed*.py"))
+    from app.demo import seed_demo
+
+    assert inspect.iscoroutinefunction(seed_demo)
+
+
+def test_the_workflow_is_given_the_expected_version_not_the_header():
+    """If-Match is parsed at the HTTP layer (app.deps.IfMatch); the workflow takes an int."""
+    from app.deps import IfMatch, etag
+    from app.workflows.records.commands import update_record
+
+    assert etag(7) == '"v7"'
+    assert IfMatch is not None
+    from app.deps import IfMatchTag
+
+    assert IfMatchTag(etag(7)).version == IfMatchTag("W/\"v7\"").version == 7
+    params = inspect.signature(update_record).parameters
+    assert "expected" in params and "if_match" not in params
+
+
+def test_the_access_log_sits_beside_the_audit_trail():
+    from app.workflows import audit_access
+
+    assert callable(audit_access.access_log) and callable(audit_access.record_accesses)
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("emergency_grants", ["EmergencyGrant", "GrantCreate", "GrantPublic"]),
+    ("retention", ["SweepRequest", "SweepResult"]),
+    ("reports", ["MonitoringReport"]),
+])
+def test_the_models_of_a_resource_are_in_models_of_its_name(module, names):
+    import importlib
+
+    models = importlib.import_module(f"app.models.{module}")
+    assert all(getattr(models, name).__module__ == models.__name__ for name in names)
