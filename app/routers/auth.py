@@ -86,8 +86,10 @@ class TokenRoute(APIRoute):
                 return _from_validation(exc)
             except Problem as exc:
                 return _from_problem(exc)
-            except HTTPException as exc:  # a body that cannot be parsed
-                return token_error(exc.status_code, "invalid_request", "the request body cannot be read")
+            except HTTPException as exc:
+                if exc.status_code == 413:  # the body limit, like every door's: problem+json
+                    raise
+                return token_error(400, "invalid_request", "the request body cannot be read")
 
         return answer
 
