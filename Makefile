@@ -3,6 +3,7 @@
 #              serve on 127.0.0.1:8000 (make run PORT=8080 for another port)
 # make test  - install with the dev tools, then the whole suite on SQLite, and again on Postgres
 #              when TEST_DATABASE_URL is set
+# make test-fast - all but the tests marked slow, on SQLite only: the edit-run loop
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,8 +11,10 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# make test-fast spreads the tests over this many processes (pytest-xdist), one a core
+FAST_WORKERS ?= auto
 
-.PHONY: run install install-runtime test test-sqlite test-postgres lint fuzz bench soak clean
+.PHONY: run install install-runtime test test-fast test-sqlite test-postgres lint fuzz bench soak clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +51,9 @@ test-sqlite: install
 
 test-postgres: install
 	KMM_TEST_BACKEND=postgres $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: install
+	KMM_TEST_BACKEND=sqlite $(BIN)/pytest -q -p no:cacheprovider -m "not slow" -n $(FAST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

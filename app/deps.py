@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -113,14 +113,32 @@ async def get_actor(request: Request, claims: ClaimsDep) -> Actor:
 CurrentActor = Annotated[Actor, Depends(get_actor)]
 
 
-async def refuse(request: Request, session: AsyncSession, actor: Actor, now: datetime, denial: PolicyDenied) -> None:
-    """Audit a refusal at the door (a role check), then raise it."""
+async def refuse(request: Request, session: AsyncSession, actor: Actor, now: datetime, denial: PolicyDenied,
+                 *, record_action: str | None = None) -> None:
+    """Audit a refusal at the door (a role check), then raise it.
+
+    The event is ``endpoint.denied`` about the route; with ``record_action``, on a route about
+    one record, it is that record's own event (``record_action``, the record's id) instead.
+    """
     route = request.scope.get("route")
-    add_event(session, now=now, actor=actor, action="endpoint.denied", resource_type="endpoint",
-              resource_id=getattr(route, "path", request.url.path)[:64], decision="deny",
-              rule=denial.extra["rule"], clause=denial.extra["clause"], detail={"method": request.method})
+    record_id = _record_id(request) if record_action else None
+    if record_action and record_id is not None:
+        action, resource_type, resource_id = record_action, "record", str(record_id)
+    else:
+        action, resource_type = "endpoint.denied", "endpoint"
+        resource_id = getattr(route, "path", request.url.path)[:64]
+    add_event(session, now=now, actor=actor, action=action, resource_type=resource_type,
+              resource_id=resource_id, decision="deny", rule=denial.extra["rule"], clause=denial.extra["clause"],
+              detail={"method": request.method})
     await session.commit()
     raise denial
+
+
+def _record_id(request: Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(request.path_params.get("record_id")))
+    except ValueError:
+        return None
 
 
 async def get_user(request: Request, actor: CurrentActor, session: SessionDep, now: NowDep) -> Actor:
@@ -143,14 +161,34 @@ async def get_staff(request: Request, actor: CurrentUser, session: SessionDep, n
 StaffUser = Annotated[Actor, Depends(get_staff)]
 
 
-async def get_director(request: Request, actor: CurrentUser, session: SessionDep, now: NowDep) -> Actor:
-    if not actor.is_director:
-        # Directors decide who may reach what (§4.5) and answer for the policy (§3.4).
-        await refuse(request, session, actor, now, PolicyDenied(
-            "only a director may do this", rule="director-only", clause="§4.5"))
-    return actor
+_GATES: dict[Callable[..., Awaitable[Actor]], tuple[str, str]] = {}
 
 
+def director_only(rule: str = "director-only", clause: str = "§4.5", *, detail: str = "only a director may do this",
+                  record_action: str | None = None) -> Callable[..., Awaitable[Actor]]:
+    """The one check for "directors only": anyone else is refused (403, ``rule`` and ``clause``),
+    and the refusal is always audited (see ``refuse``).
+
+    Directors decide who may reach what (§4.5) and answer for the policy (§3.4); a route whose
+    refusal cites a narrower clause names it here. The gate runs before the body is read.
+    """
+
+    async def gate(request: Request, actor: CurrentUser, session: SessionDep, now: NowDep) -> Actor:
+        if not actor.is_director:
+            await refuse(request, session, actor, now, PolicyDenied(detail, rule=rule, clause=clause),
+                         record_action=record_action)
+        return actor
+
+    _GATES[gate] = (rule, clause)
+    return gate
+
+
+def director_gate(call: object) -> tuple[str, str] | None:
+    """The (rule, clause) of a directors-only gate, or None when ``call`` is not one."""
+    return _GATES.get(call) if callable(call) else None  # type: ignore[arg-type]
+
+
+get_director = director_only()
 DirectorUser = Annotated[Actor, Depends(get_director)]
 
 

@@ -30,15 +30,14 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
+from app.core.errors import problem_body
+
 HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
 # The request line and headers together. Tokens are refused past 8 KiB (app/core/security.py).
 MAX_HEAD_BYTES = 64 * 1024
 
-_TOO_LARGE = json.dumps({
-    "type": "https://kmm.example/problems/request-header-fields-too-large",
-    "title": "Request header fields too large", "status": 431,
-    "detail": f"the request line and headers exceed {MAX_HEAD_BYTES} bytes",
-}).encode()
+_TOO_LARGE = json.dumps(problem_body(431, f"the request line and headers exceed {MAX_HEAD_BYTES} bytes",
+                                     type="request-header-fields-too-large")).encode()
 _TOO_LARGE_RESPONSE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/problem+json\r\n"
     b"content-length: " + str(len(_TOO_LARGE)).encode() + b"\r\nconnection: close\r\n\r\n" + _TOO_LARGE

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 
 from app.core.state import AppState
 from app.models.audit import AuditEvent, AuditSeal
-from tests.conftest import IS_POSTGRES
+from tests.databases import IS_POSTGRES
 
 
 async def count(state: AppState, model: type[AuditEvent] | type[AuditSeal]) -> int:

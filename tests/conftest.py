@@ -17,10 +17,18 @@ from app.core.clock import FrozenClock
 from app.core.config import Settings
 from app.core.migrations import upgrade
 from app.main import create_app
+from tests.databases import BACKEND, IS_POSTGRES
 from tests.factory import Factory
 
-BACKEND = os.environ.get("KMM_TEST_BACKEND", "sqlite")
-IS_POSTGRES = BACKEND == "postgres"
+# Modules whose every test is marked slow. `make test-fast` (-m "not slow") does not even
+# collect them: collecting the contract fuzzing alone builds an app and loads its schema.
+SLOW_MODULES = frozenset({"test_contract.py", "test_browser.py", "test_token_memory.py"})
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name in SLOW_MODULES and config.option.markexpr.replace(" ", "") == "notslow":
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

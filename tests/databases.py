@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from app.core.config import Settings
 
+# The backend the whole suite runs on; every test module imports these two from here.
 BACKEND = os.environ.get("KMM_TEST_BACKEND", "sqlite")
 IS_POSTGRES = BACKEND == "postgres"
 

@@ -1,15 +1,13 @@
-"""Helpers for the data-protection tests: subjects, records, raw rows, audit events."""
+"""Helpers for the data-protection tests: raw rows, audit events, settings and keyrings."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import text
 from sqlmodel import SQLModel, col, select
 
@@ -17,24 +15,6 @@ from app.core.config import Settings
 from app.core.encrypted import install_keyring
 from app.core.state import AppState
 from app.models.audit import AuditEvent
-from tests.factory import Person
-
-
-async def subject(client: httpx.AsyncClient, person: Person, **kw: Any) -> dict[str, Any]:
-    body = {"kind": "individual", "name": f"Subject {uuid.uuid4().hex[:6]}", "category": "service_user", **kw}
-    r = await client.post("/subjects", json=body, headers=person.headers)
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-async def record(
-    client: httpx.AsyncClient, person: Person, subject_id: str, **kw: Any
-) -> dict[str, Any]:
-    body = {"subject_id": subject_id, "title": "Case notes", "content": "notes",
-            "classification": "confidential", "purpose": "service_delivery", **kw}
-    r = await client.post("/records", json=body, headers=person.headers)
-    assert r.status_code == 201, r.text
-    return dict(r.json())
 
 
 async def raw_rows(state: AppState, table: str, where: str = "", **params: Any) -> list[dict[str, Any]]:
@@ -108,15 +88,3 @@ def key_rotation_decode(text_key: str) -> bytes:
     from app.workflows.key_rotation import decode_key
 
     return decode_key(text_key)
-
-
-async def service_client(client: httpx.AsyncClient, director: Person, scopes: list[str]) -> dict[str, str]:
-    """Create a service client and return auth headers for it."""
-    r = await client.post("/service-clients", headers=director.headers,
-                          json={"name": f"sys-{uuid.uuid4().hex[:6]}", "scopes": scopes})
-    assert r.status_code == 201, r.text
-    body = r.json()
-    r = await client.post("/auth/token", data={"grant_type": "client_credentials", "client_id": body["client_id"],
-                                               "client_secret": body["client_secret"]})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}

@@ -25,7 +25,7 @@ from app.core.security import Passwords
 from app.main import create_app
 from bench import measure, seed
 from bench.__main__ import libpq_url
-from tests.conftest import IS_POSTGRES
+from tests.databases import IS_POSTGRES
 from tests.factory import PASSWORD, Factory
 
 
@@ -46,14 +46,8 @@ async def test_baseline_is_not_mounted_by_default(client: httpx.AsyncClient):
 
 async def test_baseline_selects_one_record_without_auth(client, bench_client, factory: Factory):
     director = await factory.user("director")
-    subject = await client.post("/subjects", headers=director.headers,
-                                json={"kind": "individual", "name": "Sam", "category": "service_user"})
-    assert subject.status_code == 201, subject.text
-    created = await client.post("/records", headers=director.headers, json={
-        "subject_id": subject.json()["id"], "title": "t", "content": "secret-marker-bench",
-        "classification": "confidential", "purpose": "service_delivery"})
-    assert created.status_code == 201, created.text
-    rid = created.json()["id"]
+    subject = await factory.subject(by=director, name="Sam")
+    rid = (await factory.record(by=director, subject=subject, content="secret-marker-bench"))["id"]
 
     r = await bench_client.get(f"/bench/baseline/{rid}")
     assert r.status_code == 200

@@ -70,6 +70,7 @@ def test_migrate_brings_a_fresh_database_to_head(db):
     ],
     ids=["sqlite-missing-dir", "postgres-closed-port"],
 )
+@pytest.mark.slow  # the real `kmm` process: it waits out the database timeout
 def test_migrate_an_unreachable_database_says_so(tmp_path, url, reason):
     # A process of its own, as an operator would run it, exit code and all.
     s = Settings(env="test", database_url=url.format(tmp=tmp_path), secrets_file=tmp_path / "s.json")
@@ -136,6 +137,7 @@ def test_create_user_refuses_a_duplicate_email(db):
     assert _count(db) == 1
 
 
+@pytest.mark.slow  # seeds the whole demo organisation, twice
 def test_seed_demo_is_idempotent_and_prints_the_logins(db):
     assert kmm(db, "migrate").exit_code == 0
     first = kmm(db, "seed-demo")

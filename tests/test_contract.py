@@ -51,6 +51,8 @@ from app.workflows import accounts
 from tests.databases import fresh_database
 from tests.factory import PASSWORD
 
+pytestmark = pytest.mark.slow  # fuzzes every operation: `make test` runs it, `make test-fast` does not
+
 EXAMPLES = int(os.environ.get("KMM_FUZZ_EXAMPLES", "25"))
 # `make test` is repeatable (a fixed seed); `make fuzz` sets KMM_FUZZ_RANDOM=1 for fresh input.
 RANDOM = os.environ.get("KMM_FUZZ_RANDOM", "") == "1"

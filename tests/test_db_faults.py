@@ -79,10 +79,8 @@ def db(tmp_path) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
 async def _director(client: httpx.AsyncClient, app: Any) -> tuple[Person, str]:
     factory = Factory(client=client, state=app.state.kmm)
     director = await factory.user("director")
-    r = await client.post("/subjects", headers=director.headers,
-                          json={"kind": "individual", "name": "Fault Subject", "category": "service_user"})
-    assert r.status_code == 201, r.text
-    return director, r.json()["id"]
+    subject = await factory.subject(by=director, name="Fault Subject")
+    return director, subject["id"]
 
 
 async def _traffic(client: httpx.AsyncClient, director: Person, subject_id: str, out: Outcomes) -> None:

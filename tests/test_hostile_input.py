@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 from sqlalchemy import text
 
-from tests.conftest import IS_POSTGRES, _table_names
+from tests.conftest import _table_names
+from tests.databases import IS_POSTGRES
 from tests.factory import Factory, Person
 from tests.oauth import TOKEN_PATHS, assert_token_error
 

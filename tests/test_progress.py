@@ -84,11 +84,11 @@ async def test_retention_sweep_reports_each_batch(client, factory, state, settin
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     ids = []
     for _ in range(3):
-        rec = await dp.record(client, manager, subj["id"], custodian_id=str(alice.id),
-                              retention_until=(clock.now() - timedelta(days=2)).isoformat())
+        rec = await factory.record(by=manager, subject=subj, custodian_id=str(alice.id),
+                                   retention_until=(clock.now() - timedelta(days=2)).isoformat())
         ids.append(rec["id"])
     env = {**env_for(settings), **EVERY_STEP}
     with dp.restore_keyring(state):

@@ -25,13 +25,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger("kmm.config")
 
-Purpose = Literal[
-    "service_delivery",
-    "equal_opportunities_monitoring",
-    "funder_reporting",
-    "personnel_administration",
-]
-
 # Default retention per purpose, in days (§6.5). Overridable with KMM_RETENTION_DAYS.
 DEFAULT_RETENTION_DAYS: dict[str, int] = {
     "service_delivery": 6 * 365,

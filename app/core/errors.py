@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -36,14 +36,17 @@ _TITLES = {
     422: "Unprocessable content",
     428: "Precondition required",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal server error",
     503: "Service unavailable",
 }
 
 
 class Problem(Exception):
-    """An error with a status, a stable ``type`` slug and a safe ``detail``.
+    """An error answered as problem+json: a status, a stable ``type`` slug and a safe ``detail``.
 
+    The HTTP layer (dependencies, routers, the plumbing in app/core) raises it with a status;
+    workflows raise the domain errors below, whose status is looked up in ``DOMAIN_STATUS``.
     ``detail`` must never contain record content: it is logged and returned.
     """
 
@@ -66,26 +69,160 @@ class Problem(Exception):
         self.extra = extra
 
 
-class PolicyDenied(Problem):
+# -- domain errors: what a workflow raises, in the domain's words ---------------------------
+
+
+class DomainError(Problem):
+    """A workflow's error. It names no HTTP status: ``DOMAIN_STATUS`` maps its class to one."""
+
+    default_type = "error"
+
+    def __init__(self, detail: str, *, type: str | None = None, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(domain_status(self), detail, type=type or self.default_type, headers=headers, **extra)
+
+
+class NotFound(DomainError):
+    """``what`` does not exist, or the caller may not know that it does."""
+
+    default_type = "not-found"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+
+
+class Conflict(DomainError):
+    """The request does not fit the current state (a transition, a duplicate)."""
+
+    default_type = "conflict"
+
+
+class StaleVersion(DomainError):
+    """The caller's version of a record is not the stored one (optimistic locking)."""
+
+    default_type = "precondition-failed"
+
+    def __init__(self, detail: str = "the record changed since you read it; fetch it again", **extra: Any) -> None:
+        super().__init__(detail, **extra)
+
+
+class Gone(DomainError):
+    """The thing was destroyed; what remains of it (a tombstone) goes with the error."""
+
+    default_type = "gone"
+
+    def __init__(self, detail: str, *, type: str | None = None, tombstone: dict[str, Any] | None = None,
+                 **extra: Any) -> None:
+        if tombstone is not None:
+            extra = {"tombstone": tombstone, **extra}
+        super().__init__(detail, type=type, **extra)
+
+
+class Locked(DomainError):
+    """Refused for now: try again after ``retry_after`` seconds (a throttle, a lockout)."""
+
+    default_type = "too-many-requests"
+
+    def __init__(self, detail: str, *, retry_after: int, type: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, type=type, headers={"Retry-After": str(retry_after)}, **extra)
+
+
+class Busy(DomainError):
+    """The service cannot take this now; try again after ``retry_after`` seconds."""
+
+    default_type = "service-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, type: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, type=type, headers={"Retry-After": str(retry_after)}, **extra)
+
+
+class Unauthenticated(DomainError):
+    """No valid credentials: a bearer token, or a login, is needed."""
+
+    default_type = "not-authenticated"
+
+    def __init__(self, detail: str, *, type: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, type=type, headers={"WWW-Authenticate": "Bearer"}, **extra)
+
+
+class Invalid(DomainError):
+    """Input the policy or the model refuses (``field_error`` names the field)."""
+
+    default_type = "validation-error"
+
+
+class Denied(DomainError):
     """A policy decision said no; names the rule and the clause of the policy."""
 
-    def __init__(self, detail: str, *, rule: str, clause: str, status: int = 403) -> None:
-        super().__init__(status, detail, type="policy-denied", rule=rule, clause=clause)
+    default_type = "policy-denied"
+
+    def __init__(self, detail: str, *, rule: str, clause: str) -> None:
+        super().__init__(detail, rule=rule, clause=clause)
+
+    @classmethod
+    def of(cls, decision: Refusal, what: str) -> Denied:
+        """The refusal a policy decision (app.policy.decide) made: ``what`` denied, and why."""
+        return cls(f"{what}: {decision.reason}", rule=decision.rule, clause=decision.clause)
 
 
-def not_found(what: str) -> Problem:
-    return Problem(404, f"{what} not found", type="not-found")
+class Refusal(Protocol):
+    @property
+    def rule(self) -> str: ...
+    @property
+    def clause(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
 
 
-def field_error(field: str, message: str, **extra: Any) -> Problem:
+PolicyDenied = Denied  # the name the routers and the policy use
+
+# The one place a domain error becomes an HTTP status (a subclass takes its nearest base's).
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    Invalid: 422,
+    Unauthenticated: 401,
+    Denied: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    StaleVersion: 412,
+    Locked: 429,
+    Busy: 503,
+}
+
+
+def domain_status(error: DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in DOMAIN_STATUS:
+            return DOMAIN_STATUS[cls]
+    return 500
+
+
+def not_found(what: str) -> NotFound:
+    return NotFound(what)
+
+
+def field_error(field: str, message: str, **extra: Any) -> Invalid:
     """A 422 naming the failing field, shaped like FastAPI's validation errors."""
-    return Problem(
-        422,
+    return Invalid(
         f"{field}: {message}",
-        type="validation-error",
         errors=[{"loc": ["body", field], "msg": message, "type": "value_error"}],
         **extra,
     )
+
+
+def problem_body(status: int, detail: str, *, type: str, title: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The problem+json body (RFC 9457): every error the service sends is built here."""
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + type,
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    rid = request_id_var.get()
+    if rid:
+        body["request_id"] = rid
+    body.update(extra)
+    return body
 
 
 def problem_response(
@@ -97,16 +234,7 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": TYPE_BASE + type,
-        "title": title or _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-    }
-    rid = request_id_var.get()
-    if rid:
-        body["request_id"] = rid
-    body.update(extra)
+    body = problem_body(status, detail, type=type, title=title, **extra)
     if status == 503:  # every "unavailable" says when to try again (RFC 9110 §10.2.3)
         headers = {"Retry-After": "1", **(headers or {})}
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)

@@ -20,14 +20,13 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
 
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.context import client_ip_var, request_id_var
-from app.core.errors import PROBLEM_JSON, TYPE_BASE
+from app.core.errors import PROBLEM_JSON, problem_body
 
 log = logging.getLogger("kmm.access")
 
@@ -148,13 +147,12 @@ class RequestMiddleware:
             await self.app(scope, receive_wrapper, send_wrapper)
         except BodyTooLarge:
             if not status_holder["started"]:
-                await self._problem(send_wrapper, 413, "Payload too large",
-                                    f"the body exceeds {self.max_body_bytes} bytes", "payload-too-large")
+                await self._problem(send_wrapper, 413, f"the body exceeds {self.max_body_bytes} bytes",
+                                    "payload-too-large")
         except Exception as exc:  # the last line of defence: never leak internals
             log.error("unhandled error", extra={"error": type(exc).__name__}, exc_info=exc)
             if not status_holder["started"]:
-                await self._problem(send_wrapper, 500, "Internal server error",
-                                    "an unexpected error occurred", "internal-error")
+                await self._problem(send_wrapper, 500, "an unexpected error occurred", "internal-error")
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -172,15 +170,8 @@ class RequestMiddleware:
             )
 
     @staticmethod
-    async def _problem(send: Send, status: int, title: str, detail: str, type_: str) -> None:
-        body: dict[str, Any] = {
-            "type": TYPE_BASE + type_,
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "request_id": request_id_var.get(),
-        }
-        raw = json.dumps(body).encode()
+    async def _problem(send: Send, status: int, detail: str, type_: str) -> None:
+        raw = json.dumps(problem_body(status, detail, type=type_)).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -1,4 +1,9 @@
-"""Cursor pagination: opaque, HMAC-signed keyset cursors so a forged one is refused."""
+"""Cursor pagination: opaque, HMAC-signed keyset cursors so a forged one is refused.
+
+Every list answers with ``Page[XPublic]``: a list workflow asks for ``limit + 1`` rows in
+key order and hands them to ``page_of``, which keeps ``limit`` of them and signs the key of
+the last one as the cursor when more follow.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -18,11 +23,14 @@ from sqlmodel import col
 from app.core.errors import Problem
 
 T = TypeVar("T")
+R = TypeVar("R")
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 
 
 class Page(BaseModel, Generic[T]):
+    """One page of a list, and the cursor that continues it (None on the last page)."""
+
     items: list[T]
     next_cursor: str | None = None
 
@@ -73,8 +81,19 @@ def page_query(query: Any, model: Any, *, cursors: CursorCodec, scope: str, curs
     return query.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(limit + 1)
 
 
-def next_cursor(rows: Sequence[Any], *, cursors: CursorCodec, scope: str, limit: int) -> str | None:
-    if len(rows) <= limit:
-        return None
-    last = rows[limit - 1]
-    return cursors.encode(scope, [last.created_at.isoformat(), str(last.id)])
+def newest_key(row: Any) -> list[Any]:
+    """The key ``page_query`` continues after: (created_at, id)."""
+    return [row.created_at.isoformat(), str(row.id)]
+
+
+def next_cursor(rows: Sequence[R], *, cursors: CursorCodec, scope: str, limit: int,
+                key: Callable[[R], list[Any]] = newest_key) -> str | None:
+    """The cursor after the ``limit``-th row when the query found more (it asked for ``limit + 1``)."""
+    return cursors.encode(scope, key(rows[limit - 1])) if len(rows) > limit else None
+
+
+def page_of(rows: Sequence[R], public: Callable[[R], T], *, cursors: CursorCodec, scope: str, limit: int,
+            key: Callable[[R], list[Any]] = newest_key) -> Page[T]:
+    """The first ``limit`` of ``rows`` as public items, and the cursor after them if more follow."""
+    return Page(items=[public(row) for row in rows[:limit]],
+                next_cursor=next_cursor(rows, cursors=cursors, scope=scope, limit=limit, key=key))

@@ -5,11 +5,12 @@ Nothing here is state another process needs: every fact lives in the database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.audit_keys import AuditKeys, install_audit_keys
+from app.core.audit_writer import AuditWriter
 from app.core.clock import Clock
 from app.core.config import Settings
 from app.core.crypto import Keyring
@@ -17,7 +18,6 @@ from app.core.db import RowSource, make_engine, make_sessionmaker, row_source
 from app.core.encrypted import install_keyring
 from app.core.pagination import CursorCodec
 from app.core.security import Passwords, Tokens
-from app.workflows.audit_trail import AuditWriter
 
 
 @dataclass
@@ -33,7 +33,6 @@ class AppState:
     # The hot path's reads (GET /records/{id}) and its group-committed audit events.
     rows: RowSource
     audit: AuditWriter
-    extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> AppState:

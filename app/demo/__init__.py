@@ -35,15 +35,17 @@ class DemoLogin:
 
 
 # key, name, role, staff_type, line manager key, note
-PEOPLE: list[tuple[str, str, str, str | None, str | None, str]] = [
-    ("director", "Dana Director", "director", "employee", None, "the Director (§3.4, §4.5)"),
-    ("manager.a", "Amir Manager", "colleague", "employee", "director", "line manager of Alice and Ben"),
-    ("manager.b", "Bea Manager", "colleague", "employee", "director", "line manager of Cai and Dev"),
-    ("alice", "Alice Employee", "colleague", "employee", "manager.a", "employee under Amir"),
-    ("ben", "Ben Volunteer", "colleague", "volunteer", "manager.a", "volunteer under Amir"),
-    ("cai", "Cai Intern", "colleague", "intern", "manager.b", "intern under Bea"),
-    ("dev", "Dev Employee", "colleague", "employee", "manager.b", "employee under Bea"),
-    ("trustee", "Tess Trustee", "trustee", None, None, "a trustee: reads what is passed to her"),
+_C, _D, _T = Role.colleague, Role.director, Role.trustee
+_E, _V, _I = StaffType.employee, StaffType.volunteer, StaffType.intern
+PEOPLE: list[tuple[str, str, Role, StaffType | None, str | None, str]] = [
+    ("director", "Dana Director", _D, _E, None, "the Director (§3.4, §4.5)"),
+    ("manager.a", "Amir Manager", _C, _E, "director", "line manager of Alice and Ben"),
+    ("manager.b", "Bea Manager", _C, _E, "director", "line manager of Cai and Dev"),
+    ("alice", "Alice Employee", _C, _E, "manager.a", "employee under Amir"),
+    ("ben", "Ben Volunteer", _C, _V, "manager.a", "volunteer under Amir"),
+    ("cai", "Cai Intern", _C, _I, "manager.b", "intern under Bea"),
+    ("dev", "Dev Employee", _C, _E, "manager.b", "employee under Bea"),
+    ("trustee", "Tess Trustee", _T, None, None, "a trustee: reads what is passed to her"),
 ]
 
 
@@ -71,8 +73,8 @@ async def seed_accounts(state: AppState) -> dict[str, User]:
             passwords[key] = passwords.get(key) or secrets.token_urlsafe(12)
             users[key] = await accounts.create_user(
                 session,
-                data=UserCreate(email=email_for(key), full_name=name, role=Role(role),
-                                staff_type=StaffType(staff_type) if staff_type else None,
+                data=UserCreate(email=email_for(key), full_name=name, role=role,
+                                staff_type=staff_type,
                                 line_manager_id=users[manager].id if manager else None,
                                 password=passwords[key]),
                 passwords=state.passwords, now=now, actor=None,

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import CheckConstraint, Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel
 
-from app.models.base import created_at_field, utc_column, uuid_pk
+from app.models.base import created_at_field, enum_field, utc_column, uuid_pk
 from app.models.records import NAME_MAX, Classification, Purpose, Tombstone
 
 
@@ -36,32 +36,30 @@ class AccessRequestStatus(StrEnum):
 
 
 # A request is open (and can become overdue) until it is fulfilled, refused or withdrawn.
-OPEN_STATUSES = (AccessRequestStatus.received.value, AccessRequestStatus.approved.value)
+OPEN_STATUSES = (AccessRequestStatus.received, AccessRequestStatus.approved)
 NOTICE_DAYS = 14  # "giving 14 days' notice" (§3.4, §3.6)
 REFERENCE_MAX = 200
 REASON_MAX = 1000
 
 
-class AccessRequestCreate(BaseModel):
-    kind: AccessRequestKind
-    subject_id: uuid.UUID
-    requester_subject_id: uuid.UUID
+class AccessRequestBase(SQLModel):
+    """The letter as logged: given, shown and stored alike."""
+
+    kind: AccessRequestKind = enum_field(24)
+    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
+    requester_subject_id: uuid.UUID = Field(foreign_key="subjects.id")
     signed_by: str = Field(min_length=1, max_length=NAME_MAX, description="the name the letter is signed with")
-    signatory_capacity: SignatoryCapacity
+    signatory_capacity: SignatoryCapacity = enum_field(24)
     in_writing: bool = Field(description="a request must be a signed letter to the Director (§3.4, §3.6)")
     letter_reference: str = Field(min_length=1, max_length=REFERENCE_MAX)
+
+
+class AccessRequestCreate(AccessRequestBase):
     received_at: AwareDatetime = Field(description="when the Director received the letter; not in the future")
 
 
-class AccessRequestPublic(BaseModel):
+class AccessRequestPublic(AccessRequestBase):
     id: uuid.UUID
-    kind: AccessRequestKind
-    subject_id: uuid.UUID
-    requester_subject_id: uuid.UUID
-    signed_by: str
-    signatory_capacity: SignatoryCapacity
-    in_writing: bool
-    letter_reference: str
     received_at: datetime
     due_at: datetime
     status: AccessRequestStatus
@@ -86,7 +84,7 @@ class AccessWithdrawal(BaseModel):
     reason: str | None = Field(default=None, max_length=REASON_MAX)
 
 
-class AccessRequest(SQLModel, table=True):
+class AccessRequest(AccessRequestBase, table=True):
     __tablename__ = "access_requests"
     __table_args__ = (
         Index("ix_access_requests_status_due", "status", "due_at"),
@@ -102,16 +100,9 @@ class AccessRequest(SQLModel, table=True):
     )
 
     id: uuid.UUID = uuid_pk()
-    kind: str = Field(max_length=24)
-    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
-    requester_subject_id: uuid.UUID = Field(foreign_key="subjects.id")
-    signed_by: str = Field(max_length=NAME_MAX)
-    signatory_capacity: str = Field(max_length=24)
-    in_writing: bool = True
-    letter_reference: str = Field(max_length=REFERENCE_MAX)
     received_at: datetime = utc_column()
     due_at: datetime = utc_column()
-    status: str = Field(default=AccessRequestStatus.received.value, max_length=16)
+    status: AccessRequestStatus = enum_field(16, default=AccessRequestStatus.received)
     logged_by: uuid.UUID = Field(foreign_key="users.id")
     created_at: datetime = created_at_field()
     decided_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")

@@ -11,7 +11,7 @@ from pydantic import EmailStr, StringConstraints, field_validator
 from sqlalchemy import JSON, Index, false
 from sqlmodel import Column, Field, SQLModel
 
-from app.models.base import BigIntPK, created_at_field, utc_column, uuid_pk
+from app.models.base import BigIntPK, created_at_field, enum_field, utc_column, uuid_pk
 
 
 class Role(StrEnum):
@@ -31,11 +31,11 @@ MAX_PASSWORD = 256
 
 
 class UserBase(SQLModel):
-    email: EmailStr = Field(max_length=254)
+    email: EmailStr = Field(max_length=254, unique=True, index=True)
     full_name: str = Field(min_length=1, max_length=200)
-    role: Role
-    staff_type: StaffType | None = None
-    line_manager_id: uuid.UUID | None = None
+    role: Role = enum_field(16)
+    staff_type: StaffType | None = enum_field(16, default=None)
+    line_manager_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True)
 
     @field_validator("email")
     @classmethod
@@ -61,15 +61,10 @@ class UserPublic(UserBase):
     created_at: datetime
 
 
-class User(SQLModel, table=True):
+class User(UserBase, table=True):
     __tablename__ = "users"
 
     id: uuid.UUID = uuid_pk()
-    email: str = Field(max_length=254, unique=True, index=True)
-    full_name: str = Field(max_length=200)
-    role: str = Field(max_length=16)
-    staff_type: str | None = Field(default=None, max_length=16)
-    line_manager_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True)
     # When line_manager_id was last changed; None when it is as the account was made.
     line_manager_since: datetime | None = utc_column(nullable=True)
     active: bool = True
@@ -85,7 +80,7 @@ Scope = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 class ServiceClientBase(SQLModel):
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[Scope] = Field(default_factory=list, max_length=20)
+    scopes: list[Scope] = Field(default_factory=list, max_length=20, sa_type=JSON, nullable=False)
 
 
 class ServiceClientCreate(ServiceClientBase):
@@ -103,14 +98,12 @@ class ServiceClientCreated(ServiceClientPublic):
     client_secret: str  # shown once
 
 
-class ServiceClient(SQLModel, table=True):
+class ServiceClient(ServiceClientBase, table=True):
     __tablename__ = "service_clients"
 
     id: uuid.UUID = uuid_pk()
     client_id: str = Field(max_length=64, unique=True, index=True)
-    name: str = Field(max_length=200)
     secret_hash: str = Field(max_length=128)
-    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     active: bool = True
     created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = created_at_field()

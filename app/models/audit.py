@@ -19,23 +19,23 @@ GENESIS_HASH = "0" * 64
 
 
 class AuditEventBase(SQLModel):
-    at: datetime
+    at: datetime = utc_column(index=True)
     actor_id: uuid.UUID | None = None
-    actor_kind: str | None = None  # "user" or "client"
-    actor_role: str | None = None
-    action: str
-    resource_type: str | None = None
-    resource_id: str | None = None
-    decision: str | None = None  # "allow" or "deny"
-    rule: str | None = None
-    clause: str | None = None
+    actor_kind: str | None = Field(default=None, max_length=8)  # "user" or "client"
+    actor_role: str | None = Field(default=None, max_length=16)
+    action: str = Field(max_length=64, index=True)
+    resource_type: str | None = Field(default=None, max_length=32)
+    resource_id: str | None = Field(default=None, max_length=64)
+    decision: str | None = Field(default=None, max_length=8)  # "allow" or "deny"
+    rule: str | None = Field(default=None, max_length=32)
+    clause: str | None = Field(default=None, max_length=32)
     emergency: bool = False
-    request_id: str | None = None
-    client_ip: str | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
+    request_id: str | None = Field(default=None, max_length=64)
+    client_ip: str | None = Field(default=None, max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
 
 
-class AuditEvent(SQLModel, table=True):
+class AuditEvent(AuditEventBase, table=True):
     __tablename__ = "audit_events"
     __table_args__ = (
         Index("ix_audit_events_resource", "resource_type", "resource_id", "id"),
@@ -43,20 +43,6 @@ class AuditEvent(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigIntPK, primary_key=True, autoincrement=True))
-    at: datetime = utc_column(index=True)
-    actor_id: uuid.UUID | None = None
-    actor_kind: str | None = Field(default=None, max_length=8)
-    actor_role: str | None = Field(default=None, max_length=16)
-    action: str = Field(max_length=64, index=True)
-    resource_type: str | None = Field(default=None, max_length=32)
-    resource_id: str | None = Field(default=None, max_length=64)
-    decision: str | None = Field(default=None, max_length=8)
-    rule: str | None = Field(default=None, max_length=32)
-    clause: str | None = Field(default=None, max_length=32)
-    emergency: bool = False
-    request_id: str | None = Field(default=None, max_length=64)
-    client_ip: str | None = Field(default=None, max_length=64)
-    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class AuditEventRecord(SQLModel, table=True):

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy import ForeignKey, Index, text
 from sqlmodel import Column, Field, SQLModel
 
-from app.models.base import BigIntPK, created_at_field, utc_column, uuid_pk
+from app.models.base import BigIntPK, created_at_field, enum_field, utc_column, uuid_pk
 from app.models.disclosures import free_text_column
 
 DESCRIPTION_MAX = 10_000
@@ -80,24 +80,26 @@ class BreachFinding(BaseModel):
     notes: str | None = Field(default=None, min_length=1, max_length=NOTES_MAX)
 
 
-class BreachReportStatusView(BaseModel):
+class BreachReportBase(SQLModel):
+    """What every view of a report and its table share."""
+
+    kind: BreachKind = enum_field(32)
+    status: BreachStatus = enum_field(16)
+    created_at: datetime = created_at_field()
+
+
+class BreachReportStatusView(BreachReportBase):
     """What the reporter sees of their own report: that it exists and where it stands."""
 
     view: Literal["status"] = "status"
     id: uuid.UUID
-    kind: BreachKind
-    status: BreachStatus
-    created_at: datetime
 
 
-class BreachReportPublic(BaseModel):
+class BreachReportPublic(BreachReportBase):
     """What the handler and directors see."""
 
     view: Literal["full"] = "full"
     id: uuid.UUID
-    kind: BreachKind
-    status: BreachStatus
-    created_at: datetime
     clause: str
     reporter_id: uuid.UUID | None
     concerned_user_id: uuid.UUID | None
@@ -116,7 +118,7 @@ class BreachReportPublic(BaseModel):
     updated_at: datetime
 
 
-class BreachReport(SQLModel, table=True):
+class BreachReport(BreachReportBase, table=True):
     __tablename__ = "breach_reports"
     __table_args__ = (
         Index("ix_breach_reports_created", "created_at", "id"),
@@ -131,21 +133,18 @@ class BreachReport(SQLModel, table=True):
     )
 
     id: uuid.UUID = uuid_pk()
-    kind: str = Field(max_length=32)
-    status: str = Field(default=BreachStatus.open.value, max_length=16)
     reporter_id: uuid.UUID | None = Field(default=None, foreign_key="users.id")  # None: the service
     concerned_user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     handler_id: uuid.UUID = Field(foreign_key="users.id")
-    description: str = free_text_column(DESCRIPTION_MAX, nullable=False)
-    evidence: str | None = free_text_column(EVIDENCE_MAX, nullable=True)
-    complainant_name: str | None = free_text_column(COMPLAINANT_MAX, nullable=True)
+    description: str = free_text_column(nullable=False)
+    evidence: str | None = free_text_column(nullable=True)
+    complainant_name: str | None = free_text_column(nullable=True)
     complaint_procedure_advised: bool | None = None
     investigating_at: datetime | None = utc_column(nullable=True)
-    finding: str | None = Field(default=None, max_length=16)
-    outcome: str | None = Field(default=None, max_length=40)
-    notes: str | None = free_text_column(NOTES_MAX, nullable=True)
+    finding: Finding | None = enum_field(16, default=None)
+    outcome: Outcome | None = enum_field(40, default=None)
+    notes: str | None = free_text_column(nullable=True)
     found_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
-    created_at: datetime = created_at_field()
     updated_at: datetime = created_at_field()
     closed_at: datetime | None = utc_column(nullable=True)
 

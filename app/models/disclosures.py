@@ -17,7 +17,7 @@ from sqlalchemy import JSON, Index
 from sqlmodel import Column, Field, SQLModel
 
 from app.core.encrypted import EncryptedText
-from app.models.base import created_at_field, utc_column, uuid_pk
+from app.models.base import created_at_field, enum_field, utc_column, uuid_pk
 
 # -- free text --------------------------------------------------------------------
 # Free text a colleague writes about a case is sensitive: it is never logged or audited,
@@ -25,10 +25,10 @@ from app.models.base import created_at_field, utc_column, uuid_pk
 # them to the encrypted column type is a change in this one function.
 
 
-def free_text_column(max_length: int, *, nullable: bool) -> Any:
+def free_text_column(*, nullable: bool) -> Any:
     """Free text that can hold personal detail: encrypted at rest (§6.6).
 
-    ``max_length`` is enforced by the request schemas; the stored ciphertext is longer.
+    Its length is capped by the request schemas; the stored ciphertext is longer.
     """
     column: Column[str] = Column(EncryptedText(), nullable=nullable)
     return Field(default=None, sa_column=column) if nullable else Field(sa_column=column)
@@ -90,13 +90,18 @@ ROUTES: dict[DisclosureCategory, Route] = {
 }
 
 
-class DisclosureCreate(BaseModel):
-    subject_id: uuid.UUID
-    category: DisclosureCategory
+class DisclosureBase(SQLModel):
+    """The columns a disclosure's input, output and table share."""
+
+    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
+    category: DisclosureCategory = enum_field(32)
+    consent_reference: str | None = Field(default=None, min_length=1, max_length=REFERENCE_MAX)
+
+
+class DisclosureCreate(DisclosureBase):
     summary: str = Field(min_length=1, max_length=SUMMARY_MAX)
     record_ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_RECORD_IDS)
     recipient: str | None = Field(default=None, min_length=1, max_length=RECIPIENT_MAX)
-    consent_reference: str | None = Field(default=None, min_length=1, max_length=REFERENCE_MAX)
 
 
 class DisclosureReport(BaseModel):
@@ -110,15 +115,12 @@ class SubjectInformed(BaseModel):
     method: InformMethod
 
 
-class DisclosurePublic(BaseModel):
+class DisclosurePublic(DisclosureBase):
     id: uuid.UUID
-    subject_id: uuid.UUID
-    category: DisclosureCategory
     clause: str
     summary: str
     record_ids: list[uuid.UUID]
     recipient: str
-    consent_reference: str | None
     status: DisclosureStatus
     raised_by: uuid.UUID
     created_at: datetime
@@ -133,7 +135,7 @@ class DisclosurePublic(BaseModel):
     closed_by: uuid.UUID | None
 
 
-class Disclosure(SQLModel, table=True):
+class Disclosure(DisclosureBase, table=True):
     __tablename__ = "disclosures"
     __table_args__ = (
         Index("ix_disclosures_created", "created_at", "id"),
@@ -142,14 +144,11 @@ class Disclosure(SQLModel, table=True):
     )
 
     id: uuid.UUID = uuid_pk()
-    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
-    category: str = Field(max_length=32)
     clause: str = Field(max_length=16)
-    summary: str = free_text_column(SUMMARY_MAX, nullable=False)
+    summary: str = free_text_column(nullable=False)
     record_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     recipient: str = Field(max_length=RECIPIENT_MAX)
-    consent_reference: str | None = Field(default=None, max_length=REFERENCE_MAX)
-    status: str = Field(default=DisclosureStatus.raised.value, max_length=16)
+    status: DisclosureStatus = enum_field(16, default=DisclosureStatus.raised)
     raised_by: uuid.UUID = Field(foreign_key="users.id")
     created_at: datetime = created_at_field()
     updated_at: datetime = created_at_field()
@@ -158,7 +157,7 @@ class Disclosure(SQLModel, table=True):
     reported_at: datetime | None = utc_column(nullable=True)
     reported_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     subject_informed_at: datetime | None = utc_column(nullable=True)
-    subject_informed_method: str | None = Field(default=None, max_length=16)
+    subject_informed_method: InformMethod | None = enum_field(16, default=None)
     subject_informed_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     closed_at: datetime | None = utc_column(nullable=True)
     closed_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, model_validator
+from pydantic import AwareDatetime, model_validator
 from sqlalchemy import CheckConstraint, Index
 from sqlmodel import Column, Field, SQLModel
 
@@ -15,10 +15,15 @@ from app.models.base import created_at_field, utc_column, uuid_pk
 from app.models.records import REASON_MAX
 
 
-class GrantCreate(BaseModel):
-    grantee_id: uuid.UUID
-    record_id: uuid.UUID | None = None
-    subject_id: uuid.UUID | None = None
+class GrantBase(SQLModel):
+    """Who a grant is for, and the one record or subject it covers."""
+
+    grantee_id: uuid.UUID = Field(foreign_key="users.id")
+    record_id: uuid.UUID | None = Field(default=None, foreign_key="records.id")
+    subject_id: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
+
+
+class GrantCreate(GrantBase):
     reason: str = Field(min_length=1, max_length=REASON_MAX)
     expires_at: AwareDatetime
 
@@ -29,11 +34,8 @@ class GrantCreate(BaseModel):
         return self
 
 
-class GrantPublic(BaseModel):
+class GrantPublic(GrantBase):
     id: uuid.UUID
-    grantee_id: uuid.UUID
-    record_id: uuid.UUID | None
-    subject_id: uuid.UUID | None
     reason: str
     expires_at: datetime
     issued_by: uuid.UUID
@@ -42,7 +44,7 @@ class GrantPublic(BaseModel):
     active: bool = False
 
 
-class EmergencyGrant(SQLModel, table=True):
+class EmergencyGrant(GrantBase, table=True):
     __tablename__ = "emergency_grants"
     __table_args__ = (
         Index("ix_emergency_grants_grantee", "grantee_id", "expires_at"),
@@ -50,9 +52,6 @@ class EmergencyGrant(SQLModel, table=True):
     )
 
     id: uuid.UUID = uuid_pk()
-    grantee_id: uuid.UUID = Field(foreign_key="users.id")
-    record_id: uuid.UUID | None = Field(default=None, foreign_key="records.id")
-    subject_id: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
     reason: str = Field(sa_column=Column(EncryptedText(), nullable=False))  # free text: encrypted (§6.6)
     expires_at: datetime = utc_column()
     issued_by: uuid.UUID = Field(foreign_key="users.id")

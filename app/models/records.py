@@ -12,7 +12,8 @@ from sqlalchemy import JSON, Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel
 
 from app.core.encrypted import EncryptedText
-from app.models.base import created_at_field, utc_column, uuid_pk
+from app.core.pagination import Page
+from app.models.base import created_at_field, enum_field, utc_column, uuid_pk
 
 # -- vocabularies --------------------------------------------------------------
 
@@ -74,14 +75,20 @@ class Officer(BaseModel):
 
 
 class SubjectBase(SQLModel):
-    kind: SubjectKind
-    name: str = Field(min_length=1, max_length=NAME_MAX)
-    category: SubjectCategory
+    """A subject's columns, as given, shown and stored."""
+
+    kind: SubjectKind = enum_field(16)
+    name: str = Field(min_length=1, max_length=NAME_MAX, index=True)
+    category: SubjectCategory = enum_field(32, index=True)
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", unique=True)
+
+
+class SubjectDetails(SubjectBase):
+    # Stored as JSON (the table's ``officers``), given and shown as Officer entries.
     officers: list[Officer] = Field(default_factory=list, max_length=20)
-    user_id: uuid.UUID | None = None
 
 
-class SubjectCreate(SubjectBase):
+class SubjectCreate(SubjectDetails):
     @model_validator(mode="after")
     def _consistent(self) -> SubjectCreate:
         is_org = self.kind == SubjectKind.organisation
@@ -96,20 +103,16 @@ class SubjectCreate(SubjectBase):
         return self
 
 
-class SubjectPublic(SubjectBase):
+class SubjectPublic(SubjectDetails):
     id: uuid.UUID
     created_at: datetime
 
 
-class Subject(SQLModel, table=True):
+class Subject(SubjectBase, table=True):
     __tablename__ = "subjects"
 
     id: uuid.UUID = uuid_pk()
-    kind: str = Field(max_length=16)
-    name: str = Field(max_length=NAME_MAX, index=True)
-    category: str = Field(max_length=32, index=True)
     officers: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", unique=True)
     created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = created_at_field()
 
@@ -125,14 +128,19 @@ class Consent(BaseModel):
     refusal_reason: str | None = Field(default=None, max_length=REASON_MAX)
 
 
-class RecordCreate(BaseModel):
-    subject_id: uuid.UUID
+class RecordBase(SQLModel):
+    """The columns a record's input and its table share."""
+
+    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
+    classification: Classification = enum_field(16)
+    purpose: Purpose = enum_field(40)
+    access_requester_id: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
+
+
+class RecordCreate(RecordBase):
     title: str = Field(min_length=1, max_length=TITLE_MAX)
     content: str = Field(min_length=0, max_length=CONTENT_MAX)
-    classification: Classification
-    purpose: Purpose
     custodian_id: uuid.UUID | None = None
-    access_requester_id: uuid.UUID | None = None
     consent: Consent = Field(default_factory=Consent)
     retention_until: AwareDatetime | None = None
     review_due: AwareDatetime | None = None
@@ -199,12 +207,12 @@ class AccessLogEntry(BaseModel):
     emergency: bool
 
 
-class AccessLog(BaseModel):
+class AccessLog(Page[AccessLogEntry]):
+    """A page of a record's access log, with who answers for the record."""
+
     record_id: uuid.UUID
     custodian_id: uuid.UUID
     custodian_line_manager_id: uuid.UUID | None
-    items: list[AccessLogEntry]
-    next_cursor: str | None = None
 
 
 DESTROY_REASON_MAX = 500
@@ -225,7 +233,7 @@ class Tombstone(BaseModel):
     reason: str | None
 
 
-class Record(SQLModel, table=True):
+class Record(RecordBase, table=True):
     __tablename__ = "records"
     __table_args__ = (
         Index("ix_records_custodian_class", "custodian_id", "classification"),
@@ -234,12 +242,8 @@ class Record(SQLModel, table=True):
     )
 
     id: uuid.UUID = uuid_pk()
-    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
-    classification: str = Field(max_length=16)
-    purpose: str = Field(max_length=40)
     custodian_id: uuid.UUID = Field(foreign_key="users.id")
-    access_requester_id: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
-    consent_status: str = Field(default="pending", max_length=16)
+    consent_status: ConsentStatus = enum_field(16, default=ConsentStatus.pending)
     consent_obtained_at: datetime | None = utc_column(nullable=True)
     consent_purpose_explained: bool = False
     # Free text about the person: encrypted at rest (§6.6); input models cap it at REASON_MAX.

@@ -22,7 +22,7 @@ from sqlalchemy import JSON, BigInteger, Index, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 from app.core.encrypted import EncryptedText
-from app.models.base import BigIntPK, created_at_field, utc_column, uuid_pk
+from app.models.base import BigIntPK, created_at_field, enum_field, utc_column, uuid_pk
 
 URL_MAX = 2000
 DESCRIPTION_MAX = 200
@@ -80,7 +80,7 @@ class Webhook(WebhookBase, table=True):
     __table_args__ = (Index("ix_webhook_subscriptions_created", "created_at", "id"),)
 
     id: uuid.UUID = uuid_pk()
-    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    events: list[WebhookEventKind] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # The HMAC key, encrypted at rest (§6.6); only the delivery worker reads it.
     secret: str = Field(sa_column=Column(EncryptedText(), nullable=False))
     active: bool = Field(default=True)
@@ -106,7 +106,7 @@ class WebhookEvent(SQLModel, table=True):
     )
 
     id: uuid.UUID = uuid_pk()
-    kind: str = Field(max_length=40)
+    kind: WebhookEventKind = enum_field(40)
     resource_id: uuid.UUID | None = Field(default=None)
     occurrence_at: datetime | None = utc_column(nullable=True)
     payload: str
@@ -123,8 +123,8 @@ class WebhookDelivery(SQLModel, table=True):
     id: uuid.UUID = uuid_pk()
     subscription_id: uuid.UUID = Field(foreign_key="webhook_subscriptions.id")
     event_id: uuid.UUID = Field(foreign_key="webhook_events.id")
-    kind: str = Field(max_length=40)
-    status: str = Field(default=DeliveryStatus.pending.value, max_length=16)
+    kind: WebhookEventKind = enum_field(40)
+    status: DeliveryStatus = enum_field(16, default=DeliveryStatus.pending)
     attempts: int = Field(default=0)
     next_attempt_at: datetime = created_at_field()
     created_at: datetime = created_at_field()

@@ -122,16 +122,16 @@ def _compile() -> tuple[dict[_Key, tuple[_Candidate, ...]], dict[_Key, Decision]
                 if action not in rule.actions or cls not in rule.classifications:
                     continue
                 for relation in sorted(rule.relations):
-                    decision = Decision(True, rule.id, rule.clause, f"{relation.value} may {action.value}",
+                    decision = Decision(True, rule.id, rule.clause, f"{relation} may {action}",
                                         emergency=rule.emergency)
                     found.append(_Candidate(_HOLDS[relation], decision, _SINCE.get(relation),
                                             dataclasses.replace(decision, recent_relation=True)))
             candidates[action, cls] = tuple(found)
             denials[action, cls] = Decision(False, *DENIAL[cls],
-                                            f"no rule lets this account {action.value} a {cls.value} record")
+                                            f"no rule lets this account {action} a {cls} record")
             exclusions[action, cls] = tuple(
                 (_HOLDS[e.relation], Decision(False, e.rule, e.clause,
-                                              f"{e.relation.value}: no rule reaches a {cls.value} record"))
+                                              f"{e.relation}: no rule reaches a {cls} record"))
                 for e in EXCLUSIONS if cls in e.classifications
             )
     return candidates, denials, exclusions
@@ -245,11 +245,11 @@ def records_filter(
                      if (c := relation_sql(r, actor, now, actor_id=actor_id)) is not None]
         if not relations:
             continue
-        classes = sorted(c.value for c in rule.classifications)
+        classes = sorted(rule.classifications)
         clauses.append(and_(col(Record.classification).in_(classes), or_(*relations)))
     if not clauses:
         return false()
-    excluded = [and_(col(Record.classification).in_(sorted(c.value for c in e.classifications)), cond)
+    excluded = [and_(col(Record.classification).in_(sorted(e.classifications)), cond)
                 for e in EXCLUSIONS
                 if (cond := relation_sql(e.relation, actor, now, actor_id=actor_id)) is not None]
     allowed = or_(*clauses)

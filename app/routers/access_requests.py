@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from app.core.pagination import Page
-from app.deps import CurrentUser, IdempotencyKeyDep, LimitDep, NowDep, SessionDep, StateDep
+from app.deps import CurrentUser, IdempotencyKeyDep, LimitDep, NowDep, SessionDep, StateDep, director_only
 from app.models.access_requests import (
     AccessDecision,
     AccessPackage,
@@ -17,12 +18,16 @@ from app.models.access_requests import (
     AccessRequestStatus,
     AccessWithdrawal,
 )
+from app.policy.actor import Actor
 from app.routers.responses import labelled, problem_responses, protect
 from app.workflows import access_requests, idempotency
 
 router = APIRouter(prefix="/access-requests", tags=["access requests"],
                    # requests name people and packages carry records: never cached (§3.7, §4.4)
                    dependencies=[labelled("confidential")])
+
+# A director decides and fulfils a request (§3.4).
+RequestDirector = Annotated[Actor, Depends(director_only(*access_requests.DIRECTOR_ONLY))]
 
 
 @router.post("", status_code=201, response_model=AccessRequestPublic,
@@ -68,7 +73,7 @@ async def get_request(
 @router.post("/{request_id}/decision", response_model=AccessRequestPublic,
              responses=problem_responses(401, 403, 404, 409, 422))
 async def decide(
-    request_id: uuid.UUID, body: AccessDecision, actor: CurrentUser, session: SessionDep, now: NowDep,
+    request_id: uuid.UUID, body: AccessDecision, actor: RequestDirector, session: SessionDep, now: NowDep,
 ) -> AccessRequestPublic:
     """A director approves or refuses a received request, with a reason."""
     decided = await access_requests.decide_request(session, request_id=request_id, data=body, actor=actor, now=now)
@@ -90,7 +95,7 @@ async def withdraw(
 @router.post("/{request_id}/fulfil", response_model=AccessRequestPublic,
              responses=problem_responses(401, 403, 404, 409, 422))
 async def fulfil(
-    request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep
+    request_id: uuid.UUID, actor: RequestDirector, session: SessionDep, state: StateDep, now: NowDep
 ) -> AccessRequestPublic:
     """A director fulfils an approved request: the package is built and stored, encrypted."""
     done = await access_requests.fulfil_request(session, request_id=request_id, actor=actor, now=now,
@@ -106,5 +111,5 @@ async def package(
     """The fulfilled package (JSON), stamped CONFIDENTIAL: directors, and the employee of a personnel request."""
     found = await access_requests.download_package(session, request_id=request_id, actor=actor, now=now,
                                                    keyring=state.keyring)
-    protect(response, found.confidentiality.value)  # the most restrictive record it holds
+    protect(response, found.confidentiality)  # the most restrictive record it holds
     return found

@@ -29,12 +29,8 @@ async def list_events(
     if filters.since is not None and filters.until is not None and filters.since >= filters.until:
         raise Problem(422, "since must be before until", type="validation-error",
                       errors=[{"loc": ["query", "until"], "msg": "must be after since", "type": "value_error"}])
-    before_id = None
-    if cursor:
-        (before_id,) = state.cursors.decode("audit-events", cursor)
-    items = await audit_trail.list_events(session, actor=actor, filters=filters, limit=limit + 1, before_id=before_id)
-    next_cursor = state.cursors.encode("audit-events", [items[limit - 1].id]) if len(items) > limit else None
-    return Page(items=items[:limit], next_cursor=next_cursor)
+    return await audit_trail.list_events(session, actor=actor, filters=filters, cursors=state.cursors, cursor=cursor,
+                                         limit=limit)
 
 
 @router.get("/verify", response_model=ChainReport, responses=problem_responses(401, 403))

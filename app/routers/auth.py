@@ -56,7 +56,10 @@ def _from_problem(exc: Problem) -> JSONResponse:
     # invalid_client keeps its 401 and WWW-Authenticate; a refused grant is 400 (§5.2); a
     # throttle keeps its 429 and an overload its 503, each with Retry-After.
     status = 401 if error == "invalid_client" else exc.status if exc.status in (429, 503) else 400
-    headers = {k: v for k, v in exc.headers.items() if k != "WWW-Authenticate" or status == 401}
+    # A client that fails to authenticate is told how to (RFC 6749 §5.2: the scheme it may use).
+    headers = {k: v for k, v in exc.headers.items() if k != "WWW-Authenticate"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="kmm"'
     extra = {k: exc.extra[k] for k in ("rule", "clause") if k in exc.extra}
     return token_error(status, error, exc.detail, headers=headers, **extra)
 

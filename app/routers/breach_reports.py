@@ -58,10 +58,9 @@ async def list_reports(
     handler_id: uuid.UUID | None = None,
 ) -> Page[AnyView]:
     """Newest first; each caller sees only the reports they may, each as they may."""
-    items, nxt = await breach_reports.list_reports(
+    return await breach_reports.list_reports(
         session, actor=actor, cursors=state.cursors, limit=limit, cursor=cursor, status=status, kind=kind,
         handler_id=handler_id)
-    return Page(items=items, next_cursor=nxt)
 
 
 @router.get("/{report_id}", response_model=AnyView, responses=problem_responses(401, 403, 404, 422))
@@ -80,8 +79,8 @@ async def investigate(report_id: uuid.UUID, actor: CurrentUser, session: Session
 
 @router.post("/{report_id}/assign", response_model=BreachReportPublic,
              responses=problem_responses(401, 403, 404, 409, 422))
-async def assign(report_id: uuid.UUID, body: BreachAssign, actor: DirectorUser, session: SessionDep, now: NowDep,
-                 response: Response) -> BreachReportPublic:
+async def assign(report_id: uuid.UUID, body: BreachAssign, actor: DirectorUser, session: SessionDep,
+                 now: NowDep) -> BreachReportPublic:
     """A director hands the report to another active staff account (never the colleague concerned)."""
     report = await breach_reports.assign(session, report_id=report_id, data=body, actor=actor, now=now)
     return report
@@ -98,8 +97,8 @@ async def record_finding(report_id: uuid.UUID, body: BreachFinding, actor: Curre
 
 @router.post("/{report_id}/complaint-procedure-advised", response_model=BreachReportPublic,
              responses=problem_responses(401, 403, 404, 409, 422))
-async def procedure_advised(report_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep,
-                            response: Response) -> BreachReportPublic:
+async def procedure_advised(report_id: uuid.UUID, actor: CurrentUser, session: SessionDep,
+                            now: NowDep) -> BreachReportPublic:
     """The complainant of an external complaint has now been told about the Complaint Procedure (§1.7)."""
     report = await breach_reports.mark_procedure_advised(session, report_id=report_id, actor=actor, now=now)
     return report

@@ -56,10 +56,9 @@ async def list_disclosures(
     raised_by: uuid.UUID | None = None,
 ) -> Page[DisclosurePublic]:
     """Newest first: your own, or every one for a director."""
-    items, nxt = await disclosures.list_disclosures(
+    return await disclosures.list_disclosures(
         session, actor=actor, cursors=state.cursors, limit=limit, cursor=cursor, status=status, category=category,
         subject_id=subject_id, raised_by=raised_by)
-    return Page(items=[disclosures.to_public(d) for d in items], next_cursor=nxt)
 
 
 @router.get("/{disclosure_id}", response_model=DisclosurePublic, responses=problem_responses(401, 403, 404, 422))
@@ -89,8 +88,8 @@ async def subject_informed(disclosure_id: uuid.UUID, body: SubjectInformed, acto
 
 @router.post("/{disclosure_id}/close", response_model=DisclosurePublic,
              responses=problem_responses(401, 403, 404, 409, 422))
-async def close_disclosure(disclosure_id: uuid.UUID, actor: DirectorUser, session: SessionDep, now: NowDep,
-                           response: Response) -> DisclosurePublic:
+async def close_disclosure(disclosure_id: uuid.UUID, actor: DirectorUser, session: SessionDep,
+                           now: NowDep) -> DisclosurePublic:
     """A director closes it once it is reported and the person affected told; otherwise 409."""
     d = await disclosures.close_disclosure(session, disclosure_id=disclosure_id, actor=actor, now=now)
     return disclosures.to_public(d)

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 
 from app.core.pagination import Page
 from app.core.state import AppState
@@ -22,6 +22,7 @@ from app.deps import (
     SessionDep,
     StaffUser,
     StateDep,
+    director_only,
     etag,
 )
 from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, ReviewCreate, ReviewPublic
@@ -42,16 +43,21 @@ from app.models.records import (
     SharePublic,
     Tombstone,
 )
+from app.policy.actor import Actor
 from app.routers.responses import problem_responses, protect
 from app.workflows import audit_access, idempotency
 from app.workflows.records import commands, lifecycle, read, shares
 
 router = APIRouter(prefix="/records", tags=["records"])
+# Only a director places or lifts a legal hold (§6.5); a refusal is the record's own audit event.
+HoldDirector = Annotated[Actor, Depends(director_only(
+    lifecycle.HOLD_RULE, lifecycle.HOLD_CLAUSE, detail="only a director places or lifts a legal hold",
+    record_action="record.legal_hold"))]
 _ORDER = [Classification.general, Classification.confidential, Classification.sensitive, Classification.personnel]
 
 
-def _most_restrictive(classes: list[str]) -> str | None:
-    return max(classes, key=lambda c: _ORDER.index(Classification(c)), default=None)
+def _most_restrictive(classes: list[Classification]) -> Classification | None:
+    return max(classes, key=_ORDER.index, default=None)
 
 
 async def _as_created(read: Awaitable[RecordPublic]) -> RecordPublic:
@@ -89,14 +95,14 @@ async def list_records(
     purpose: Purpose | None = None,
     custodian_id: uuid.UUID | None = None,
 ) -> Page[RecordSummary]:
-    items, nxt = await read.list_records(
+    page = await read.list_records(
         state.rows, state.audit, actor=actor, now=now, keyring=state.keyring, cursors=state.cursors, limit=limit,
         cursor=cursor,
         filters={"subject_id": subject_id, "classification": classification, "purpose": purpose,
                  "custodian_id": custodian_id},
     )
-    protect(response, _most_restrictive([i.classification for i in items]))
-    return Page(items=items, next_cursor=nxt)
+    protect(response, _most_restrictive([i.classification for i in page.items]))
+    return page
 
 
 @router.get("/{record_id}", response_model=RecordPublic, responses=problem_responses(401, 403, 404, 410, 422))
@@ -165,14 +171,14 @@ async def destroy_record(
 async def add_share(record_id: uuid.UUID, body: ShareCreate, actor: StaffUser, session: SessionDep,
                     now: NowDep) -> SharePublic:
     share = await shares.add_share(session, record_id=record_id, data=body, actor=actor, now=now)
-    return SharePublic.model_validate(share.model_dump())
+    return SharePublic.model_validate(share, from_attributes=True)
 
 
 @router.get("/{record_id}/shares", response_model=list[SharePublic],
             responses=problem_responses(401, 403, 404, 410, 422))
 async def list_shares(record_id: uuid.UUID, actor: StaffUser, session: SessionDep, now: NowDep) -> list[SharePublic]:
     found = await shares.list_shares(session, record_id=record_id, actor=actor, now=now)
-    return [SharePublic.model_validate(s.model_dump()) for s in found]
+    return [SharePublic.model_validate(s, from_attributes=True) for s in found]
 
 
 @router.delete("/{record_id}/shares/{user_id}", status_code=204,
@@ -191,7 +197,7 @@ async def remove_share(record_id: uuid.UUID, user_id: uuid.UUID, actor: StaffUse
 async def add_named(record_id: uuid.UUID, body: NamedAccessCreate, actor: StaffUser, session: SessionDep,
                     now: NowDep) -> NamedAccessPublic:
     named = await shares.add_named(session, record_id=record_id, data=body, actor=actor, now=now)
-    return NamedAccessPublic.model_validate(named.model_dump())
+    return NamedAccessPublic.model_validate(named, from_attributes=True)
 
 
 @router.get("/{record_id}/named-access", response_model=list[NamedAccessPublic],
@@ -199,7 +205,7 @@ async def add_named(record_id: uuid.UUID, body: NamedAccessCreate, actor: StaffU
 async def list_named(record_id: uuid.UUID, actor: StaffUser, session: SessionDep,
                      now: NowDep) -> list[NamedAccessPublic]:
     rows = await shares.list_named(session, record_id=record_id, actor=actor, now=now)
-    return [NamedAccessPublic.model_validate(n.model_dump()) for n in rows]
+    return [NamedAccessPublic.model_validate(n, from_attributes=True) for n in rows]
 
 
 @router.delete("/{record_id}/named-access/{user_id}", status_code=204,
@@ -215,7 +221,7 @@ async def remove_named(record_id: uuid.UUID, user_id: uuid.UUID, actor: StaffUse
 
 @router.post("/{record_id}/legal-hold", response_model=LegalHoldPublic,
              responses=problem_responses(401, 403, 404, 410, 422))
-async def set_legal_hold(record_id: uuid.UUID, body: LegalHoldChange, actor: CurrentUser, session: SessionDep,
+async def set_legal_hold(record_id: uuid.UUID, body: LegalHoldChange, actor: HoldDirector, session: SessionDep,
                          now: NowDep) -> LegalHoldPublic:
     """A director places (or lifts) a legal hold: a held record is never destroyed."""
     return await lifecycle.set_legal_hold(session, record_id=record_id, data=body, actor=actor, now=now)

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Response
 from app.core.pagination import Page
 from app.deps import DirectorUser, LimitDep, NowDep, SessionDep, StateDep
 from app.models.accounts import (
-    ServiceClient,
     ServiceClientCreate,
     ServiceClientCreated,
     ServiceClientPublic,
@@ -34,7 +33,7 @@ async def create_client(
 async def list_clients(
     actor: DirectorUser, session: SessionDep, state: StateDep, limit: LimitDep,
     cursor: str | None = Query(default=None, max_length=512),
-) -> Page[ServiceClient]:
+) -> Page[ServiceClientPublic]:
     return await accounts.list_clients(session, cursors=state.cursors, limit=limit, cursor=cursor)
 
 

@@ -44,9 +44,9 @@ async def list_subjects(
     cursor: str | None = Query(default=None, max_length=512),
     q: str | None = Query(default=None, max_length=200, description="search by name"),
     category: SubjectCategory | None = None,
-) -> Page[Subject]:
+) -> Page[SubjectPublic]:
     return await subjects.list_subjects(session, cursors=state.cursors, limit=limit, cursor=cursor, q=q,
-                                        category=category.value if category else None)
+                                        category=category)
 
 
 @router.get("/{subject_id}", response_model=SubjectPublic, responses=problem_responses(401, 403, 404, 422))

@@ -48,7 +48,7 @@ async def list_users(
     limit: LimitDep,
     cursor: str | None = Query(default=None, max_length=512),
     active: bool | None = None,
-) -> Page[User]:
+) -> Page[UserPublic]:
     return await accounts.list_users(session, cursors=state.cursors, limit=limit, cursor=cursor,
                                      active=active)
 

@@ -32,8 +32,7 @@ async def create_webhook(body: WebhookCreate, actor: DirectorUser, session: Sess
 @router.get("", response_model=Page[WebhookPublic], responses=problem_responses(400, 401, 403, 422))
 async def list_webhooks(actor: DirectorUser, session: SessionDep, state: StateDep, limit: LimitDep,
                         cursor: str | None = Query(default=None, max_length=512)) -> Page[WebhookPublic]:
-    items, nxt = await webhooks.list_webhooks(session, cursors=state.cursors, limit=limit, cursor=cursor)
-    return Page(items=items, next_cursor=nxt)
+    return await webhooks.list_webhooks(session, cursors=state.cursors, limit=limit, cursor=cursor)
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=problem_responses(401, 403, 404, 422))
@@ -54,6 +53,5 @@ async def list_deliveries(webhook_id: uuid.UUID, actor: DirectorUser, session: S
                           limit: LimitDep, cursor: str | None = Query(default=None, max_length=512)
                           ) -> Page[DeliveryPublic]:
     """Newest first, each with its payload (ids and kinds) and every attempt: when, status code or error."""
-    items, nxt = await webhooks.list_deliveries(session, webhook_id=webhook_id, cursors=state.cursors, limit=limit,
-                                                cursor=cursor)
-    return Page(items=items, next_cursor=nxt)
+    return await webhooks.list_deliveries(session, webhook_id=webhook_id, cursors=state.cursors, limit=limit,
+                                          cursor=cursor)

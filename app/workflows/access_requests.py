@@ -23,8 +23,8 @@ from sqlmodel import col, select
 
 from app.core.config import Settings
 from app.core.crypto import Keyring, decrypt, encrypt
-from app.core.errors import PolicyDenied, Problem, field_error, not_found
-from app.core.pagination import CursorCodec, Page
+from app.core.errors import Conflict, Gone, Invalid, PolicyDenied, field_error, not_found
+from app.core.pagination import CursorCodec, Page, page_of
 from app.models.access_requests import (
     NOTICE_DAYS,
     OPEN_STATUSES,
@@ -111,7 +111,7 @@ def who_may_ask(data: AccessRequestCreate, subject: Subject) -> Refusal | None:
             return Refusal("signatory", clause, "the letter must be signed by the individual the records are about")
         return None
     signed_by_officer = data.signatory_capacity != SignatoryCapacity.individual and any(
-        o.get("office") == data.signatory_capacity.value and _same_name(data.signed_by, str(o.get("name", "")))
+        o.get("office") == data.signatory_capacity and _same_name(data.signed_by, str(o.get("name", "")))
         for o in subject.officers
     )
     if not signed_by_officer:
@@ -145,21 +145,21 @@ async def log_request(
     if refusal is not None:
         add_event(session, now=now, actor=actor, action="access_request.create", resource_type=RESOURCE,
                   decision="deny", rule=refusal.rule, clause=refusal.clause,
-                  detail={"kind": data.kind.value, "subject_id": str(subject.id)})
+                  detail={"kind": data.kind, "subject_id": str(subject.id)})
         await session.commit()
-        raise PolicyDenied(refusal.reason, rule=refusal.rule, clause=refusal.clause, status=422)
+        raise Invalid(refusal.reason, type="policy-denied", rule=refusal.rule, clause=refusal.clause)
     await _refuse_duplicate(session, subject_id=subject.id, letter_reference=data.letter_reference)
     request = AccessRequest(
-        kind=data.kind.value,
+        kind=data.kind,
         subject_id=subject.id,
         requester_subject_id=data.requester_subject_id,
         signed_by=data.signed_by,
-        signatory_capacity=data.signatory_capacity.value,
+        signatory_capacity=data.signatory_capacity,
         in_writing=True,
         letter_reference=data.letter_reference,
         received_at=data.received_at,
         due_at=due_for(data.received_at),
-        status=S.received.value,
+        status=S.received,
         logged_by=actor.id,
         created_at=now,
     )
@@ -190,8 +190,8 @@ async def _refuse_duplicate(session: AsyncSession, *, subject_id: uuid.UUID, let
         ).limit(1)
     )).scalar_one_or_none()
     if existing is not None:
-        raise Problem(409, "this letter is already logged for this subject", type="duplicate-request",
-                      rule="one-letter-one-request", clause="§3.4", existing_id=str(existing))
+        raise Conflict("this letter is already logged for this subject", type="duplicate-request",
+                       rule="one-letter-one-request", clause="§3.4", existing_id=str(existing))
 
 
 # -- who sees what ----------------------------------------------------------------------
@@ -204,7 +204,7 @@ def visible_sql(actor: Actor) -> ColumnElement[bool]:
     own_subject = select(Subject.id).where(col(Subject.user_id) == actor.id)
     return or_(
         col(AccessRequest.logged_by) == actor.id,
-        and_(col(AccessRequest.kind) == AccessRequestKind.personnel_access.value,
+        and_(col(AccessRequest.kind) == AccessRequestKind.personnel_access,
              col(AccessRequest.subject_id).in_(own_subject)),
     )
 
@@ -242,7 +242,7 @@ async def list_requests(
         .order_by(col(AccessRequest.due_at), col(AccessRequest.id)).limit(limit + 1)
     )
     if status is not None:
-        query = query.where(col(AccessRequest.status) == status.value)
+        query = query.where(col(AccessRequest.status) == status)
     if overdue is not None:
         query = query.where(overdue_sql(now) if overdue else not_(overdue_sql(now)))
     if cursor:
@@ -251,18 +251,15 @@ async def list_requests(
         query = query.where(or_(col(AccessRequest.due_at) > after_due,
                                 and_(col(AccessRequest.due_at) == after_due, col(AccessRequest.id) > after_id)))
     rows = list((await session.execute(query)).scalars())
-    nxt = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        nxt = cursors.encode("access-requests", [last.due_at.isoformat(), str(last.id)])
-    return Page(items=[to_public(r, now) for r in rows[:limit]], next_cursor=nxt)
+    return page_of(rows, lambda r: to_public(r, now), cursors=cursors, scope="access-requests", limit=limit,
+                   key=lambda last: [last.due_at.isoformat(), str(last.id)])
 
 
 # -- transitions ---------------------------------------------------------------------------
 
 
-def _conflict(request: AccessRequest, to: S) -> Problem:
-    return Problem(409, f"a {request.status} request cannot become {to.value}", type="invalid-transition",
+def _conflict(request: AccessRequest, to: S) -> Conflict:
+    return Conflict(f"a {request.status} request cannot become {to}", type="invalid-transition",
                    current_status=request.status)
 
 
@@ -279,24 +276,19 @@ async def _transition(
     result = await session.execute(
         update(AccessRequest)
         .where(col(AccessRequest.id) == request.id, col(AccessRequest.status) == request.status)
-        .values(status=to.value, **values)
+        .values(status=to, **values)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        raise Problem(409, "the request changed meanwhile; fetch it again", type="invalid-transition")
+        raise Conflict("the request changed meanwhile; fetch it again", type="invalid-transition")
     add_event(session, now=now, actor=actor, action=action, resource_type=RESOURCE, resource_id=request.id,
-              decision="allow", rule=rule, clause=clause, detail={"from": request.status, "status": to.value})
+              decision="allow", rule=rule, clause=clause, detail={"from": request.status, "status": to})
 
 
 async def _finish(session: AsyncSession, request: AccessRequest, now: datetime) -> AccessRequestPublic:
     await session.commit()
     await session.refresh(request)
     return to_public(request, now)
-
-
-def _require_director(actor: Actor) -> None:
-    if not actor.is_director:
-        raise PolicyDenied("only a director may do this", rule=DIRECTOR_ONLY[0], clause=DIRECTOR_ONLY[1])
 
 
 def _not_about_themself(actor: Actor, subject_user_id: uuid.UUID | None) -> None:
@@ -310,8 +302,7 @@ def _not_about_themself(actor: Actor, subject_user_id: uuid.UUID | None) -> None
 async def decide_request(
     session: AsyncSession, *, request_id: uuid.UUID, data: AccessDecision, actor: Actor, now: datetime
 ) -> AccessRequestPublic:
-    """A director approves or refuses a received request, with a reason (§3.4)."""
-    _require_director(actor)
+    """A director (app.deps.director_only) approves or refuses a received request, with a reason (§3.4)."""
     request, subject_user_id = await _load(session, request_id, actor)
     _not_about_themself(actor, subject_user_id)
     return await apply_decision(session, request=request, data=data, actor=actor, now=now)
@@ -349,16 +340,16 @@ def in_scope_sql(request: AccessRequest) -> ColumnElement[bool]:
     where = and_(col(Record.subject_id) == request.subject_id, col(Record.destroyed_at).is_(None))
     if request.kind == AccessRequestKind.personnel_access:
         # "all of their personnel records" (§3.6): not every record about the employee
-        return and_(where, col(Record.classification) == Classification.personnel.value)
-    return and_(where, col(Record.classification) != Classification.personnel.value)
+        return and_(where, col(Record.classification) == Classification.personnel)
+    return and_(where, col(Record.classification) != Classification.personnel)
 
 
 def released_sql(request: AccessRequest) -> ColumnElement[bool]:
     """Of those, what is released: sensitive only where the file names the requester (§3.5)."""
     return or_(
-        col(Record.classification).in_([Classification.general.value, Classification.confidential.value,
-                                         Classification.personnel.value]),
-        and_(col(Record.classification) == Classification.sensitive.value,
+        col(Record.classification).in_([Classification.general, Classification.confidential,
+                                         Classification.personnel]),
+        and_(col(Record.classification) == Classification.sensitive,
              col(Record.access_requester_id).is_not(None),
              col(Record.access_requester_id) == request.requester_subject_id),
     )
@@ -476,7 +467,6 @@ async def fulfil_request(
 ) -> AccessRequestPublic:
     """A director fulfils an approved request: the package is built and stored encrypted, once,
     and kept for ``package_retention_days`` (§6.5)."""
-    _require_director(actor)
     request, subject_user_id = await _load(session, request_id, actor)
     _not_about_themself(actor, subject_user_id)
     if request.status != S.approved:
@@ -493,7 +483,7 @@ async def fulfil_request(
     for record in package.records:  # each released record is an export on its own access log (DESIGN §6)
         add_event(session, now=now, actor=actor, action="record.export", resource_type="record",
                   resource_id=record.id, decision="allow", rule="access-request", clause=clause_for(request.kind),
-                  detail={"access_request_id": str(request.id), "classification": record.classification.value})
+                  detail={"access_request_id": str(request.id), "classification": record.classification})
     return await _finish(session, request, now)
 
 
@@ -512,11 +502,11 @@ async def download_package(
         raise PolicyDenied("only a director, or the employee a personnel request is about, receives the package",
                            rule=rule, clause=clause)
     if request.status != S.fulfilled:
-        raise Problem(409, f"the package is ready once the request is fulfilled; it is {request.status}",
+        raise Conflict(f"the package is ready once the request is fulfilled; it is {request.status}",
                       type="not-fulfilled", current_status=request.status)
     package = await load_package(session, keyring, request.id)
     if package is None:
-        raise Problem(410, "the package was destroyed at the end of its retention period", type="package-destroyed",
+        raise Gone("the package was destroyed at the end of its retention period", type="package-destroyed",
                       rule=packages.RULE, clause=packages.CLAUSE)
     add_event(session, now=now, actor=actor, action="access_request.package_download", resource_type=RESOURCE,
               resource_id=request.id, decision="allow", rule=rule, clause=clause,
@@ -531,7 +521,7 @@ async def download_package(
                 add_event(session, now=now, actor=actor, action="record.export", resource_type="record",
                           resource_id=record.id, decision="allow", rule="access-request", clause="§3.5",
                           emergency=True, detail={"access_request_id": str(request.id),
-                                                  "classification": record.classification.value,
+                                                  "classification": record.classification,
                                                   "via": "package_download"})
     await session.commit()
     return package

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import PolicyDenied, field_error, not_found
-from app.core.pagination import CursorCodec, Page
+from app.core.pagination import CursorCodec, Page, page_of
 from app.core.password_rules import check_new_password
 from app.core.security import Passwords, hash_secret
 from app.models.accounts import (
@@ -26,6 +26,7 @@ from app.models.accounts import (
     ServiceClientPublic,
     User,
     UserCreate,
+    UserPublic,
     UserUpdate,
 )
 from app.policy.actor import Actor
@@ -92,8 +93,8 @@ async def create_user(
     user = User(
         email=data.email,
         full_name=data.full_name,
-        role=data.role.value,
-        staff_type=data.staff_type.value if data.staff_type else None,
+        role=data.role,
+        staff_type=data.staff_type,
         line_manager_id=data.line_manager_id,
         password_hash=await asyncio.to_thread(passwords.hash, data.password),
         created_at=now,
@@ -113,7 +114,7 @@ async def create_user(
 
 async def list_users(
     session: AsyncSession, *, cursors: CursorCodec, limit: int, cursor: str | None, active: bool | None
-) -> Page[User]:
+) -> Page[UserPublic]:
     """Accounts in email order, keyset-paginated."""
     query = select(User).order_by(col(User.email)).limit(limit + 1)
     if cursor:
@@ -122,8 +123,8 @@ async def list_users(
     if active is not None:
         query = query.where(col(User.active) == active)
     rows = list((await session.execute(query)).scalars())
-    next_cursor = cursors.encode("users", [rows[limit - 1].email]) if len(rows) > limit else None
-    return Page(items=rows[:limit], next_cursor=next_cursor)
+    return page_of(rows, UserPublic.model_validate, cursors=cursors, scope="users", limit=limit,
+                   key=lambda last: [last.email])
 
 
 async def update_user(
@@ -234,14 +235,14 @@ async def create_client(
 
 async def list_clients(
     session: AsyncSession, *, cursors: CursorCodec, limit: int, cursor: str | None
-) -> Page[ServiceClient]:
+) -> Page[ServiceClientPublic]:
     query = select(ServiceClient).order_by(col(ServiceClient.client_id)).limit(limit + 1)
     if cursor:
         (after,) = cursors.decode("service-clients", cursor)
         query = query.where(col(ServiceClient.client_id) > str(after))
     rows = list((await session.execute(query)).scalars())
-    nxt = cursors.encode("service-clients", [rows[limit - 1].client_id]) if len(rows) > limit else None
-    return Page(items=rows[:limit], next_cursor=nxt)
+    return page_of(rows, ServiceClientPublic.model_validate, cursors=cursors, scope="service-clients", limit=limit,
+                   key=lambda last: [last.client_id])
 
 
 async def deactivate_client(

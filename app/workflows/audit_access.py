@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.core.errors import PolicyDenied
-from app.core.pagination import CursorCodec
+from app.core.pagination import CursorCodec, page_of
 from app.models.accounts import User
 from app.models.audit import AuditEvent, AuditEventRecord
 from app.models.records import AccessLog, AccessLogEntry
@@ -111,7 +111,7 @@ async def access_log(
     for personnel the employee's line manager), and directors, who oversee the policy.
     """
     before = int(cursors.decode("access-log", cursor)[0]) if cursor else None  # bad input first
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     decision = decide(actor, Action.update, loaded.facts, now)
     if not (decision.allowed or actor.is_director):
         add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
@@ -120,13 +120,14 @@ async def access_log(
         raise PolicyDenied("only those answerable for a record, and directors, see who read it",
                            rule=decision.rule, clause=decision.clause)
     rows = await record_accesses(session, [record_id], newest_first=True, limit=limit + 1, before=before)
-    items = [AccessLogEntry(event_id=r.event_id, at=r.at, action=r.action, actor_id=r.actor_id,
-                            actor_role=r.actor_role, rule=r.rule, clause=r.clause, emergency=r.emergency)
-             for r in rows[:limit]]
-    nxt = cursors.encode("access-log", [items[-1].event_id]) if len(rows) > limit else None
+    page = page_of(rows, lambda r: AccessLogEntry(event_id=r.event_id, at=r.at, action=r.action, actor_id=r.actor_id,
+                                                  actor_role=r.actor_role, rule=r.rule, clause=r.clause,
+                                                  emergency=r.emergency),
+                   cursors=cursors, scope="access-log", limit=limit, key=lambda last: [last.event_id])
     add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
               resource_id=record_id, decision="allow", rule="director" if not decision.allowed else decision.rule,
               clause="§3.1, §3.4" if not decision.allowed else decision.clause)
     await session.commit()
     return AccessLog(record_id=record_id, custodian_id=loaded.record.custodian_id,
-                     custodian_line_manager_id=loaded.facts.custodian_line_manager_id, items=items, next_cursor=nxt)
+                     custodian_line_manager_id=loaded.facts.custodian_line_manager_id, items=page.items,
+                     next_cursor=page.next_cursor)

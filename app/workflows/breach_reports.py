@@ -41,8 +41,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.core.errors import PolicyDenied, Problem, field_error, not_found
-from app.core.pagination import CursorCodec, next_cursor, page_query
+from app.core.errors import Conflict, PolicyDenied, field_error, not_found
+from app.core.pagination import CursorCodec, Page, next_cursor, page_query
 from app.models.accounts import User
 from app.models.audit import AuditEvent
 from app.models.breach_reports import (
@@ -68,7 +68,7 @@ log = logging.getLogger("kmm.breach_reports")
 
 RESOURCE = "breach_report"
 STAFF_ROLES = ("colleague", "director")
-UNRESOLVED = (BreachStatus.open.value, BreachStatus.investigating.value)
+UNRESOLVED = (BreachStatus.open, BreachStatus.investigating)
 DETECTION_WINDOW = timedelta(hours=24)
 DETECTION_THRESHOLD = 3
 DETECTION_DESCRIPTION = (
@@ -89,7 +89,7 @@ async def _director(session: AsyncSession, *, not_id: uuid.UUID | None, prefer_n
     found = (await session.execute(
         query.order_by(*order, col(User.created_at), col(User.id)).limit(1))).scalar_one_or_none()
     if found is None:
-        raise Problem(409, "no active director can handle this report", type="no-handler")
+        raise Conflict("no active director can handle this report", type="no-handler")
     return found
 
 
@@ -180,20 +180,12 @@ async def _evidence_ids(session: AsyncSession, report_ids: list[uuid.UUID]) -> d
 
 
 def _full(r: BreachReport, evidence_ids: list[int]) -> BreachReportPublic:
-    return BreachReportPublic(
-        id=r.id, kind=BreachKind(r.kind), status=BreachStatus(r.status), created_at=r.created_at,
-        clause=KIND_CLAUSE[BreachKind(r.kind)], reporter_id=r.reporter_id, concerned_user_id=r.concerned_user_id,
-        handler_id=r.handler_id, description=r.description, evidence=r.evidence, evidence_event_ids=evidence_ids,
-        complainant_name=r.complainant_name, complaint_procedure_advised=r.complaint_procedure_advised,
-        investigating_at=r.investigating_at, finding=Finding(r.finding) if r.finding else None,
-        outcome=Outcome(r.outcome) if r.outcome else None, notes=r.notes, found_by=r.found_by,
-        closed_at=r.closed_at, updated_at=r.updated_at,
-    )
+    return BreachReportPublic.model_validate(
+        r, update={"clause": KIND_CLAUSE[r.kind], "evidence_event_ids": evidence_ids})
 
 
 def _status_view(r: BreachReport) -> BreachReportStatusView:
-    return BreachReportStatusView(id=r.id, kind=BreachKind(r.kind), status=BreachStatus(r.status),
-                                  created_at=r.created_at)
+    return BreachReportStatusView.model_validate(r)
 
 
 async def shape(session: AsyncSession, actor: Actor, reports: Sequence[BreachReport]
@@ -207,7 +199,7 @@ async def shape(session: AsyncSession, actor: Actor, reports: Sequence[BreachRep
 def _audit(session: AsyncSession, r: BreachReport, *, actor: Actor | None, now: datetime, action: str,
            rule: str, **detail: Any) -> None:
     add_event(session, now=now, actor=actor, action=f"breach_report.{action}", resource_type=RESOURCE,
-              resource_id=r.id, decision="allow", rule=rule, clause=KIND_CLAUSE[BreachKind(r.kind)],
+              resource_id=r.id, decision="allow", rule=rule, clause=KIND_CLAUSE[r.kind],
               detail={"kind": r.kind, "status": r.status, **detail})
 
 
@@ -222,14 +214,14 @@ async def _concerned(session: AsyncSession, data: BreachReportCreate, actor: Act
     clause = KIND_CLAUSE[kind]
     if data.concerned_user_id is None:
         if kind in NEEDS_CONCERNED:
-            raise field_error("concerned_user_id", f"a {kind.value} report names the colleague concerned",
+            raise field_error("concerned_user_id", f"a {kind} report names the colleague concerned",
                               clause=clause)
         return None
     user = await session.get(User, data.concerned_user_id)
     if user is None or user.role not in STAFF_ROLES:
         raise field_error("concerned_user_id", "no such colleague")
     if user.id == actor.id and kind in NOT_ABOUT_ONESELF:
-        raise field_error("concerned_user_id", f"a {kind.value} report is about someone else's conduct, "
+        raise field_error("concerned_user_id", f"a {kind} report is about someone else's conduct, "
                           "not your own", rule="not-about-oneself", clause=clause)
     return user
 
@@ -259,7 +251,7 @@ async def create_report(session: AsyncSession, *, data: BreachReportCreate, acto
     concerned = await _concerned(session, data, actor)
     handler_id, routed = await route_handler(session, concerned=concerned, reporter_id=actor.id, kind=data.kind)
     report = BreachReport(
-        kind=data.kind.value, status=BreachStatus.open.value, reporter_id=actor.id,
+        kind=data.kind, status=BreachStatus.open, reporter_id=actor.id,
         concerned_user_id=concerned.id if concerned else None, handler_id=handler_id,
         description=data.description, evidence=data.evidence, complainant_name=data.complainant_name,
         complaint_procedure_advised=data.complaint_procedure_advised, created_at=now, updated_at=now,
@@ -285,12 +277,12 @@ async def get_report(session: AsyncSession, *, report_id: uuid.UUID, actor: Acto
 async def list_reports(
     session: AsyncSession, *, actor: Actor, cursors: CursorCodec, limit: int, cursor: str | None,
     status: BreachStatus | None, kind: BreachKind | None, handler_id: uuid.UUID | None,
-) -> tuple[list[BreachReportPublic | BreachReportStatusView], str | None]:
+) -> Page[BreachReportPublic | BreachReportStatusView]:
     query = select(BreachReport).where(visible(actor))
     if status is not None:
-        query = query.where(col(BreachReport.status) == status.value)
+        query = query.where(col(BreachReport.status) == status)
     if kind is not None:
-        query = query.where(col(BreachReport.kind) == kind.value)
+        query = query.where(col(BreachReport.kind) == kind)
     if handler_id is not None:
         # Only those who see a report in full learn who handles it.
         query = query.where(col(BreachReport.handler_id) == handler_id,
@@ -298,7 +290,7 @@ async def list_reports(
     query = page_query(query, BreachReport, cursors=cursors, scope="breach-reports", cursor=cursor, limit=limit)
     rows = list((await session.execute(query)).scalars())
     nxt = next_cursor(rows, cursors=cursors, scope="breach-reports", limit=limit)
-    return await shape(session, actor, rows[:limit]), nxt
+    return Page(items=await shape(session, actor, rows[:limit]), next_cursor=nxt)
 
 
 # -- transitions -------------------------------------------------------------------------------
@@ -306,11 +298,11 @@ async def list_reports(
 
 def _not_closed(r: BreachReport) -> None:
     if r.status == BreachStatus.closed:
-        raise Problem(409, "the report is closed", type="report-closed")
+        raise Conflict("the report is closed", type="report-closed")
 
 
 def _start_investigation(session: AsyncSession, r: BreachReport, *, actor: Actor, now: datetime) -> None:
-    r.status = BreachStatus.investigating.value
+    r.status = BreachStatus.investigating
     r.investigating_at = now
     r.updated_at = now
     _audit(session, r, actor=actor, now=now, action="investigate", rule="handler")
@@ -321,7 +313,7 @@ async def investigate(session: AsyncSession, *, report_id: uuid.UUID, actor: Act
     r = await _load(session, report_id, actor, lock=True)
     _require_handler(actor, r)
     if r.status != BreachStatus.open:
-        raise Problem(409, f"the report is already {r.status}", type="report-not-open")
+        raise Conflict(f"the report is already {r.status}", type="report-not-open")
     _start_investigation(session, r, actor=actor, now=now)
     await session.commit()
     return (await shape(session, actor, [r]))[0]  # type: ignore[return-value]
@@ -336,7 +328,7 @@ async def assign(session: AsyncSession, *, report_id: uuid.UUID, data: BreachAss
         raise field_error("handler_id", "the handler must be an active staff account")
     if handler.id == r.concerned_user_id:
         raise field_error("handler_id", "the colleague concerned never handles, or sees, a report about them",
-                          rule="concerned-never-sees", clause=KIND_CLAUSE[BreachKind(r.kind)])
+                          rule="concerned-never-sees", clause=KIND_CLAUSE[r.kind])
     previous = r.handler_id
     r.handler_id = handler.id
     r.updated_at = now
@@ -364,11 +356,11 @@ async def record_finding(session: AsyncSession, *, report_id: uuid.UUID, data: B
         outcome = Outcome.no_action
     if r.status == BreachStatus.open:
         _start_investigation(session, r, actor=actor, now=now)
-    r.finding = data.finding.value
-    r.outcome = outcome.value
+    r.finding = data.finding
+    r.outcome = outcome
     r.notes = data.notes
     r.found_by = actor.id
-    r.status = BreachStatus.closed.value
+    r.status = BreachStatus.closed
     r.closed_at = now
     r.updated_at = now
     _audit(session, r, actor=actor, now=now, action="finding", rule="handler", finding=r.finding,
@@ -383,9 +375,9 @@ async def mark_procedure_advised(session: AsyncSession, *, report_id: uuid.UUID,
     r = await _load(session, report_id, actor, lock=True)
     _require_handler(actor, r)
     if r.kind != BreachKind.external_complaint:
-        raise Problem(409, "only an external complaint has a complainant to advise", type="not-a-complaint")
+        raise Conflict("only an external complaint has a complainant to advise", type="not-a-complaint")
     if r.complaint_procedure_advised:
-        raise Problem(409, "the complainant is already recorded as advised", type="already-advised")
+        raise Conflict("the complainant is already recorded as advised", type="already-advised")
     r.complaint_procedure_advised = True
     r.updated_at = now
     _audit(session, r, actor=actor, now=now, action="complaint_procedure_advised", rule="handler")
@@ -409,7 +401,7 @@ def _uncounted_denials(user_id: uuid.UUID, *, since: datetime, until: datetime) 
         col(AuditEvent.action) == "record.read",
         col(AuditEvent.decision) == "deny",
         col(AuditEvent.resource_type) == "record",
-        col(AuditEvent.detail)["classification"].as_string() != Classification.general.value,
+        col(AuditEvent.detail)["classification"].as_string() != Classification.general,
         ~exists().where(col(BreachReportEvent.audit_event_id) == AuditEvent.id),
     )
 
@@ -421,7 +413,7 @@ async def _add_evidence(session: AsyncSession, report: BreachReport, event_ids: 
 
 async def _detect(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> None:
     open_report = (await session.execute(
-        select(BreachReport).where(col(BreachReport.kind) == BreachKind.unauthorised_access.value,
+        select(BreachReport).where(col(BreachReport.kind) == BreachKind.unauthorised_access,
                                    col(BreachReport.concerned_user_id) == user_id,
                                    col(BreachReport.status).in_(UNRESOLVED))
         .with_for_update()
@@ -449,7 +441,7 @@ async def _detect(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> N
     handler_id, routed = await route_handler(session, concerned=concerned, reporter_id=None,
                                              kind=BreachKind.unauthorised_access)
     report = BreachReport(
-        kind=BreachKind.unauthorised_access.value, status=BreachStatus.open.value, reporter_id=None,
+        kind=BreachKind.unauthorised_access, status=BreachStatus.open, reporter_id=None,
         concerned_user_id=user_id, handler_id=handler_id, description=DETECTION_DESCRIPTION,
         created_at=now, updated_at=now,
     )
@@ -496,7 +488,7 @@ async def detect_unauthorised_access(
 async def complaints_without_procedure_advised(session: AsyncSession, now: datetime, settings: Settings,
                                                actor: Actor | None = None) -> list[str]:
     """External complaints whose complainant has not been told about the Complaint Procedure (§1.7)."""
-    query = select(BreachReport.id).where(col(BreachReport.kind) == BreachKind.external_complaint.value,
+    query = select(BreachReport.id).where(col(BreachReport.kind) == BreachKind.external_complaint,
                                           col(BreachReport.complaint_procedure_advised).is_(False))
     if actor is not None:
         query = query.where(visible(actor))

@@ -44,7 +44,7 @@ async def reviews_overdue(session: AsyncSession, now: datetime, settings: Settin
 async def consent_pending(session: AsyncSession, now: datetime, settings: Settings) -> list[str]:
     """Consent asked for but not yet given or refused (§1.2)."""
     return await _record_ids(
-        session, (col(Record.consent_status) == ConsentStatus.pending.value) & col(Record.destroyed_at).is_(None)
+        session, (col(Record.consent_status) == ConsentStatus.pending) & col(Record.destroyed_at).is_(None)
     )
 
 
@@ -57,7 +57,7 @@ PER_ACTOR = frozenset({"complaints_without_procedure_advised", "breach_reports_o
 async def consent_refused(session: AsyncSession, now: datetime, settings: Settings) -> list[str]:
     """Kept although the person refused permission (§1.2, §6.1): each needs a decision."""
     return await _record_ids(
-        session, (col(Record.consent_status) == ConsentStatus.refused.value) & col(Record.destroyed_at).is_(None)
+        session, (col(Record.consent_status) == ConsentStatus.refused) & col(Record.destroyed_at).is_(None)
     )
 
 

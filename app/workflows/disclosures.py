@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.core.errors import Problem, field_error, not_found
-from app.core.pagination import CursorCodec, next_cursor, page_query
+from app.core.errors import Conflict, Invalid, field_error, not_found
+from app.core.pagination import CursorCodec, Page, page_of, page_query
 from app.models.disclosures import (
     ROUTES,
     Disclosure,
@@ -30,7 +30,6 @@ from app.models.disclosures import (
     DisclosurePublic,
     DisclosureReport,
     DisclosureStatus,
-    InformMethod,
     SubjectInformed,
 )
 from app.models.records import Record, Subject
@@ -65,15 +64,7 @@ async def _load(session: AsyncSession, disclosure_id: uuid.UUID, actor: Actor, *
 
 
 def to_public(d: Disclosure) -> DisclosurePublic:
-    return DisclosurePublic(
-        id=d.id, subject_id=d.subject_id, category=DisclosureCategory(d.category), clause=d.clause,
-        summary=d.summary, record_ids=[uuid.UUID(r) for r in d.record_ids], recipient=d.recipient,
-        consent_reference=d.consent_reference, status=DisclosureStatus(d.status), raised_by=d.raised_by,
-        created_at=d.created_at, authority=d.authority, reference=d.reference, reported_at=d.reported_at,
-        reported_by=d.reported_by, subject_informed_at=d.subject_informed_at,
-        subject_informed_method=InformMethod(d.subject_informed_method) if d.subject_informed_method else None,
-        subject_informed_by=d.subject_informed_by, closed_at=d.closed_at, closed_by=d.closed_by,
-    )
+    return DisclosurePublic.model_validate(d)
 
 
 def _audit(session: AsyncSession, d: Disclosure, *, actor: Actor, now: datetime, action: str,
@@ -97,13 +88,13 @@ async def raise_disclosure(
     route = ROUTES[data.category]
     if route.recipient is None:  # consented (§1.3)
         if not data.consent_reference or not data.recipient:
-            raise Problem(422, "a disclosure outside the legal duties of §5 needs the individual's (or an "
+            raise Invalid("a disclosure outside the legal duties of §5 needs the individual's (or an "
                           "officer's) consent on record: give consent_reference and the named recipient",
                           type="consent-required", rule="consent", clause="§1.3")
         recipient = data.recipient
     else:
         if data.recipient is not None and data.recipient != route.recipient:
-            raise field_error("recipient", f"a {data.category.value} disclosure goes to {route.recipient} "
+            raise field_error("recipient", f"a {data.category} disclosure goes to {route.recipient} "
                               f"({route.clause}); the recipient follows from the category",
                               rule="duty-to-disclose", clause=route.clause)
         recipient = route.recipient
@@ -119,9 +110,9 @@ async def raise_disclosure(
         if found != len(record_ids):
             raise field_error("record_ids", "each record must exist, be about this subject and be one you may read")
     disclosure = Disclosure(
-        subject_id=data.subject_id, category=data.category.value, clause=route.clause, summary=data.summary,
+        subject_id=data.subject_id, category=data.category, clause=route.clause, summary=data.summary,
         record_ids=[str(r) for r in record_ids], recipient=recipient, consent_reference=data.consent_reference,
-        status=DisclosureStatus.raised.value, raised_by=actor.id, created_at=now, updated_at=now,
+        status=DisclosureStatus.raised, raised_by=actor.id, created_at=now, updated_at=now,
     )
     session.add(disclosure)
     await session.flush()
@@ -144,7 +135,7 @@ async def list_disclosures(
     session: AsyncSession, *, actor: Actor, cursors: CursorCodec, limit: int, cursor: str | None,
     status: DisclosureStatus | None, category: DisclosureCategory | None, subject_id: uuid.UUID | None,
     raised_by: uuid.UUID | None,
-) -> tuple[list[Disclosure], str | None]:
+) -> Page[DisclosurePublic]:
     query = select(Disclosure).where(visible(actor))
     for column, value in ((Disclosure.status, status), (Disclosure.category, category),
                           (Disclosure.subject_id, subject_id), (Disclosure.raised_by, raised_by)):
@@ -152,7 +143,7 @@ async def list_disclosures(
             query = query.where(col(column) == value)
     query = page_query(query, Disclosure, cursors=cursors, scope="disclosures", cursor=cursor, limit=limit)
     rows = list((await session.execute(query)).scalars())
-    return rows[:limit], next_cursor(rows, cursors=cursors, scope="disclosures", limit=limit)
+    return page_of(rows, to_public, cursors=cursors, scope="disclosures", limit=limit)
 
 
 # -- transitions -----------------------------------------------------------------------------
@@ -160,7 +151,7 @@ async def list_disclosures(
 
 def _open(d: Disclosure) -> None:
     if d.status == DisclosureStatus.closed:
-        raise Problem(409, "the disclosure is closed", type="disclosure-closed")
+        raise Conflict("the disclosure is closed", type="disclosure-closed")
 
 
 async def report_disclosure(
@@ -170,8 +161,8 @@ async def report_disclosure(
     d = await _load(session, disclosure_id, actor, lock=True)
     _open(d)
     if d.reported_at is not None:
-        raise Problem(409, "the disclosure is already recorded as made", type="already-reported")
-    route = ROUTES[DisclosureCategory(d.category)]
+        raise Conflict("the disclosure is already recorded as made", type="already-reported")
+    route = ROUTES[d.category]
     if route.director_chooses_authority and not data.authority:
         raise field_error("authority", "the Director names the authority this was reported to (§5.3)",
                           rule="duty-to-disclose", clause="§5.3")
@@ -180,7 +171,7 @@ async def report_disclosure(
     d.reported_at = data.reported_at
     d.reference = data.reference
     d.reported_by = actor.id
-    d.status = DisclosureStatus.reported.value
+    d.status = DisclosureStatus.reported
     d.updated_at = now
     _audit(session, d, actor=actor, now=now, action="report", rule="director")
     await session.commit()
@@ -194,14 +185,14 @@ async def record_subject_informed(
     d = await _load(session, disclosure_id, actor, lock=True)
     _open(d)
     if d.subject_informed_at is not None:
-        raise Problem(409, "the subject is already recorded as informed", type="already-informed")
+        raise Conflict("the subject is already recorded as informed", type="already-informed")
     _not_in_future("informed_at", data.informed_at, now)
     d.subject_informed_at = data.informed_at
-    d.subject_informed_method = data.method.value
+    d.subject_informed_method = data.method
     d.subject_informed_by = actor.id
     d.updated_at = now
     _audit(session, d, actor=actor, now=now, action="subject_informed",
-           rule="director" if actor.is_director else "raiser", clause="§1.9, §5.4", method=data.method.value)
+           rule="director" if actor.is_director else "raiser", clause="§1.9, §5.4", method=data.method)
     await session.commit()
     return d
 
@@ -213,10 +204,10 @@ async def close_disclosure(session: AsyncSession, *, disclosure_id: uuid.UUID, a
     missing = [name for name, value in (("reported", d.reported_at), ("subject_informed", d.subject_informed_at))
                if value is None]
     if missing:
-        raise Problem(409, "a disclosure closes only once it is recorded as made and the person affected has "
+        raise Conflict("a disclosure closes only once it is recorded as made and the person affected has "
                       "been told: missing " + ", ".join(missing), type="disclosure-incomplete",
                       rule="inform-subject", clause="§1.9, §5.4", missing=missing)
-    d.status = DisclosureStatus.closed.value
+    d.status = DisclosureStatus.closed
     d.closed_at = now
     d.closed_by = actor.id
     d.updated_at = now

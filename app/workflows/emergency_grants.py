@@ -10,8 +10,8 @@ from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import PolicyDenied, Problem, field_error, not_found
-from app.core.pagination import CursorCodec, Page
+from app.core.errors import Conflict, PolicyDenied, field_error, not_found
+from app.core.pagination import CursorCodec, Page, page_of
 from app.models.emergency_grants import EmergencyGrant, GrantCreate, GrantPublic
 from app.models.records import Record, Subject
 from app.policy.actor import Actor
@@ -70,7 +70,7 @@ async def revoke_grant(session: AsyncSession, *, grant_id: uuid.UUID, actor: Act
     if grant is None:
         raise not_found("emergency grant")
     if grant.revoked_at is not None:
-        raise Problem(409, "the grant is already revoked", type="already-revoked")
+        raise Conflict("the grant is already revoked", type="already-revoked")
     grant.revoked_at = now
     grant.revoked_by = actor.id
     session.add(grant)
@@ -97,8 +97,5 @@ async def list_grants(
         query = query.where(or_(col(EmergencyGrant.issued_at) < at,
                                 and_(col(EmergencyGrant.issued_at) == at, col(EmergencyGrant.id) < after)))
     rows = list((await session.execute(query)).scalars())
-    nxt = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        nxt = cursors.encode("emergency-grants", [last.issued_at.isoformat(), str(last.id)])
-    return Page(items=[grant_public(g, now) for g in rows[:limit]], next_cursor=nxt)
+    return page_of(rows, lambda g: grant_public(g, now), cursors=cursors, scope="emergency-grants", limit=limit,
+                   key=lambda last: [last.issued_at.isoformat(), str(last.id)])

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.core.errors import Problem
+from app.core.errors import Conflict, Invalid
 from app.models.idempotency import IdempotencyKey
 from app.policy.actor import Actor
 
@@ -62,7 +62,7 @@ async def _find(session: AsyncSession, *, actor: Actor, endpoint: str, key: str,
 def _check_same(row: IdempotencyKey, fp: str) -> None:
     if not hmac.compare_digest(row.fingerprint, fp):
         # The IETF draft (httpapi-idempotency-key-header §2.7): 422 for a key reused with another body.
-        raise Problem(422, "this Idempotency-Key was used with a different request; use a new key",
+        raise Invalid("this Idempotency-Key was used with a different request; use a new key",
                       type="idempotency-key-reused")
 
 
@@ -123,7 +123,7 @@ async def create_once(
     if lost:
         found = await _find(session, actor=actor, endpoint=endpoint, key=key, now=now)
         if found is None:
-            raise Problem(409, "the change conflicts with what is stored", type="conflict")
+            raise Conflict("the change conflicts with what is stored")
         _check_same(found, fp)
         await session.commit()
         return Outcome(await replay(found.resource_id), replayed=True)

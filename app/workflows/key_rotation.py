@@ -36,7 +36,7 @@ from sqlmodel import SQLModel
 from app.core import progress
 from app.core.config import ConfigurationError, Settings
 from app.core.crypto import DecryptionError, encrypt
-from app.core.encrypted import decrypt_text, encrypt_text, encrypted_columns, key_prefix
+from app.core.encrypted import encrypted_columns, key_prefix, row_aad, seal, unseal
 from app.core.files import read_private, write_private
 from app.core.state import AppState
 from app.models.access_requests import AccessPackageSealed
@@ -231,7 +231,12 @@ async def _reencrypt_column(state: AppState, table: Table, column: Column[str], 
                 return done
             params = []
             for row in rows:
-                value = encrypt_text(state.keyring, decrypt_text(state.keyring, row[-1]))
+                aad = row_aad(table.name, column.name, row[: len(pk)])
+                try:
+                    value = seal(state.keyring, unseal(state.keyring, row[-1], aad), aad)
+                except DecryptionError as exc:  # altered, or copied from another row: not re-encrypted
+                    raise DecryptionError(f"a value in {table.name}.{column.name} fails its integrity check "
+                                          f"(row {', '.join(map(str, row[: len(pk)]))})") from exc
                 params.append({**{f"b_pk{i}": row[i] for i in range(len(pk))}, "b_old": row[-1], "b_new": value})
             await session.execute(stmt, params)
             await session.commit()

@@ -59,10 +59,10 @@ async def monitoring(session: AsyncSession, *, actor: Actor, now: datetime) -> M
     await session.commit()
     return MonitoringReport(
         as_of=now,
-        subjects_by_category=[CategoryCount(category=c, count=suppress(subjects.get(c.value, 0)))
+        subjects_by_category=[CategoryCount(category=c, count=suppress(subjects.get(c, 0)))
                               for c in SubjectCategory],
         records_by_purpose_and_classification=[
-            PurposeClassCount(purpose=p, classification=c, count=suppress(records.get((p.value, c.value), 0)))
+            PurposeClassCount(purpose=p, classification=c, count=suppress(records.get((p, c), 0)))
             for p in Purpose for c in Classification
         ],
     )

@@ -18,7 +18,6 @@ from sqlmodel import col, select
 
 from app.core import progress
 from app.core.db import scrub_after_shred
-from app.core.errors import PolicyDenied
 from app.models.records import Record
 from app.models.retention import SweepResult
 from app.policy.actor import Actor
@@ -39,11 +38,6 @@ def past_retention(now: datetime) -> ColumnElement[bool]:
         col(Record.retention_until).is_not(None),
         col(Record.retention_until) < now,
     )
-
-
-def require_director(actor: Actor, what: str) -> None:
-    if not actor.is_director:
-        raise PolicyDenied(f"only a director {what}", rule=RULE, clause=CLAUSE)
 
 
 async def sweep(

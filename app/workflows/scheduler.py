@@ -65,7 +65,7 @@ async def sweep_retention(session: AsyncSession, now: datetime, settings: Settin
 
 
 def _not_noticed(kind: WebhookEventKind, resource: Any, occurrence: Any) -> Any:
-    return ~exists().where(col(WebhookEvent.kind) == kind.value, col(WebhookEvent.resource_id) == resource,
+    return ~exists().where(col(WebhookEvent.kind) == kind, col(WebhookEvent.resource_id) == resource,
                            col(WebhookEvent.occurrence_at) == occurrence)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.db import RowSource
-from app.core.errors import Problem
+from app.core.errors import Busy, Invalid, Locked, Unauthenticated
 from app.core.security import InvalidToken, TokenClaims, hash_secret, secrets_equal
 from app.core.state import AppState
 from app.models.accounts import (
@@ -35,8 +35,8 @@ from app.policy.scopes import requested_scopes
 from app.workflows.audit_trail import add_event
 
 
-def unauthorized(detail: str) -> Problem:
-    return Problem(401, detail, type="not-authenticated", headers={"WWW-Authenticate": "Bearer"})
+def unauthorized(detail: str) -> Unauthenticated:
+    return Unauthenticated(detail)
 
 
 def check_session(*, found: bool, revoked_at: datetime | None, active: bool) -> None:
@@ -97,17 +97,16 @@ def row_actor(row: Any | None, claims: TokenClaims) -> Actor:
                  line_manager_id=row.line_manager_id, staff_type=row.staff_type, session_id=claims.sid)
 
 
-def _bad_grant(detail: str = "incorrect email or password") -> Problem:
-    return Problem(401, detail, type="invalid-grant", headers={"WWW-Authenticate": "Bearer"})
+def _bad_grant(detail: str = "incorrect email or password") -> Unauthenticated:
+    return Unauthenticated(detail, type="invalid-grant")
 
 
-def _bad_client() -> Problem:
-    return Problem(401, "invalid client credentials", type="invalid-client",
-                   headers={"WWW-Authenticate": 'Basic realm="kmm"'})
+def _bad_client() -> Unauthenticated:
+    return Unauthenticated("invalid client credentials", type="invalid-client")
 
 
-def _bad_scope(detail: str) -> Problem:
-    return Problem(400, detail, type="invalid-scope", rule="scopes", clause="§6.6")
+def _bad_scope(detail: str) -> Invalid:
+    return Invalid(detail, type="invalid-scope", rule="scopes", clause="§6.6")
 
 
 # -- throttling (§6.6) -----------------------------------------------------------------------
@@ -172,10 +171,9 @@ async def _count(
     return _Count(until=until, busy=recent + in_flight >= threshold)
 
 
-def _too_many(until: datetime, now: datetime, *, rule: str, type: str) -> Problem:
+def _too_many(until: datetime, now: datetime, *, rule: str, type: str) -> Locked:
     retry = max(1, math.ceil((until - now).total_seconds()))
-    return Problem(429, "too many failed logins; try again later", type=type,
-                   headers={"Retry-After": str(retry)}, rule=rule, clause="§6.6")
+    return Locked("too many failed logins; try again later", retry_after=retry, type=type, rule=rule, clause="§6.6")
 
 
 async def _serialise(session: AsyncSession, state: AppState, *names: str) -> None:
@@ -226,8 +224,7 @@ async def begin_password_check(
         session.add(attempt)
         await session.commit()
         return user, attempt
-    raise Problem(503, "too many logins in progress; try again shortly", type="login-busy",
-                  headers={"Retry-After": "1"})
+    raise Busy("too many logins in progress; try again shortly", type="login-busy")
 
 
 async def finish_password_check(

@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import field_error, not_found
-from app.core.pagination import CursorCodec, Page
+from app.core.pagination import CursorCodec, Page, page_of
 from app.models.accounts import User
-from app.models.records import Subject, SubjectCreate
+from app.models.records import Subject, SubjectCategory, SubjectCreate, SubjectPublic
 from app.policy.actor import Actor
 from app.workflows.audit_trail import add_event
 
@@ -34,9 +34,9 @@ async def create_subject(session: AsyncSession, *, data: SubjectCreate, actor: A
         if taken:
             raise field_error("user_id", "this account already has a subject")
     subject = Subject(
-        kind=data.kind.value,
+        kind=data.kind,
         name=data.name,
-        category=data.category.value,
+        category=data.category,
         officers=[o.model_dump(mode="json") for o in data.officers],
         user_id=data.user_id,
         created_by=actor.id if actor.kind == "user" else None,
@@ -52,8 +52,8 @@ async def create_subject(session: AsyncSession, *, data: SubjectCreate, actor: A
 
 async def list_subjects(
     session: AsyncSession, *, cursors: CursorCodec, limit: int, cursor: str | None,
-    q: str | None, category: str | None,
-) -> Page[Subject]:
+    q: str | None, category: SubjectCategory | None,
+) -> Page[SubjectPublic]:
     query = select(Subject).order_by(col(Subject.name), col(Subject.id)).limit(limit + 1)
     if cursor:
         name, sid = cursors.decode("subjects", cursor)
@@ -66,8 +66,5 @@ async def list_subjects(
     if category:
         query = query.where(col(Subject.category) == category)
     rows = list((await session.execute(query)).scalars())
-    nxt = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        nxt = cursors.encode("subjects", [last.name, str(last.id)])
-    return Page(items=rows[:limit], next_cursor=nxt)
+    return page_of(rows, SubjectPublic.model_validate, cursors=cursors, scope="subjects", limit=limit,
+                   key=lambda last: [last.name, str(last.id)])

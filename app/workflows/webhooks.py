@@ -45,8 +45,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
+from app.core.encrypted import IntegrityFailure, open_value
 from app.core.errors import field_error, not_found
-from app.core.pagination import CursorCodec, next_cursor, page_query
+from app.core.pagination import CursorCodec, Page, next_cursor, page_of, page_query
 from app.core.state import AppState
 from app.models.accounts import User
 from app.models.webhooks import (
@@ -140,9 +141,7 @@ def check_url(url: str, *, production: bool) -> str:
 
 
 def _public(w: Webhook) -> WebhookPublic:
-    return WebhookPublic(id=w.id, url=w.url, description=w.description, handler_id=w.handler_id,
-                         events=[WebhookEventKind(e) for e in w.events], active=w.active,
-                         created_at=w.created_at, created_by=w.created_by)
+    return WebhookPublic.model_validate(w)
 
 
 async def create_webhook(session: AsyncSession, *, data: WebhookCreate, actor: Actor, now: datetime,
@@ -152,7 +151,7 @@ async def create_webhook(session: AsyncSession, *, data: WebhookCreate, actor: A
         raise field_error("handler_id", "no such account")
     secret = "whsec_" + secrets.token_urlsafe(32)
     hook = Webhook(url=url, description=data.description, handler_id=data.handler_id,
-                   events=list(dict.fromkeys(e.value for e in data.events)), secret=secret,
+                   events=list(dict.fromkeys(data.events)), secret=secret,
                    created_at=now, created_by=actor.id)
     session.add(hook)
     await session.flush()
@@ -174,10 +173,10 @@ async def get_webhook(session: AsyncSession, *, webhook_id: uuid.UUID) -> Webhoo
 
 
 async def list_webhooks(session: AsyncSession, *, cursors: CursorCodec, limit: int, cursor: str | None
-                        ) -> tuple[list[WebhookPublic], str | None]:
+                        ) -> Page[WebhookPublic]:
     query = page_query(select(Webhook), Webhook, cursors=cursors, scope="webhooks", cursor=cursor, limit=limit)
     rows = list((await session.execute(query)).scalars())
-    return [_public(w) for w in rows[:limit]], next_cursor(rows, cursors=cursors, scope="webhooks", limit=limit)
+    return page_of(rows, _public, cursors=cursors, scope="webhooks", limit=limit)
 
 
 async def remove_webhook(session: AsyncSession, *, webhook_id: uuid.UUID, actor: Actor, now: datetime) -> None:
@@ -190,8 +189,8 @@ async def remove_webhook(session: AsyncSession, *, webhook_id: uuid.UUID, actor:
     await session.execute(
         update(WebhookDelivery)
         .where(col(WebhookDelivery.subscription_id) == hook.id,
-               col(WebhookDelivery.status) == DeliveryStatus.pending.value)
-        .values(status=DeliveryStatus.cancelled.value)
+               col(WebhookDelivery.status) == DeliveryStatus.pending)
+        .values(status=DeliveryStatus.cancelled)
     )
     add_event(session, now=now, actor=actor, action="webhook.remove", resource_type=RESOURCE, resource_id=hook.id,
               decision="allow", rule=RULE, clause=CLAUSE)
@@ -199,7 +198,7 @@ async def remove_webhook(session: AsyncSession, *, webhook_id: uuid.UUID, actor:
 
 
 async def list_deliveries(session: AsyncSession, *, webhook_id: uuid.UUID, cursors: CursorCodec, limit: int,
-                          cursor: str | None) -> tuple[list[DeliveryPublic], str | None]:
+                          cursor: str | None) -> Page[DeliveryPublic]:
     scope = f"webhook-deliveries:{webhook_id}"
     query = page_query(  # a forged cursor is refused (400) before anything is looked up
         select(WebhookDelivery, WebhookEvent.payload)
@@ -218,15 +217,13 @@ async def list_deliveries(session: AsyncSession, *, webhook_id: uuid.UUID, curso
             attempts[a.delivery_id].append(AttemptPublic(attempt=a.attempt, at=a.at, status_code=a.status_code,
                                                          error=a.error, duration_ms=a.duration_ms))
     items = [
-        DeliveryPublic(id=d.id, event_id=d.event_id, kind=WebhookEventKind(d.kind), status=DeliveryStatus(d.status),
-                       attempts=d.attempts,
-                       next_attempt_at=d.next_attempt_at if d.status == DeliveryStatus.pending.value else None,
+        DeliveryPublic(id=d.id, event_id=d.event_id, kind=d.kind, status=d.status, attempts=d.attempts,
+                       next_attempt_at=d.next_attempt_at if d.status == DeliveryStatus.pending else None,
                        created_at=d.created_at, delivered_at=d.delivered_at, payload=json.loads(payload),
                        attempt_log=attempts[d.id])
         for d, payload in page
     ]
-    nxt = next_cursor([d for d, _ in rows], cursors=cursors, scope=scope, limit=limit)
-    return items, nxt
+    return Page(items=items, next_cursor=next_cursor([d for d, _ in rows], cursors=cursors, scope=scope, limit=limit))
 
 
 # -- the outbox ----------------------------------------------------------------------------
@@ -243,7 +240,7 @@ class Notice:
 
 
 def _wants(hook: Any, kind: WebhookEventKind, data: dict[str, Any]) -> bool:
-    if kind.value not in hook.events:
+    if kind not in hook.events:
         return False
     if hook.handler_id is not None and kind is WebhookEventKind.breach_report_opened:
         return str(hook.handler_id) == data.get("handler_id")
@@ -269,12 +266,12 @@ async def enqueue(session: AsyncSession, *, kind: WebhookEventKind, notices: Seq
         if not wanting and not keep:
             continue
         event_id = uuid.uuid4()
-        body = {"id": str(event_id), "type": kind.value, "created_at": iso(now), "data": notice.data}
-        events.append({"id": event_id, "kind": kind.value, "resource_id": notice.resource_id,
+        body = {"id": str(event_id), "type": kind, "created_at": iso(now), "data": notice.data}
+        events.append({"id": event_id, "kind": kind, "resource_id": notice.resource_id,
                        "occurrence_at": notice.occurrence_at, "payload": json.dumps(body, separators=(",", ":")),
                        "created_at": now})
-        deliveries.extend({"id": uuid.uuid4(), "subscription_id": hook_id, "event_id": event_id, "kind": kind.value,
-                           "status": DeliveryStatus.pending.value, "attempts": 0, "next_attempt_at": now,
+        deliveries.extend({"id": uuid.uuid4(), "subscription_id": hook_id, "event_id": event_id, "kind": kind,
+                           "status": DeliveryStatus.pending, "attempts": 0, "next_attempt_at": now,
                            "created_at": now} for hook_id in wanting)
     if events:
         await session.execute(insert(WebhookEvent), events)
@@ -341,7 +338,7 @@ async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH)
     async with state.sessionmaker() as session:
         due = (
             select(WebhookDelivery.id)
-            .where(col(WebhookDelivery.status) == DeliveryStatus.pending.value,
+            .where(col(WebhookDelivery.status) == DeliveryStatus.pending,
                    col(WebhookDelivery.next_attempt_at) <= now)
             .order_by(col(WebhookDelivery.next_attempt_at)).limit(limit)
         )
@@ -354,7 +351,7 @@ async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH)
         # Compare-and-set: whoever moves next_attempt_at first holds the delivery until the lease ends.
         claimed = list((await session.execute(
             update(WebhookDelivery)
-            .where(col(WebhookDelivery.id).in_(ids), col(WebhookDelivery.status) == DeliveryStatus.pending.value,
+            .where(col(WebhookDelivery.id).in_(ids), col(WebhookDelivery.status) == DeliveryStatus.pending,
                    col(WebhookDelivery.next_attempt_at) <= now)
             .values(next_attempt_at=now + claim_lease(state.settings))
             .returning(col(WebhookDelivery.id))
@@ -366,8 +363,14 @@ async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH)
             .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
             .where(col(WebhookDelivery.id).in_(claimed))
         )).all() if claimed else []
-        taken = [Claimed(id=d.id, event_id=d.event_id, kind=d.kind, attempts=d.attempts, url=url, secret=secret,
-                         payload=payload) for d, url, secret, payload in rows]
+        taken = []
+        for d, url, sealed, payload in rows:
+            try:  # bound to its subscription (§6.6): a secret copied from another is never used
+                secret = open_value(state.keyring, sealed, Webhook.__tablename__, "secret", [d.subscription_id])
+            except IntegrityFailure:
+                continue  # logged; the delivery waits, unsigned and unsent, until the secret is replaced
+            taken.append(Claimed(id=d.id, event_id=d.event_id, kind=d.kind, attempts=d.attempts, url=url,
+                                 secret=str(secret), payload=payload))
         await session.commit()
     return taken
 
@@ -396,15 +399,15 @@ async def record_attempt(state: AppState, item: Claimed, *, status_code: int | N
     attempts = item.attempts + 1
     ok = status_code is not None and 200 <= status_code < 300
     if ok:
-        values: dict[str, Any] = {"status": DeliveryStatus.delivered.value, "delivered_at": now}
+        values: dict[str, Any] = {"status": DeliveryStatus.delivered, "delivered_at": now}
     elif attempts >= settings.webhook_max_attempts:
-        values = {"status": DeliveryStatus.failed.value}
+        values = {"status": DeliveryStatus.failed}
     else:
         values = {"next_attempt_at": now + backoff(settings, attempts)}
     async with state.sessionmaker() as session:
         await session.execute(
             update(WebhookDelivery)
-            .where(col(WebhookDelivery.id) == item.id, col(WebhookDelivery.status) == DeliveryStatus.pending.value)
+            .where(col(WebhookDelivery.id) == item.id, col(WebhookDelivery.status) == DeliveryStatus.pending)
             .values(attempts=attempts, **values)
             .execution_options(synchronize_session=False)
         )

@@ -10,12 +10,17 @@ from sqlalchemy import Column, Integer, MetaData, Table, insert, select, text
 from app.core.crypto import DecryptionError, Keyring, key_id
 from app.core.encrypted import (
     EncryptedText,
+    bound,
     decrypt_text,
     encrypt_text,
     encrypted_columns,
     install_keyring,
     key_prefix,
+    open_value,
+    row_aad,
+    seal,
     stored_key_id,
+    unseal,
 )
 from tests import dataprot as dp
 
@@ -96,15 +101,24 @@ def test_the_write_path_refreshes_a_stale_ring() -> None:
 def test_encrypted_text_roundtrip_and_format() -> None:
     k1, k2 = os.urandom(32), os.urandom(32)
     old, new = _ring(k1), _ring(k2, k1)
-    stored = encrypt_text(old, "Mrs Example's solicitor asked")
+    here, there = row_aad("t", "note", [1]), row_aad("t", "note", [2])
+    stored = seal(old, "Mrs Example's solicitor asked", here)
     assert stored.startswith(key_prefix(key_id(k1))) and "Example" not in stored
     assert stored_key_id(stored) == key_id(k1)
-    assert decrypt_text(new, stored) == "Mrs Example's solicitor asked"
-    assert encrypt_text(old, "same") != encrypt_text(old, "same")  # random nonce
+    assert unseal(new, stored, here) == "Mrs Example's solicitor asked"
+    assert seal(old, "same", here) != seal(old, "same", here)  # random nonce
+    for wrong in ("plain text, never encrypted", stored[:-4] + "AAAA"):  # tampered
+        with pytest.raises(DecryptionError):
+            unseal(new, wrong, here)
     with pytest.raises(DecryptionError):
-        decrypt_text(new, "plain text, never encrypted")
+        unseal(new, stored, there)  # another row's
+    assert row_aad("t", "note", [1]) != row_aad("t", "other", [1]) != row_aad("u", "note", [1])
+    # the unbound format, which only the migrations read and write
+    legacy = encrypt_text(old, "Mrs Example's solicitor asked")
+    assert legacy.startswith("kmm1:") and stored_key_id(legacy) == key_id(k1)
+    assert decrypt_text(new, legacy) == "Mrs Example's solicitor asked"
     with pytest.raises(DecryptionError):
-        decrypt_text(new, stored[:-4] + "AAAA")  # tampered
+        unseal(new, legacy, here)  # the service never opens an unbound value
 
 
 async def test_encrypted_text_column_on_a_table_of_its_own(state) -> None:  # type: ignore[no-untyped-def]
@@ -117,9 +131,11 @@ async def test_encrypted_text_column_on_a_table_of_its_own(state) -> None:  # ty
         await conn.run_sync(metadata.create_all)
     try:
         async with state.engine.begin() as conn:
-            await conn.execute(insert(table), [{"id": 1, "note": "probe-marker"}, {"id": 2, "note": None}])
+            await conn.execute(insert(table), [{"id": 1, "note": bound(table.name, "note", [1], "probe-marker")},
+                                               {"id": 2, "note": None}])
         async with state.engine.connect() as conn:
-            assert (await conn.execute(select(table.c.note).where(table.c.id == 1))).scalar_one() == "probe-marker"
+            sealed = (await conn.execute(select(table.c.note).where(table.c.id == 1))).scalar_one()
+            assert open_value(state.keyring, sealed, table.name, "note", [1]) == "probe-marker"
             raw = (await conn.execute(text("SELECT note FROM t_encrypted_probe ORDER BY id"))).scalars().all()
         assert raw[0].startswith(key_prefix(state.keyring.current_id)) and "probe-marker" not in raw[0]
         assert raw[1] is None
@@ -134,8 +150,8 @@ async def test_no_column_of_any_table_holds_content_in_clear(client, factory, st
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
-    subj = await dp.subject(client, alice)
-    kept = await dp.record(client, alice, subj["id"], title=f"title {marker}", content=f"content {marker}")
+    subj = await factory.subject(by=alice)
+    kept = await factory.record(by=alice, subject=subj, title=f"title {marker}", content=f"content {marker}")
     r = await client.patch(f"/records/{kept['id']}", headers={**alice.headers, "If-Match": '"v1"'},
                            json={"content": f"updated {marker} again", "title": f"{marker} retitled"})
     assert r.status_code == 200, r.text
@@ -144,7 +160,7 @@ async def test_no_column_of_any_table_holds_content_in_clear(client, factory, st
     assert r.status_code == 200, r.text
     r = await client.post(f"/records/{kept['id']}/review", headers=alice.headers, json={"note": f"{marker} ok"})
     assert r.status_code == 200, r.text
-    shredded = await dp.record(client, alice, subj["id"], content=marker)
+    shredded = await factory.record(by=alice, subject=subj, content=marker)
     r = await client.delete(f"/records/{shredded['id']}", headers=manager.headers,
                             params={"reason": f"asked by {marker}"})
     assert r.status_code == 200, r.text
@@ -158,4 +174,4 @@ async def test_no_column_of_any_table_holds_content_in_clear(client, factory, st
     leaks = [(t, c) for t, c, v in await dp.all_raw_values(state) if dp.contains(v, marker)]
     assert leaks == []
     rows = await dp.raw_rows(state, "records", "WHERE legal_hold_reason IS NOT NULL")
-    assert rows and all(r["legal_hold_reason"].startswith("kmm1:") for r in rows)
+    assert rows and all(r["legal_hold_reason"].startswith("kmm2:") for r in rows)

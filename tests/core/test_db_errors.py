@@ -36,7 +36,7 @@ RAISERS: dict[str, tuple[Callable[[], Exception], int, str]] = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # one app with every raising route, for all the cases
 async def db_error_client(settings, clock) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, clock=clock, configure_logs=False)
     for name, (make, _, _) in RAISERS.items():

@@ -10,7 +10,6 @@ from datetime import timedelta
 import httpx
 
 from tests.factory import Factory
-from tests.policy.org import make_record, make_subject
 
 
 def assert_no_store(r: httpx.Response, status: int, what: str) -> None:
@@ -35,9 +34,9 @@ async def test_every_authenticated_answer_about_people_is_never_stored(client: h
     alice = await factory.user("colleague", manager=director)
     ben = await factory.user("colleague", manager=director)
     carol = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    sens = await make_record(client, alice, subject["id"], "sensitive")
-    conf = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    sens = await factory.record(by=alice, subject=subject, classification="sensitive")
+    conf = await factory.record(by=alice, subject=subject)
     share = {"user_id": str(ben.id), "reason": "covering the case while away"}
     named = {"user_id": str(ben.id), "consent_reference": "letter 12"}
     expires = (factory.state.clock.now() + timedelta(hours=2)).isoformat()
@@ -64,7 +63,7 @@ async def test_every_authenticated_answer_about_people_is_never_stored(client: h
         ("GET", "/audit-events", alice, None, 403),
         ("GET", f"/records/{sens['id']}", carol, None, 403),
     ]
-    await make_record(client, alice, subject["id"], "general")
+    await factory.record(by=alice, subject=subject, classification="general")
     for method, path, who, body, status in calls:
         if method == "GET":
             r = await client.request(method, path, headers=who.headers, params=body)

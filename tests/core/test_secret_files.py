@@ -77,6 +77,7 @@ def test_rotate_key_never_leaves_a_world_readable_secrets_file(tmp_path, loose_u
     assert leftovers == set()
 
 
+@pytest.mark.slow  # seeds the whole demo organisation
 def test_demo_logins_are_0600_whatever_the_umask(tmp_path, loose_umask):
     with fresh_database(tmp_path) as db:
         runner = CliRunner()

@@ -155,6 +155,7 @@ class _LiveServer:
             return got
 
 
+@pytest.mark.slow  # a live server on a real socket
 def test_kmm_serve_refuses_an_oversized_request_head_with_431(monkeypatch):
     served = _served_config(monkeypatch)
     assert served.h11_max_incomplete_event_size == serving.MAX_HEAD_BYTES

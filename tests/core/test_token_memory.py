@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IS_POSTGRES, PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT
+from tests.databases import IS_POSTGRES
 
 pytestmark = [
+    pytest.mark.slow,  # a child process serving 20,000 requests
     pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc"),
     pytest.mark.skipif(IS_POSTGRES, reason="touches no database: the SQLite run measures it"),
 ]

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from sqlmodel import col, select
 
 from app.models.audit import AuditEvent
@@ -63,31 +62,6 @@ class Org:
         return self.people[name]
 
 
-async def make_subject(client: httpx.AsyncClient, person: Person, **kw: Any) -> dict[str, Any]:
-    body = {"kind": "individual", "name": f"Subject {uuid.uuid4().hex[:6]}", "category": "service_user", **kw}
-    r = await client.post("/subjects", json=body, headers=person.headers)
-    assert r.status_code == 201, r.text
-    out: dict[str, Any] = r.json()
-    return out
-
-
-async def make_record(
-    client: httpx.AsyncClient, person: Person, subject_id: str, classification: str, **kw: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "subject_id": subject_id, "title": f"Title {uuid.uuid4().hex[:6]}", "content": "content",
-        "classification": classification,
-        "purpose": "personnel_administration" if classification == "personnel" else "service_delivery",
-        **kw,
-    }
-    if classification == "sensitive":
-        body.setdefault("access_requester_id", subject_id)
-    r = await client.post("/records", json=body, headers=person.headers)
-    assert r.status_code == 201, r.text
-    out: dict[str, Any] = r.json()
-    return out
-
-
 async def build_org(factory: Factory, classification: str, *, login: Iterable[str] = (),
                     afterwards: str | None = None) -> Org:
     """One record of ``classification`` and a person in every relation to it; ``afterwards``
@@ -103,15 +77,15 @@ async def build_org(factory: Factory, classification: str, *, login: Iterable[st
     marker = uuid.uuid4().hex
     title, content = f"TITLE-{marker}", f"CONTENT-{marker}"
     if classification == "personnel":
-        subject = await make_subject(client, people["director"], name="Employee", category="employee",
-                                     user_id=str(people["employee"].id))
+        subject = await factory.subject(by=people["director"], name="Employee", category="employee",
+                                        user_id=str(people["employee"].id))
         # Made by a director with another colleague as custodian: the custodian rule must not reach it.
-        record = await make_record(client, people["director"], subject["id"], "personnel", title=title,
-                                   content=content, custodian_id=str(people["custodian"].id))
+        record = await factory.record(by=people["director"], subject=subject, classification="personnel", title=title,
+                                      content=content, custodian_id=str(people["custodian"].id))
     else:
-        subject = await make_subject(client, people["custodian"])
-        record = await make_record(client, people["custodian"], subject["id"], classification, title=title,
-                                   content=content)
+        subject = await factory.subject(by=people["custodian"])
+        record = await factory.record(by=people["custodian"], subject=subject, classification=classification,
+                                      title=title, content=content)
     rid = uuid.UUID(record["id"])
     now = state.clock.now()
     async with state.sessionmaker() as session:

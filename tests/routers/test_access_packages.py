@@ -80,11 +80,12 @@ async def _content_stored(state, marker: str) -> bool:
 # -- shredding reaches every stored package (§4.6, §6.5) ----------------------------------------
 
 
-async def test_destroying_a_record_replaces_it_with_its_tombstone_in_every_package(client, people, state, clock):
+async def test_destroying_a_record_replaces_it_with_its_tombstone_in_every_package(client, factory, people, state,
+                                                                                   clock):
     director, colleague, manager = people["director"], people["colleague"], people["manager"]
-    sam = await _subject(client, colleague.headers)
-    keep = await _record(client, colleague, sam, "Sam: contact", "general")
-    doomed = await _record(client, colleague, sam, "Sam: housing notes", "confidential")
+    sam = await _subject(factory, colleague)
+    keep = await _record(factory, colleague, sam, "Sam: contact", "general")
+    doomed = await _record(factory, colleague, sam, "Sam: housing notes", "confidential")
     first = await _fulfilled(client, people, sam, clock)
     second = await _fulfilled(client, people, sam, clock)
     assert await _content_stored(state, "content of Sam: housing notes")
@@ -108,14 +109,14 @@ async def test_destroying_a_record_replaces_it_with_its_tombstone_in_every_packa
             "destroyed_at": tomb["destroyed_at"], "destroyed_by": str(manager.id), "reason": "no longer needed"}]
 
 
-async def test_the_retention_sweep_removes_what_it_shreds_from_packages(client, people, state, clock):
+async def test_the_retention_sweep_removes_what_it_shreds_from_packages(client, factory, people, state, clock):
     director, colleague = people["director"], people["colleague"]
-    sam = await _subject(client, colleague.headers)
+    sam = await _subject(factory, colleague)
     soon = (clock.now() + timedelta(days=2)).isoformat()
     # A date off the schedule is the custodian's line manager's choice (§6.5).
-    expiring = await _record(client, people["manager"], sam, "Sam: benefits letter", "confidential",
+    expiring = await _record(factory, people["manager"], sam, "Sam: benefits letter", "confidential",
                              retention_until=soon, custodian_id=str(colleague.id))
-    lasting = await _record(client, colleague, sam, "Sam: support plan", "confidential")
+    lasting = await _record(factory, colleague, sam, "Sam: support plan", "confidential")
     made = await _fulfilled(client, people, sam, clock)
     clock.advance(days=3)
     await dp_login(client, director)
@@ -129,10 +130,10 @@ async def test_the_retention_sweep_removes_what_it_shreds_from_packages(client, 
     assert [(t["id"], t["destroyed_by"]) for t in package["destroyed"]] == [(expiring["id"], str(director.id))]
 
 
-async def test_a_refused_destroy_leaves_every_package_whole(client, people, state, clock):
+async def test_a_refused_destroy_leaves_every_package_whole(client, factory, people, state, clock):
     director, colleague = people["director"], people["colleague"]
-    sam = await _subject(client, colleague.headers)
-    held = await _record(client, colleague, sam, "Sam: disputed tenancy", "confidential")
+    sam = await _subject(factory, colleague)
+    held = await _record(factory, colleague, sam, "Sam: disputed tenancy", "confidential")
     made = await _fulfilled(client, people, sam, clock)
     r = await client.post(f"/records/{held['id']}/legal-hold", headers=director.headers,
                           json={"legal_hold": True, "reason": "litigation"})
@@ -157,10 +158,10 @@ async def dp_login(client, *people: Person) -> None:
         person.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-async def test_a_package_is_kept_until_its_retention_date_then_swept(client, people, state, settings, clock):
+async def test_a_package_is_kept_until_its_retention_date_then_swept(client, factory, people, state, settings, clock):
     director, colleague = people["director"], people["colleague"]
-    sam = await _subject(client, colleague.headers)
-    await _record(client, colleague, sam, "Sam: support plan", "confidential")
+    sam = await _subject(factory, colleague)
+    await _record(factory, colleague, sam, "Sam: support plan", "confidential")
     made = await _fulfilled(client, people, sam, clock)
     fulfilled_at = clock.now()
     days = settings.package_retention_days
@@ -211,11 +212,12 @@ async def test_a_package_is_kept_until_its_retention_date_then_swept(client, peo
 # -- a director's download of sensitive items is a flagged export (§3.2, §3.5) ---------------------
 
 
-async def test_a_directors_download_of_sensitive_items_is_a_flagged_export_of_each(client, people, state, clock):
+async def test_a_directors_download_of_sensitive_items_is_a_flagged_export_of_each(client, factory, people, state,
+                                                                                   clock):
     director, colleague = people["director"], people["colleague"]
-    sam = await _subject(client, colleague.headers)
-    sens = await _record(client, colleague, sam, "Sam: tenancy dispute", "sensitive", access_requester_id=sam["id"])
-    conf = await _record(client, colleague, sam, "Sam: support plan", "confidential")
+    sam = await _subject(factory, colleague)
+    sens = await _record(factory, colleague, sam, "Sam: tenancy dispute", "sensitive", access_requester_id=sam["id"])
+    conf = await _record(factory, colleague, sam, "Sam: support plan", "confidential")
     # The director may not read the sensitive record directly (§3.2).
     r = await client.get(f"/records/{sens['id']}", headers=director.headers)
     assert r.status_code == 403
@@ -237,10 +239,10 @@ async def test_a_directors_download_of_sensitive_items_is_a_flagged_export_of_ea
     assert len([e for e in await dp.events(state, "record.export", sens["id"]) if e.emergency]) == 2
 
 
-async def test_a_refused_download_writes_no_export(client, people, state, clock):
+async def test_a_refused_download_writes_no_export(client, factory, people, state, clock):
     colleague, manager = people["colleague"], people["manager"]
-    me = await _employee_subject(client, people["director"], colleague)
-    await _record(client, manager, me, "probation review", "personnel", purpose="personnel_administration")
+    me = await _employee_subject(factory, people["director"], colleague)
+    await _record(factory, manager, me, "probation review", "personnel", purpose="personnel_administration")
     made = await _fulfilled(client, people, me, clock, logged_by="manager", kind="personnel_access")
     before = [e.id for e in await dp.events(state, "record.export")]
     r = await client.get(f"/access-requests/{made['id']}/package", headers=manager.headers)
@@ -254,13 +256,13 @@ async def test_a_refused_download_writes_no_export(client, people, state, clock)
 # -- a personnel package holds personnel records only (§3.6) ---------------------------------------
 
 
-async def test_a_personnel_package_holds_only_the_employees_personnel_records(client, people, state, clock):
+async def test_a_personnel_package_holds_only_the_employees_personnel_records(client, factory, people, state, clock):
     director, manager, colleague, other = people["director"], people["manager"], people["colleague"], people["other"]
-    me = await _employee_subject(client, director, colleague)
-    review = await _record(client, manager, me, "probation review", "personnel", purpose="personnel_administration")
-    gossip = await _record(client, other, me, "a colleague's note about them", "confidential")
-    general = await _record(client, manager, me, "desk location", "general")
-    sensitive = await _record(client, other, me, "grievance against them", "sensitive", access_requester_id=me["id"])
+    me = await _employee_subject(factory, director, colleague)
+    review = await _record(factory, manager, me, "probation review", "personnel", purpose="personnel_administration")
+    gossip = await _record(factory, other, me, "a colleague's note about them", "confidential")
+    general = await _record(factory, manager, me, "desk location", "general")
+    sensitive = await _record(factory, other, me, "grievance against them", "sensitive", access_requester_id=me["id"])
     made = await _fulfilled(client, people, me, clock, kind="personnel_access")
     r = await client.get(f"/access-requests/{made['id']}/package", headers=colleague.headers)
     assert r.status_code == 200, r.text
@@ -282,10 +284,10 @@ async def test_a_personnel_package_holds_only_the_employees_personnel_records(cl
 # -- the access history tells who read, and nothing else -------------------------------------------
 
 
-async def test_the_access_history_shows_no_denied_reads_or_breach_reports(client, people, state, clock):
+async def test_the_access_history_shows_no_denied_reads_or_breach_reports(client, factory, people, state, clock):
     director, colleague, manager, other = people["director"], people["colleague"], people["manager"], people["other"]
-    sam = await _subject(client, colleague.headers)
-    recs = [await _record(client, colleague, sam, f"Sam: note {n}", "confidential") for n in range(3)]
+    sam = await _subject(factory, colleague)
+    recs = [await _record(factory, colleague, sam, f"Sam: note {n}", "confidential") for n in range(3)]
     assert (await client.get(f"/records/{recs[0]['id']}", headers=manager.headers)).status_code == 200
     for rec in recs:  # three denials open an unauthorised-access report about `other` (§7.2)
         assert (await client.get(f"/records/{rec['id']}", headers=other.headers)).status_code == 403
@@ -303,11 +305,12 @@ async def test_the_access_history_shows_no_denied_reads_or_breach_reports(client
 
 
 @pytest.mark.postgres_only
-async def test_a_record_shredded_while_its_package_is_being_built_leaves_no_content(client, people, state, clock):
+async def test_a_record_shredded_while_its_package_is_being_built_leaves_no_content(client, factory, people, state,
+                                                                                    clock):
     """Fulfilment locks the records it packs; the shredding waits, then clears the new items."""
     director, colleague, manager = people["director"], people["colleague"], people["manager"]
-    sam = await _subject(client, colleague.headers)
-    doomed = await _record(client, colleague, sam, "Sam: racing notes", "confidential")
+    sam = await _subject(factory, colleague)
+    doomed = await _record(factory, colleague, sam, "Sam: racing notes", "confidential")
     made = await _log(client, colleague, letter(sam, clock))
     assert (await _decide(client, director, made["id"])).status_code == 200
     async with state.sessionmaker() as s:
@@ -331,14 +334,14 @@ async def test_a_record_shredded_while_its_package_is_being_built_leaves_no_cont
     assert not await _content_stored(state, "racing notes")
 
 
-async def test_kmm_retention_sweep_destroys_expired_packages(client, people, state, settings, clock):
+async def test_kmm_retention_sweep_destroys_expired_packages(client, factory, people, state, settings, clock):
     from typer.testing import CliRunner
 
     from app.cli import cli
     from tests.databases import env_for
 
-    sam = await _subject(client, people["colleague"].headers)
-    await _record(client, people["colleague"], sam, "Sam: support plan", "confidential")
+    sam = await _subject(factory, people["colleague"])
+    await _record(factory, people["colleague"], sam, "Sam: support plan", "confidential")
     made = await _fulfilled(client, people, sam, clock)
     rid = uuid.UUID(made["id"])
     async with state.engine.begin() as conn:  # the command runs on the real clock: date the package back

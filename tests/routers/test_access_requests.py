@@ -21,23 +21,19 @@ PROBLEM = "application/problem+json"
 # -- helpers -------------------------------------------------------------------------
 
 
-async def _subject(client, headers, **kw) -> dict:
-    body = {"kind": "individual", "name": "Sam Okafor", "category": "service_user", **kw}
-    r = await client.post("/subjects", json=body, headers=headers)
-    assert r.status_code == 201, r.text
-    return r.json()
+async def _subject(factory: Factory, by: Person, **kw) -> dict:
+    return await factory.subject(by=by, **{"name": "Sam Okafor", **kw})
 
 
-async def _org(client, headers) -> dict:
-    return await _subject(client, headers, kind="organisation", name="Riverside Tenants", category="organisation",
-                          officers=[{"name": "Ada Chair", "office": "chair"},
-                                    {"name": "Eli Exec", "office": "executive_officer"},
-                                    {"name": "Mo Manager", "office": "manager"}])
+async def _org(factory: Factory, by: Person) -> dict:
+    return await factory.subject(by=by, kind="organisation", name="Riverside Tenants", category="organisation",
+                                 officers=[{"name": "Ada Chair", "office": "chair"},
+                                           {"name": "Eli Exec", "office": "executive_officer"},
+                                           {"name": "Mo Manager", "office": "manager"}])
 
 
-async def _employee_subject(client, director: Person, person: Person) -> dict:
-    return await _subject(client, director.headers, name=person.user.full_name, category="employee",
-                          user_id=str(person.id))
+async def _employee_subject(factory: Factory, director: Person, person: Person) -> dict:
+    return await factory.employee_subject(by=director, employee=person)
 
 
 def letter(subject: dict, clock, **kw) -> dict:
@@ -93,8 +89,8 @@ async def people(client, factory: Factory):
 # -- intake: who may ask ------------------------------------------------------------------
 
 
-async def test_an_individual_signs_their_own_request(client, people, state, clock):
-    sam = await _subject(client, people["colleague"].headers)
+async def test_an_individual_signs_their_own_request(client, factory, people, state, clock):
+    sam = await _subject(factory, people["colleague"])
     received = clock.now() - timedelta(days=2)
     r = await client.post("/access-requests", headers=people["colleague"].headers,
                           json=letter(sam, clock, signed_by="  sam   OKAFOR ", received_at=received.isoformat()))
@@ -114,9 +110,9 @@ async def test_an_individual_signs_their_own_request(client, people, state, cloc
 
 
 @pytest.mark.parametrize("kind,clause", [("subject_access", "§3.4"), ("personnel_access", "§3.6")])
-async def test_a_request_not_in_writing_is_refused_and_not_stored(client, people, state, clock, kind, clause):
+async def test_a_request_not_in_writing_is_refused_and_not_stored(client, factory, people, state, clock, kind, clause):
     colleague = people["colleague"]
-    subject = await _employee_subject(client, people["director"], colleague)
+    subject = await _employee_subject(factory, people["director"], colleague)
     r = await client.post("/access-requests", headers=colleague.headers,
                           json=letter(subject, clock, kind=kind, in_writing=False))
     _assert_policy(r, 422, "in-writing", clause)
@@ -131,17 +127,17 @@ async def test_a_request_not_in_writing_is_refused_and_not_stored(client, people
     {"signatory_capacity": "chair"},
     {"signatory_capacity": "manager", "signed_by": "Sam Okafor"},
 ])
-async def test_only_the_individual_may_sign(client, people, state, clock, change):
-    sam = await _subject(client, people["colleague"].headers)
+async def test_only_the_individual_may_sign(client, factory, people, state, clock, change):
+    sam = await _subject(factory, people["colleague"])
     r = await client.post("/access-requests", headers=people["colleague"].headers,
                           json=letter(sam, clock, **change))
     _assert_policy(r, 422, "signatory", "§3.4")
     assert await _count(state) == 0
 
 
-async def test_someone_else_cannot_ask_for_an_individuals_records(client, people, state, clock):
-    sam = await _subject(client, people["colleague"].headers)
-    priya = await _subject(client, people["colleague"].headers, name="Priya Shah")
+async def test_someone_else_cannot_ask_for_an_individuals_records(client, factory, people, state, clock):
+    sam = await _subject(factory, people["colleague"])
+    priya = await _subject(factory, people["colleague"], name="Priya Shah")
     r = await client.post("/access-requests", headers=people["colleague"].headers,
                           json=letter(sam, clock, requester_subject_id=priya["id"], signed_by="Priya Shah"))
     _assert_policy(r, 422, "signatory", "§3.4")
@@ -150,8 +146,8 @@ async def test_someone_else_cannot_ask_for_an_individuals_records(client, people
 
 @pytest.mark.parametrize("office,name", [("chair", "ada  chair"), ("executive_officer", "Eli Exec"),
                                          ("manager", "Mo Manager")])
-async def test_an_organisation_officer_on_file_may_sign(client, people, clock, office, name):
-    org = await _org(client, people["colleague"].headers)
+async def test_an_organisation_officer_on_file_may_sign(client, factory, people, clock, office, name):
+    org = await _org(factory, people["colleague"])
     body = await _log(client, people["colleague"], letter(org, clock, signed_by=name, signatory_capacity=office))
     assert body["signatory_capacity"] == office and body["requester_subject_id"] == org["id"]
 
@@ -162,16 +158,16 @@ async def test_an_organisation_officer_on_file_may_sign(client, people, clock, o
     {"signed_by": "Ada Chair", "signatory_capacity": "individual"},  # not in an office
     {"signed_by": "Riverside Tenants", "signatory_capacity": "individual"},
 ])
-async def test_an_organisation_request_needs_an_officer_on_file(client, people, state, clock, change):
-    org = await _org(client, people["colleague"].headers)
+async def test_an_organisation_request_needs_an_officer_on_file(client, factory, people, state, clock, change):
+    org = await _org(factory, people["colleague"])
     r = await client.post("/access-requests", headers=people["colleague"].headers, json=letter(org, clock, **change))
     _assert_policy(r, 422, "signatory", "§3.4")
     assert await _count(state) == 0
 
 
-async def test_an_organisation_request_is_made_by_the_organisation_itself(client, people, state, clock):
-    org = await _org(client, people["colleague"].headers)
-    sam = await _subject(client, people["colleague"].headers)
+async def test_an_organisation_request_is_made_by_the_organisation_itself(client, factory, people, state, clock):
+    org = await _org(factory, people["colleague"])
+    sam = await _subject(factory, people["colleague"])
     r = await client.post("/access-requests", headers=people["colleague"].headers,
                           json=letter(org, clock, requester_subject_id=sam["id"], signed_by="Ada Chair",
                                       signatory_capacity="chair"))
@@ -179,20 +175,20 @@ async def test_an_organisation_request_is_made_by_the_organisation_itself(client
     assert await _count(state) == 0
 
 
-async def test_an_employee_files_a_personnel_request_for_themself(client, people, clock):
+async def test_an_employee_files_a_personnel_request_for_themself(client, factory, people, clock):
     colleague = people["colleague"]
-    me = await _employee_subject(client, people["director"], colleague)
+    me = await _employee_subject(factory, people["director"], colleague)
     body = await _log(client, colleague, letter(me, clock, kind="personnel_access"))
     assert body["kind"] == "personnel_access" and body["logged_by"] == str(colleague.id)
     director = people["director"]
-    dme = await _employee_subject(client, director, director)
+    dme = await _employee_subject(factory, director, director)
     assert (await _log(client, director, letter(dme, clock, kind="personnel_access")))["status"] == "received"
 
 
-async def test_a_personnel_request_is_about_an_employee_and_signed_by_them(client, people, state, clock):
+async def test_a_personnel_request_is_about_an_employee_and_signed_by_them(client, factory, people, state, clock):
     colleague = people["colleague"]
-    me = await _employee_subject(client, people["director"], colleague)
-    sam = await _subject(client, colleague.headers)
+    me = await _employee_subject(factory, people["director"], colleague)
+    sam = await _subject(factory, colleague)
     r = await client.post("/access-requests", headers=colleague.headers,
                           json=letter(sam, clock, kind="personnel_access"))
     _assert_policy(r, 422, "personnel-request", "§3.6")
@@ -205,7 +201,7 @@ async def test_a_personnel_request_is_about_an_employee_and_signed_by_them(clien
 
 async def test_trustees_cannot_log_or_list_requests(client, factory: Factory, people, state, clock):
     trustee = await factory.user("trustee")
-    sam = await _subject(client, people["colleague"].headers)
+    sam = await _subject(factory, people["colleague"])
     r = await client.post("/access-requests", headers=trustee.headers, json=letter(sam, clock))
     _assert_policy(r, 403, "staff-only", "§3.4")
     _assert_policy(await client.get("/access-requests", headers=trustee.headers), 403, "staff-only", "§3.4")
@@ -215,16 +211,9 @@ async def test_trustees_cannot_log_or_list_requests(client, factory: Factory, pe
     assert await _count(state) == 1
 
 
-async def test_service_clients_cannot_log_or_list_requests(client, people, state, clock):
-    r = await client.post("/service-clients", headers=people["director"].headers,
-                          json={"name": "case system", "scopes": ["subjects:read", "records:read"]})
-    assert r.status_code == 201, r.text
-    creds = r.json()
-    r = await client.post("/auth/token", data={"grant_type": "client_credentials", "client_id": creds["client_id"],
-                                               "client_secret": creds["client_secret"]})
-    assert r.status_code == 200, r.text
-    headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
-    sam = await _subject(client, people["colleague"].headers)
+async def test_service_clients_cannot_log_or_list_requests(client, factory, people, state, clock):
+    headers = await factory.service_client(by=people["director"], scopes=["subjects:read", "records:read"])
+    sam = await _subject(factory, people["colleague"])
     r = await client.post("/access-requests", headers=headers, json=letter(sam, clock))
     assert r.status_code == 403 and r.json()["rule"] == "accounts-only"
     assert (await client.get("/access-requests", headers=headers)).status_code == 403
@@ -240,8 +229,8 @@ async def test_service_clients_cannot_log_or_list_requests(client, people, state
     ({"letter_reference": ""}, "letter_reference"),
     ({"in_writing": None}, "in_writing"),
 ])
-async def test_bad_input_is_a_clear_422_and_nothing_is_stored(client, people, state, clock, change, field):
-    sam = await _subject(client, people["colleague"].headers)
+async def test_bad_input_is_a_clear_422_and_nothing_is_stored(client, factory, people, state, clock, change, field):
+    sam = await _subject(factory, people["colleague"])
     r = await client.post("/access-requests", headers=people["colleague"].headers, json=letter(sam, clock, **change))
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
@@ -250,8 +239,8 @@ async def test_bad_input_is_a_clear_422_and_nothing_is_stored(client, people, st
     assert await _events(state) == []
 
 
-async def test_received_in_the_future_is_refused(client, people, state, clock):
-    sam = await _subject(client, people["colleague"].headers)
+async def test_received_in_the_future_is_refused(client, factory, people, state, clock):
+    sam = await _subject(factory, people["colleague"])
     future = (clock.now() + timedelta(minutes=1)).isoformat()
     r = await client.post("/access-requests", headers=people["colleague"].headers,
                           json=letter(sam, clock, received_at=future))
@@ -264,13 +253,13 @@ async def test_received_in_the_future_is_refused(client, people, state, clock):
 # -- seeing requests ----------------------------------------------------------------------
 
 
-async def test_who_sees_which_requests(client, people, clock):
+async def test_who_sees_which_requests(client, factory, people, clock):
     director, colleague, other, manager = people["director"], people["colleague"], people["other"], people["manager"]
-    sam = await _subject(client, colleague.headers)
+    sam = await _subject(factory, colleague)
     mine = await _log(client, colleague, letter(sam, clock))
     others = await _log(client, other, letter(sam, clock))
     # A personnel letter from `other`, logged by the manager: `other` sees it as their own.
-    other_subject = await _employee_subject(client, director, other)
+    other_subject = await _employee_subject(factory, director, other)
     personnel = await _log(client, manager, letter(other_subject, clock, kind="personnel_access"))
 
     async def ids(person: Person) -> set[str]:
@@ -292,9 +281,9 @@ async def test_who_sees_which_requests(client, people, clock):
     assert r.status_code == 200 and r.json()["id"] == mine["id"]
 
 
-async def test_list_sorts_by_due_date_filters_and_pages(client, people, clock):
+async def test_list_sorts_by_due_date_filters_and_pages(client, factory, people, clock):
     director, colleague = people["director"], people["colleague"]
-    sam = await _subject(client, colleague.headers)
+    sam = await _subject(factory, colleague)
     made = {}
     for days in (3, 10, 1, 6):
         received = (clock.now() - timedelta(days=days)).isoformat()
@@ -319,7 +308,7 @@ async def test_list_sorts_by_due_date_filters_and_pages(client, people, clock):
 
 async def test_overdue_follows_the_service_clock(client, factory: Factory, people, clock):
     director, colleague = people["director"], people["colleague"]
-    sam = await _subject(client, colleague.headers)
+    sam = await _subject(factory, colleague)
     waiting = await _log(client, colleague, letter(sam, clock, received_at=clock.now().isoformat()))
     approved = await _log(client, colleague, letter(sam, clock, received_at=clock.now().isoformat()))
     refused = await _log(client, colleague, letter(sam, clock, received_at=clock.now().isoformat()))
@@ -353,9 +342,9 @@ async def test_overdue_follows_the_service_clock(client, factory: Factory, peopl
 # -- decisions and transitions ----------------------------------------------------------------
 
 
-async def test_only_directors_decide(client, people, state, clock):
+async def test_only_directors_decide(client, factory, people, state, clock):
     colleague, manager, director = people["colleague"], people["manager"], people["director"]
-    sam = await _subject(client, colleague.headers)
+    sam = await _subject(factory, colleague)
     made = await _log(client, colleague, letter(sam, clock))
     for person in (colleague, manager):
         _assert_policy(await _decide(client, person, made["id"]), 403, "director-only", "§3.4")
@@ -377,9 +366,9 @@ async def test_decide_on_an_unknown_request_is_404(client, people):
     assert r.status_code == 404 and r.headers["content-type"].startswith(PROBLEM)
 
 
-async def test_transitions_outside_the_state_machine_are_409(client, people, state, clock):
+async def test_transitions_outside_the_state_machine_are_409(client, factory, people, state, clock):
     director, colleague = people["director"], people["colleague"]
-    sam = await _subject(client, colleague.headers)
+    sam = await _subject(factory, colleague)
     fresh = await _log(client, colleague, letter(sam, clock))
     refused = await _log(client, colleague, letter(sam, clock))
     withdrawn = await _log(client, colleague, letter(sam, clock))
@@ -419,9 +408,9 @@ async def test_transitions_outside_the_state_machine_are_409(client, people, sta
     assert await _count(state, AccessPackageSealed) == 1
 
 
-async def test_withdraw_from_approved_by_a_director_and_not_by_a_stranger(client, people, clock):
+async def test_withdraw_from_approved_by_a_director_and_not_by_a_stranger(client, factory, people, clock):
     director, colleague, other = people["director"], people["colleague"], people["other"]
-    sam = await _subject(client, colleague.headers)
+    sam = await _subject(factory, colleague)
     made = await _log(client, colleague, letter(sam, clock))
     assert (await _decide(client, director, made["id"])).status_code == 200
     r = await client.post(f"/access-requests/{made['id']}/withdraw", headers=other.headers,
@@ -432,10 +421,10 @@ async def test_withdraw_from_approved_by_a_director_and_not_by_a_stranger(client
     assert r.status_code == 200 and r.json()["status"] == "withdrawn" and r.json()["withdrawn_by"] == str(director.id)
 
 
-async def test_concurrent_decisions_exactly_one_succeeds(client, people, state, clock):
+async def test_concurrent_decisions_exactly_one_succeeds(client, factory, people, state, clock):
     director = people["director"]
     second = await Factory(client=client, state=state).user("director")
-    sam = await _subject(client, people["colleague"].headers)
+    sam = await _subject(factory, people["colleague"])
     made = await _log(client, people["colleague"], letter(sam, clock))
     results = await asyncio.gather(_decide(client, director, made["id"], approve=True),
                                    _decide(client, second, made["id"], approve=False))
@@ -449,26 +438,24 @@ async def test_concurrent_decisions_exactly_one_succeeds(client, people, state, 
 # -- the package ------------------------------------------------------------------------------
 
 
-async def _record(client, person: Person, subject: dict, title: str, classification: str, **kw) -> dict:
-    r = await client.post("/records", headers=person.headers, json={
-        "subject_id": subject["id"], "title": title, "content": f"content of {title}",
-        "classification": classification, "purpose": kw.pop("purpose", "service_delivery"), **kw})
-    assert r.status_code == 201, r.text
-    return r.json()
+async def _record(factory: Factory, person: Person, subject: dict, title: str, classification: str,
+                  **kw) -> dict:
+    return await factory.record(by=person, subject=subject, classification=classification, title=title,
+                                content=f"content of {title}", **kw)
 
 
-async def test_the_package_holds_exactly_what_the_subject_may_see(client, people, state, clock):
+async def test_the_package_holds_exactly_what_the_subject_may_see(client, factory, people, state, clock):
     director, colleague, manager = people["director"], people["colleague"], people["manager"]
-    sam = await _subject(client, colleague.headers)
-    org = await _org(client, colleague.headers)
-    priya = await _subject(client, colleague.headers, name="Priya Shah")
-    general = await _record(client, colleague, sam, "Sam: contact", "general")
-    conf = await _record(client, colleague, sam, "Sam: support plan", "confidential")
-    sens_sam = await _record(client, colleague, sam, "Sam: tenancy dispute", "sensitive", access_requester_id=sam["id"])
-    sens_org = await _record(client, colleague, sam, "Sam: association dispute", "sensitive",
+    sam = await _subject(factory, colleague)
+    org = await _org(factory, colleague)
+    priya = await _subject(factory, colleague, name="Priya Shah")
+    general = await _record(factory, colleague, sam, "Sam: contact", "general")
+    conf = await _record(factory, colleague, sam, "Sam: support plan", "confidential")
+    sens_sam = await _record(factory, colleague, sam, "Sam: tenancy dispute", "sensitive")
+    sens_org = await _record(factory, colleague, sam, "Sam: association dispute", "sensitive",
                              access_requester_id=org["id"])
-    shredded = await _record(client, colleague, sam, "Sam: old notes", "confidential")
-    await _record(client, colleague, priya, "Priya: referral", "confidential")
+    shredded = await _record(factory, colleague, sam, "Sam: old notes", "confidential")
+    await _record(factory, colleague, priya, "Priya: referral", "confidential")
     r = await client.delete(f"/records/{shredded['id']}", params={"reason": "past retention"},
                             headers=manager.headers)
     assert r.status_code == 200, r.text
@@ -513,12 +500,12 @@ async def test_the_package_holds_exactly_what_the_subject_may_see(client, people
     assert b"content of" not in sealed.package_ct and b"Sam" not in sealed.package_ct
 
 
-async def test_an_organisation_sees_its_sensitive_records_only_where_named(client, people, clock):
+async def test_an_organisation_sees_its_sensitive_records_only_where_named(client, factory, people, clock):
     director, colleague = people["director"], people["colleague"]
-    org = await _org(client, colleague.headers)
-    sam = await _subject(client, colleague.headers)
-    named_org = await _record(client, colleague, org, "Org: dispute", "sensitive", access_requester_id=org["id"])
-    await _record(client, colleague, org, "Org: member complaint", "sensitive", access_requester_id=sam["id"])
+    org = await _org(factory, colleague)
+    sam = await _subject(factory, colleague)
+    named_org = await _record(factory, colleague, org, "Org: dispute", "sensitive", access_requester_id=org["id"])
+    await _record(factory, colleague, org, "Org: member complaint", "sensitive", access_requester_id=sam["id"])
     made = await _log(client, colleague, letter(org, clock, signed_by="Eli Exec",
                                                 signatory_capacity="executive_officer"))
     await _decide(client, director, made["id"])
@@ -529,15 +516,15 @@ async def test_an_organisation_sees_its_sensitive_records_only_where_named(clien
 
 
 async def test_the_employee_downloads_their_own_personnel_package_only_after_fulfilment(
-    client, people, state, clock
+    client, factory, people, state, clock
 ):
     director, manager, colleague, other = people["director"], people["manager"], people["colleague"], people["other"]
-    me = await _employee_subject(client, director, colleague)
-    them = await _employee_subject(client, director, other)
-    review = await _record(client, manager, me, "probation review", "personnel", purpose="personnel_administration")
-    contract = await _record(client, director, me, "contract", "personnel", purpose="personnel_administration")
-    note = await _record(client, manager, me, "a general note", "general")
-    await _record(client, manager, them, "their review", "personnel", purpose="personnel_administration")
+    me = await _employee_subject(factory, director, colleague)
+    them = await _employee_subject(factory, director, other)
+    review = await _record(factory, manager, me, "probation review", "personnel", purpose="personnel_administration")
+    contract = await _record(factory, director, me, "contract", "personnel", purpose="personnel_administration")
+    note = await _record(factory, manager, me, "a general note", "general")
+    await _record(factory, manager, them, "their review", "personnel", purpose="personnel_administration")
     # The manager logs the employee's letter; the employee sees it as their own.
     made = await _log(client, manager, letter(me, clock, kind="personnel_access"))
     url = f"/access-requests/{made['id']}/package"
@@ -568,10 +555,10 @@ async def test_the_employee_downloads_their_own_personnel_package_only_after_ful
     assert r.status_code == 404
 
 
-async def test_no_names_letters_or_reasons_in_audit_events(client, people, state, clock):
+async def test_no_names_letters_or_reasons_in_audit_events(client, factory, people, state, clock):
     director, colleague = people["director"], people["colleague"]
-    sam = await _subject(client, colleague.headers)
-    await _record(client, colleague, sam, "Sam: plan", "confidential")
+    sam = await _subject(factory, colleague)
+    await _record(factory, colleague, sam, "Sam: plan", "confidential")
     made = await _log(client, colleague, letter(sam, clock, letter_reference="REF-SECRET-42"))
     await _decide(client, director, made["id"])
     await client.post(f"/access-requests/{made['id']}/fulfil", headers=director.headers)
@@ -593,8 +580,8 @@ async def test_no_names_letters_or_reasons_in_audit_events(client, people, state
     assert [e.detail.get("status") for e in events[:4]] == ["received", "approved", "fulfilled", "fulfilled"]
 
 
-async def test_at_and_received_at_are_timezone_aware(client, people, clock):
-    sam = await _subject(client, people["colleague"].headers)
+async def test_at_and_received_at_are_timezone_aware(client, factory, people, clock):
+    sam = await _subject(factory, people["colleague"])
     received = datetime(2020, 1, 1, 12, 0, tzinfo=UTC).astimezone().isoformat()
     body = await _log(client, people["colleague"], letter(sam, clock, received_at=received))
     assert datetime.fromisoformat(body["due_at"]) == datetime(2020, 1, 15, 12, 0, tzinfo=UTC)
@@ -607,7 +594,7 @@ async def test_a_director_does_not_decide_or_fulfil_a_request_about_themself(cli
     """§3.6: the employee asks, and someone else answers; a second director decides and fulfils."""
     director = people["director"]
     second = await factory.user("director")
-    dme = await _employee_subject(client, second, director)
+    dme = await _employee_subject(factory, second, director)
     made = await _log(client, director, letter(dme, clock, kind=kind))
     before = await _events(state)
 

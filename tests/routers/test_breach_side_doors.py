@@ -118,18 +118,13 @@ async def test_the_director_concerned_finds_no_trace_of_reports_about_them(clien
     assert_nothing_of(r.text, ids)
 
 
-async def test_a_detection_report_about_a_director_leaves_no_trace_for_them(client, org):
+async def test_a_detection_report_about_a_director_leaves_no_trace_for_them(client, factory, org):
     boss, other, alice = org["boss"], org["other"], org["alice"]
-    r = await client.post("/subjects", headers=alice.headers,
-                          json={"kind": "individual", "name": "Sid Side-Door", "category": "service_user"})
-    subject_id = r.json()["id"]
+    subject_id = (await factory.subject(by=alice, name="Sid Side-Door"))["id"]
     records = []
     for _ in range(3):  # sensitive: a director does not read them by rank (§3.2)
-        r = await client.post("/records", headers=alice.headers, json={
-            "subject_id": subject_id, "title": "Notes", "content": CONTENT, "classification": "sensitive",
-            "purpose": "service_delivery", "access_requester_id": subject_id})
-        assert r.status_code == 201, r.text
-        records.append(r.json()["id"])
+        rec = await factory.record(by=alice, subject=subject_id, classification="sensitive", content=CONTENT)
+        records.append(rec["id"])
     for rid in records:
         r = await client.get(f"/records/{rid}", headers=boss.headers)
         assert r.status_code == 403 and CONTENT not in r.text
@@ -139,10 +134,8 @@ async def test_a_detection_report_about_a_director_leaves_no_trace_for_them(clie
     assert len(found) == 1 and found[0]["concerned_user_id"] == str(boss.id)
     report_id = found[0]["id"]
     # a fourth denial adds evidence to it
-    r = await client.post("/records", headers=alice.headers, json={
-        "subject_id": subject_id, "title": "Notes", "content": CONTENT, "classification": "sensitive",
-        "purpose": "service_delivery", "access_requester_id": subject_id})
-    records.append(r.json()["id"])
+    records.append((await factory.record(by=alice, subject=subject_id, classification="sensitive",
+                                         content=CONTENT))["id"])
     assert (await client.get(f"/records/{records[-1]}", headers=boss.headers)).status_code == 403
 
     seen = await audit_listings(client, boss, [report_id], also={"action": "breach_report.evidence"})
@@ -179,14 +172,10 @@ async def test_the_audit_predicate_is_null_safe_for_any_actor(client, state, fac
     from app.workflows import audit_trail
 
     boss, other, alice, bob = org["boss"], org["other"], org["alice"], org["bob"]
-    r = await client.post("/subjects", headers=alice.headers,
-                          json={"kind": "individual", "name": "Sid Side-Door", "category": "service_user"})
-    subject_id = r.json()["id"]
+    subject_id = (await factory.subject(by=alice, name="Sid Side-Door"))["id"]
     for _ in range(3):  # bob is refused three of alice's sensitive records: a detection report about bob
-        r = await client.post("/records", headers=alice.headers, json={
-            "subject_id": subject_id, "title": "Notes", "content": CONTENT, "classification": "sensitive",
-            "purpose": "service_delivery", "access_requester_id": subject_id})
-        assert (await client.get(f"/records/{r.json()['id']}", headers=bob.headers)).status_code == 403
+        rec = await factory.record(by=alice, subject=subject_id, classification="sensitive", content=CONTENT)
+        assert (await client.get(f"/records/{rec['id']}", headers=bob.headers)).status_code == 403
     conduct = await client.post("/breach-reports", headers=alice.headers, json={
         "kind": "colleague_conduct", "concerned_user_id": str(boss.id), "description": DESCRIPTION,
         "evidence": EVIDENCE})
@@ -196,8 +185,8 @@ async def test_the_audit_predicate_is_null_safe_for_any_actor(client, state, fac
         async with state.sessionmaker() as s:
             events = await audit_trail.list_events(s, actor=Actor.for_user(person.user),
                                                    filters=AuditEventFilter(resource_type="breach_report"),
-                                                   limit=200)
-        return {e.action + ":" + str(e.rule) for e in events}
+                                                   cursors=state.cursors, cursor=None, limit=200)
+        return {e.action + ":" + str(e.rule) for e in events.items}
 
     detection = {"breach_report.create:detection"}
     filed = {"breach_report.create:routing"}

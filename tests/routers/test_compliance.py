@@ -9,36 +9,36 @@ from sqlalchemy import event
 
 from app.policy.actor import Actor
 from app.workflows import compliance
-from tests import dataprot as dp
 
 FINE = {"status": "not_required"}
 MINE = ("records_past_retention", "reviews_overdue", "consent_pending")
 
 
-async def _chosen(client, manager, alice, subject_id, **kw):  # type: ignore[no-untyped-def]
+async def _chosen(factory, manager, alice, subject_id, **kw):  # type: ignore[no-untyped-def]
     """Alice's record, with a retention date her line manager chose (§6.5)."""
-    return await dp.record(client, manager, subject_id, custodian_id=str(alice.id), **kw)
+    return await factory.record(by=manager, subject=subject_id, custodian_id=str(alice.id), **kw)
 
 
 async def _seed(client, factory, clock):  # type: ignore[no-untyped-def]
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     now = clock.now()
     past = (now - timedelta(days=1)).isoformat()
     made = {
-        "records_past_retention": await _chosen(client, manager, alice, subj["id"], consent=FINE, retention_until=past),
-        "reviews_overdue": await dp.record(client, alice, subj["id"], consent=FINE, review_due=past),
-        "consent_pending": await dp.record(client, alice, subj["id"]),
+        "records_past_retention": await _chosen(factory, manager, alice, subj["id"], consent=FINE,
+                                                retention_until=past),
+        "reviews_overdue": await factory.record(by=alice, subject=subj, consent=FINE, review_due=past),
+        "consent_pending": await factory.record(by=alice, subject=subj),
     }
     # in order: fine; past retention but held; everything wrong but destroyed
-    await dp.record(client, alice, subj["id"], consent={"status": "obtained", "obtained_at": past})
-    held = await _chosen(client, manager, alice, subj["id"], consent=FINE, retention_until=past)
+    await factory.record(by=alice, subject=subj, consent={"status": "obtained", "obtained_at": past})
+    held = await _chosen(factory, manager, alice, subj["id"], consent=FINE, retention_until=past)
     r = await client.post(f"/records/{held['id']}/legal-hold", headers=director.headers,
                           json={"legal_hold": True, "reason": "claim"})
     assert r.status_code == 200
-    gone = await _chosen(client, manager, alice, subj["id"], retention_until=past,
+    gone = await _chosen(factory, manager, alice, subj["id"], retention_until=past,
                            review_due=past)
     r = await client.delete(f"/records/{gone['id']}", headers=manager.headers, params={"reason": "done"})
     assert r.status_code == 200
@@ -94,10 +94,10 @@ async def test_records_whose_custodian_left_staff_are_listed_for_handing_on(clie
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
     bob = await factory.user("colleague", manager=director)
-    subj = await dp.subject(client, alice)
-    kept = await dp.record(client, alice, subj["id"], consent=FINE)
-    by_bob = await dp.record(client, bob, subj["id"], consent=FINE)
-    general = await dp.record(client, bob, subj["id"], consent=FINE, classification="general")
+    subj = await factory.subject(by=alice)
+    kept = await factory.record(by=alice, subject=subj, consent=FINE)
+    by_bob = await factory.record(by=bob, subject=subj, consent=FINE)
+    general = await factory.record(by=bob, subject=subj, consent=FINE, classification="general")
     r = await client.get("/compliance/summary", headers=director.headers)
     assert r.json()["records_without_active_custodian"] == {"ids": [], "count": 0}
 

@@ -27,7 +27,7 @@ async def org(client, factory: Factory):
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     return {"director": director, "manager": manager, "alice": alice, "subject": subj}
 
 
@@ -65,10 +65,10 @@ async def test_a_reason_belongs_only_to_a_refusal(client, state, org):
     assert await count(state, Record) == 0
 
 
-async def test_a_refusal_with_its_reason_is_kept_encrypted_and_shown_to_readers(client, state, org):
+async def test_a_refusal_with_its_reason_is_kept_encrypted_and_shown_to_readers(client, factory, state, org):
     alice = org["alice"]
-    rec = await dp.record(client, alice, org["subject"]["id"],
-                          consent={"status": "refused", "refusal_reason": REASON})
+    rec = await factory.record(by=alice, subject=org["subject"],
+                                   consent={"status": "refused", "refusal_reason": REASON})
     assert rec["consent"] == {"status": "refused", "obtained_at": None, "purpose_explained": False,
                               "refusal_reason": REASON}
     for who in (alice, org["manager"], org["director"]):  # the hot path and the general path
@@ -81,13 +81,13 @@ async def test_a_refusal_with_its_reason_is_kept_encrypted_and_shown_to_readers(
         details = (await s.execute(select(AuditEvent.detail))).scalars().all()
     assert not any(dp.contains(d, "refusal-reason-marker") for d in details)
     # other consents show no reason
-    other = await dp.record(client, alice, org["subject"]["id"])
+    other = await factory.record(by=alice, subject=org["subject"]["id"])
     assert other["consent"]["refusal_reason"] is None
 
 
-async def test_updating_to_refused_needs_a_reason(client, state, org):
+async def test_updating_to_refused_needs_a_reason(client, factory, state, org):
     alice = org["alice"]
-    rec = await dp.record(client, alice, org["subject"]["id"])
+    rec = await factory.record(by=alice, subject=org["subject"]["id"])
     url = f"/records/{rec['id']}"
     events = await count(state, AuditEvent)
     r = await client.patch(url, headers={**alice.headers, "If-Match": '"v1"'},
@@ -111,13 +111,13 @@ async def test_updating_to_refused_needs_a_reason(client, state, org):
         assert row is not None and row.consent_refusal_reason is None
 
 
-async def test_refused_consent_is_in_the_compliance_summary_until_destroyed(client, state, org):
+async def test_refused_consent_is_in_the_compliance_summary_until_destroyed(client, factory, state, org):
     alice, manager, director = org["alice"], org["manager"], org["director"]
-    refused = await dp.record(client, alice, org["subject"]["id"],
-                              consent={"status": "refused", "refusal_reason": REASON})
-    await dp.record(client, alice, org["subject"]["id"], consent={"status": "not_required"})
-    gone = await dp.record(client, alice, org["subject"]["id"],
-                           consent={"status": "refused", "refusal_reason": REASON})
+    refused = await factory.record(by=alice, subject=org["subject"],
+                                   consent={"status": "refused", "refusal_reason": REASON})
+    await factory.record(by=alice, subject=org["subject"]["id"], consent={"status": "not_required"})
+    gone = await factory.record(by=alice, subject=org["subject"],
+                                   consent={"status": "refused", "refusal_reason": REASON})
     r = await client.get("/compliance/summary", headers=director.headers)
     assert r.status_code == 200, r.text
     assert r.json()["consent_refused"] == {"ids": sorted([refused["id"], gone["id"]]), "count": 2}

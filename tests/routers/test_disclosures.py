@@ -27,21 +27,6 @@ async def audit_events(state, prefix: str) -> list[AuditEvent]:
         return list(rows.scalars())
 
 
-async def subject(client, headers, name="Sam Service-User") -> dict:
-    r = await client.post("/subjects", headers=headers,
-                          json={"kind": "individual", "name": name, "category": "service_user"})
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-async def record(client, headers, subject_id, classification="confidential") -> dict:
-    r = await client.post("/records", headers=headers, json={
-        "subject_id": subject_id, "title": "Notes", "content": "c", "classification": classification,
-        "purpose": "service_delivery"})
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
 @pytest.fixture
 async def org(factory: Factory):
     director = await factory.user("director")
@@ -71,8 +56,8 @@ async def raise_one(client, person, subject_id, category="child_abuse", **kw) ->
     ("illegal_act", "the Director", "§5.3"),
     ("risk_of_harm", "the Director", "§5.3"),
 ])
-async def test_category_decides_the_recipient_and_clause(client, state, org, category, recipient, clause):
-    subj = await subject(client, org["alice"].headers)
+async def test_category_decides_the_recipient_and_clause(client, factory, state, org, category, recipient, clause):
+    subj = await factory.subject(by=org["alice"])
     body = await raise_one(client, org["alice"], subj["id"], category)
     assert (body["recipient"], body["clause"], body["status"]) == (recipient, clause, "raised")
     assert body["raised_by"] == str(org["alice"].id) and body["summary"] == SUMMARY
@@ -81,8 +66,8 @@ async def test_category_decides_the_recipient_and_clause(client, state, org, cat
     assert SUMMARY not in str(event.detail)
 
 
-async def test_recipient_cannot_be_redirected_for_a_legal_duty(client, state, org):
-    subj = await subject(client, org["alice"].headers)
+async def test_recipient_cannot_be_redirected_for_a_legal_duty(client, factory, state, org):
+    subj = await factory.subject(by=org["alice"])
     r = await client.post("/disclosures", headers=org["alice"].headers, json={
         "subject_id": subj["id"], "category": "child_abuse", "summary": SUMMARY, "recipient": "a journalist"})
     assert r.status_code == 422 and r.json()["clause"] == "§5.1"
@@ -93,8 +78,8 @@ async def test_recipient_cannot_be_redirected_for_a_legal_duty(client, state, or
 
 
 @pytest.mark.parametrize("missing", ["consent_reference", "recipient"])
-async def test_consented_needs_consent_reference_and_recipient(client, state, org, missing):
-    subj = await subject(client, org["alice"].headers)
+async def test_consented_needs_consent_reference_and_recipient(client, factory, state, org, missing):
+    subj = await factory.subject(by=org["alice"])
     body = {"subject_id": subj["id"], "category": "consented", "summary": SUMMARY,
             "consent_reference": "letter SO-1", "recipient": "Housing Association"}
     del body[missing]
@@ -106,20 +91,20 @@ async def test_consented_needs_consent_reference_and_recipient(client, state, or
     assert await audit_events(state, "disclosure.") == []
 
 
-async def test_consented_with_reference_goes_to_the_named_recipient(client, org):
-    subj = await subject(client, org["alice"].headers)
+async def test_consented_with_reference_goes_to_the_named_recipient(client, factory, org):
+    subj = await factory.subject(by=org["alice"])
     body = await raise_one(client, org["alice"], subj["id"], "consented", consent_reference="letter SO-1",
                            recipient="Housing Association")
     assert (body["recipient"], body["clause"], body["consent_reference"]) == (
         "Housing Association", "§1.3", "letter SO-1")
 
 
-async def test_records_listed_must_be_about_the_subject_and_readable(client, state, org):
+async def test_records_listed_must_be_about_the_subject_and_readable(client, factory, state, org):
     alice, bob = org["alice"], org["bob"]
-    subj = await subject(client, alice.headers)
-    other = await subject(client, alice.headers, "Someone Else")
-    mine = await record(client, alice.headers, subj["id"])
-    elsewhere = await record(client, alice.headers, other["id"])
+    subj = await factory.subject(by=alice)
+    other = await factory.subject(by=alice, name="Someone Else")
+    mine = await factory.record(by=alice, subject=subj)
+    elsewhere = await factory.record(by=alice, subject=other)
     ok = await raise_one(client, alice, subj["id"], record_ids=[mine["id"], mine["id"]])
     assert ok["record_ids"] == [mine["id"]]
     before = await count(state, Disclosure)
@@ -138,8 +123,8 @@ async def test_records_listed_must_be_about_the_subject_and_readable(client, sta
     {"category": "treason", "summary": ""},
     {"category": "treason", "summary": "x" * 10_001},
 ])
-async def test_bad_input_is_422_and_writes_nothing(client, state, org, body):
-    subj = await subject(client, org["alice"].headers)
+async def test_bad_input_is_422_and_writes_nothing(client, factory, state, org, body):
+    subj = await factory.subject(by=org["alice"])
     r = await client.post("/disclosures", headers=org["alice"].headers,
                           json={"subject_id": subj["id"], "summary": SUMMARY, **body})
     assert r.status_code == 422
@@ -148,16 +133,16 @@ async def test_bad_input_is_422_and_writes_nothing(client, state, org, body):
     assert await count(state, Disclosure) == 0
 
 
-async def test_trustees_do_not_raise_disclosures(client, state, org):
-    subj = await subject(client, org["alice"].headers)
+async def test_trustees_do_not_raise_disclosures(client, factory, state, org):
+    subj = await factory.subject(by=org["alice"])
     r = await client.post("/disclosures", headers=org["trustee"].headers,
                           json={"subject_id": subj["id"], "category": "treason", "summary": SUMMARY})
     assert r.status_code == 403 and r.json()["rule"] == "staff-only"
     assert await count(state, Disclosure) == 0
 
 
-async def test_a_director_may_raise_one(client, org):
-    subj = await subject(client, org["alice"].headers)
+async def test_a_director_may_raise_one(client, factory, org):
+    subj = await factory.subject(by=org["alice"])
     body = await raise_one(client, org["director"], subj["id"], "risk_of_harm")
     assert body["raised_by"] == str(org["director"].id)
 
@@ -165,8 +150,8 @@ async def test_a_director_may_raise_one(client, org):
 # -- who may know it exists ---------------------------------------------------------------------
 
 
-async def test_seen_by_the_raiser_and_directors_only(client, org):
-    subj = await subject(client, org["alice"].headers)
+async def test_seen_by_the_raiser_and_directors_only(client, factory, org):
+    subj = await factory.subject(by=org["alice"])
     d = await raise_one(client, org["alice"], subj["id"])
     for who in ("alice", "director"):
         r = await client.get(f"/disclosures/{d['id']}", headers=org[who].headers)
@@ -183,9 +168,9 @@ async def test_seen_by_the_raiser_and_directors_only(client, org):
         assert r.status_code == 404
 
 
-async def test_lists_show_each_caller_what_they_may_with_filters_and_cursor(client, org):
+async def test_lists_show_each_caller_what_they_may_with_filters_and_cursor(client, factory, org):
     alice, bob, director = org["alice"], org["bob"], org["director"]
-    subj = await subject(client, alice.headers)
+    subj = await factory.subject(by=alice)
     mine = [await raise_one(client, alice, subj["id"], c) for c in ("child_abuse", "treason", "terrorism")]
     theirs = await raise_one(client, bob, subj["id"], "treason")
     r = await client.get("/disclosures", headers=alice.headers)
@@ -212,8 +197,8 @@ async def test_lists_show_each_caller_what_they_may_with_filters_and_cursor(clie
 # -- report, tell the subject, close (§5, §1.9, §5.4) ---------------------------------------------
 
 
-async def test_only_a_director_records_it_as_made(client, state, org, clock):
-    subj = await subject(client, org["alice"].headers)
+async def test_only_a_director_records_it_as_made(client, factory, state, org, clock):
+    subj = await factory.subject(by=org["alice"])
     d = await raise_one(client, org["alice"], subj["id"])
     now = clock.now().isoformat()
     r = await client.post(f"/disclosures/{d['id']}/report", headers=org["alice"].headers,
@@ -230,8 +215,8 @@ async def test_only_a_director_records_it_as_made(client, state, org, clock):
     assert r.status_code == 409
 
 
-async def test_illegal_act_needs_the_directors_authority(client, state, org, clock):
-    subj = await subject(client, org["alice"].headers)
+async def test_illegal_act_needs_the_directors_authority(client, factory, state, org, clock):
+    subj = await factory.subject(by=org["alice"])
     d = await raise_one(client, org["alice"], subj["id"], "illegal_act")
     url = f"/disclosures/{d['id']}/report"
     r = await client.post(url, headers=org["director"].headers, json={"reported_at": clock.now().isoformat()})
@@ -246,9 +231,9 @@ async def test_illegal_act_needs_the_directors_authority(client, state, org, clo
     assert r.status_code == 200 and r.json()["authority"] == "Health and Safety Executive"
 
 
-async def test_closing_needs_both_the_report_and_the_subject_told(client, state, org, clock):
+async def test_closing_needs_both_the_report_and_the_subject_told(client, factory, state, org, clock):
     alice, director = org["alice"], org["director"]
-    subj = await subject(client, alice.headers)
+    subj = await factory.subject(by=alice)
     d = await raise_one(client, alice, subj["id"], "drug_trafficking")
     url = f"/disclosures/{d['id']}"
     r = await client.post(f"{url}/close", headers=director.headers)
@@ -280,8 +265,8 @@ async def test_closing_needs_both_the_report_and_the_subject_told(client, state,
     assert all(SUMMARY not in str(e.detail) for e in await audit_events(state, ""))
 
 
-async def test_subject_informed_validates_input(client, org, clock):
-    subj = await subject(client, org["alice"].headers)
+async def test_subject_informed_validates_input(client, factory, org, clock):
+    subj = await factory.subject(by=org["alice"])
     d = await raise_one(client, org["alice"], subj["id"])
     url = f"/disclosures/{d['id']}/subject-informed"
     for body in ({"informed_at": clock.now().isoformat(), "method": "carrier pigeon"},
@@ -293,8 +278,8 @@ async def test_subject_informed_validates_input(client, org, clock):
     assert r.json()["subject_informed_at"] is None
 
 
-async def test_compliance_lists_disclosures_whose_subject_is_not_told(client, state, settings, org, clock):
-    subj = await subject(client, org["alice"].headers)
+async def test_compliance_lists_disclosures_whose_subject_is_not_told(client, factory, state, settings, org, clock):
+    subj = await factory.subject(by=org["alice"])
     told = await raise_one(client, org["alice"], subj["id"])
     untold = await raise_one(client, org["alice"], subj["id"], "treason")
     r = await client.post(f"/disclosures/{told['id']}/subject-informed", headers=org["alice"].headers,
@@ -316,12 +301,12 @@ async def test_the_demo_seed_adds_cases_once(client, state):
     assert (await count(state, Disclosure), await count(state, BreachReport)) == (disclosures, reports)
 
 
-async def test_free_text_is_encrypted_at_rest(client, state, org):
+async def test_free_text_is_encrypted_at_rest(client, factory, state, org):
     """§6.6: the summary of a disclosure and a breach report's description never sit in clear."""
     from tests import dataprot as dp
 
     marker = "Marker-Disclosure-9d2e"
-    subj = await subject(client, org["alice"].headers)
+    subj = await factory.subject(by=org["alice"])
     r = await client.post("/disclosures", headers=org["alice"].headers,
                           json={"subject_id": subj["id"], "category": "child_abuse", "summary": marker})
     assert r.status_code == 201, r.text

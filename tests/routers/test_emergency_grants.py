@@ -7,7 +7,7 @@ from typing import Any
 
 from app.models.emergency_grants import EmergencyGrant
 from tests.factory import Factory, Person
-from tests.policy.org import count, events, make_record, make_subject
+from tests.policy.org import count, events
 
 
 async def _grant(factory: Factory, director: Person, grantee: Person, hours: float = 2, **target: Any):  # type: ignore[no-untyped-def]
@@ -22,11 +22,11 @@ async def _org(client, factory: Factory):  # type: ignore[no-untyped-def]
     alice = await factory.user("colleague", manager=manager)
     helper = await factory.user("colleague", manager=director)
     employee = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, alice)
-    sens = await make_record(client, alice, subject["id"], "sensitive", content="sens-marker")
-    conf = await make_record(client, alice, subject["id"], "confidential")
-    emp = await make_subject(client, director, category="employee", user_id=str(employee.id))
-    personnel = await make_record(client, manager, emp["id"], "personnel")
+    subject = await factory.subject(by=alice)
+    sens = await factory.record(by=alice, subject=subject, classification="sensitive", content="sens-marker")
+    conf = await factory.record(by=alice, subject=subject)
+    emp = await factory.subject(by=director, category="employee", user_id=str(employee.id))
+    personnel = await factory.record(by=manager, subject=emp, classification="personnel")
     return director, manager, alice, helper, subject, sens, conf, emp, personnel
 
 
@@ -124,10 +124,10 @@ async def test_no_grant_opens_records_about_its_own_holder(client, factory: Fact
     """§3.4, §3.6: what is recorded about a person reaches them through a written request, never
     through an emergency grant to themself (a director's to themself included)."""
     director, manager, alice, helper, subject, sens, conf, emp, personnel = await _org(client, factory)
-    about_employee = await make_record(client, manager, emp["id"], "confidential", content="note-about-employee")
-    own = await make_subject(client, director, category="employee", user_id=str(director.id))
-    about_director = await make_record(client, alice, own["id"], "sensitive", content="note-about-director",
-                                       access_requester_id=own["id"])
+    about_employee = await factory.record(by=manager, subject=emp, content="note-about-employee")
+    own = await factory.subject(by=director, category="employee", user_id=str(director.id))
+    about_director = await factory.record(by=alice, subject=own, classification="sensitive",
+                                          content="note-about-director")
     before = await count(factory, EmergencyGrant)
     for target in ({"subject_id": own["id"]}, {"record_id": about_director["id"]}):
         r = await _grant(factory, director, director, **target)

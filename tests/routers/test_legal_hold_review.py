@@ -19,8 +19,8 @@ async def _setup(client, factory):  # type: ignore[no-untyped-def]
     alice = await factory.user("colleague", manager=manager)
     other = await factory.user("colleague", manager=manager)
     trustee = await factory.user("trustee")
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"])
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj)
     return director, manager, alice, other, trustee, subj, rec
 
 
@@ -113,7 +113,7 @@ async def test_custodian_line_manager_or_director_verifies(client, factory, stat
 
 async def test_review_without_a_note_and_a_director_on_a_sensitive_record(client, factory, state) -> None:  # type: ignore[no-untyped-def]
     director, _, alice, *_rest, subj, _ = await _setup(client, factory)
-    rec = await dp.record(client, alice, subj["id"], classification="sensitive", access_requester_id=subj["id"])
+    rec = await factory.record(by=alice, subject=subj, classification="sensitive", access_requester_id=subj["id"])
     assert (await client.get(f"/records/{rec['id']}", headers=director.headers)).status_code == 403
     r = await client.post(f"/records/{rec['id']}/review", headers=director.headers)
     assert r.status_code == 200, r.text
@@ -124,9 +124,7 @@ async def test_review_without_a_note_and_a_director_on_a_sensitive_record(client
 async def test_others_may_not_verify(client, factory, state, who) -> None:  # type: ignore[no-untyped-def]
     director, manager, alice, other, trustee, _, rec = await _setup(client, factory)
     if who == "shared_with":
-        r = await client.post(f"/records/{rec['id']}/shares", headers=alice.headers,
-                              json={"user_id": str(other.id), "reason": "cover"})
-        assert r.status_code == 201
+        await factory.share(by=alice, record=rec, to=other)
     person = trustee if who == "trustee" else other
     before = await _state_of(client, alice, rec["id"])
     r = await client.post(f"/records/{rec['id']}/review", headers=person.headers, json={"note": "looks fine"})

@@ -81,7 +81,8 @@ async def test_the_email_as_password_is_refused(client, factory: Factory, state)
 
 
 @pytest.mark.parametrize("password", [PASSWORD, "Tr0ub4dor&3-horse", secrets.token_urlsafe(12),
-                                      "ünïcödé pässwörd"])
+                                      "ünïcödé pässwörd"],
+                         ids=["passphrase", "mixed", "random", "unicode"])  # same ids in every process
 async def test_good_passwords_are_accepted(client, factory: Factory, password):
     d = await factory.user("director")
     r = await client.post("/users", headers=d.headers, json={

@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func
@@ -20,30 +19,22 @@ async def _org(client, factory: Factory):
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
     bob = await factory.user("colleague", manager=manager)
-    r = await client.post("/subjects", headers=alice.headers,
-                          json={"kind": "individual", "name": "Sam", "category": "service_user"})
-    subject_id = r.json()["id"]
+    subject_id = (await factory.subject(by=alice, name="Sam"))["id"]
     return director, manager, alice, bob, subject_id
 
 
-async def _record(client, person, subject_id, classification="confidential", **kw):
-    r = await client.post("/records", headers=person.headers, json={
-        "subject_id": subject_id, "title": f"{MARKER} title", "content": f"{MARKER} content",
-        "classification": classification, "purpose": "service_delivery", **kw})
-    assert r.status_code == 201, r.text
-    return r.json()
+async def _record(factory: Factory, person, subject_id, classification="confidential", **kw):
+    return await factory.record(by=person, subject=subject_id, classification=classification,
+                                title=f"{MARKER} title", content=f"{MARKER} content", **kw)
 
 
 async def test_the_access_log_lists_reads_with_rule_and_flags_emergencies(client, factory: Factory, clock):
     director, manager, alice, bob, subject_id = await _org(client, factory)
-    rec = await _record(client, alice, subject_id)
+    rec = await _record(factory, alice, subject_id)
     assert (await client.get(f"/records/{rec['id']}", headers=alice.headers)).status_code == 200
     assert (await client.get(f"/records/{rec['id']}", headers=manager.headers)).status_code == 200
     assert (await client.get(f"/records/{rec['id']}", headers=bob.headers)).status_code == 403  # not a read
-    r = await client.post("/emergency-grants", headers=director.headers, json={
-        "grantee_id": str(bob.id), "record_id": rec["id"], "reason": "crisis call",
-        "expires_at": (clock.now() + timedelta(hours=2)).isoformat()})
-    assert r.status_code == 201, r.text
+    await factory.grant(by=director, to=bob, record=rec)
     assert (await client.get(f"/records/{rec['id']}", headers=bob.headers)).status_code == 200
     r = await client.get(f"/records/{rec['id']}/access-log", headers=alice.headers)
     assert r.status_code == 200, r.text
@@ -62,7 +53,7 @@ async def test_the_access_log_lists_reads_with_rule_and_flags_emergencies(client
 
 async def test_only_those_answerable_and_directors_see_the_access_log(client, factory: Factory, state):
     director, manager, alice, bob, subject_id = await _org(client, factory)
-    rec = await _record(client, alice, subject_id, classification="sensitive", access_requester_id=subject_id)
+    rec = await _record(factory, alice, subject_id, classification="sensitive", access_requester_id=subject_id)
     r = await client.get(f"/records/{rec['id']}/access-log", headers=bob.headers)
     assert r.status_code == 403
     assert (r.json()["rule"], r.json()["clause"]) == ("named", "§3.2")
@@ -81,7 +72,7 @@ async def test_only_those_answerable_and_directors_see_the_access_log(client, fa
 async def test_no_event_and_no_log_line_holds_record_content(client, factory: Factory, state, caplog):
     caplog.set_level(logging.DEBUG, logger="kmm")  # the service's own loggers, at their most verbose
     director, manager, alice, bob, subject_id = await _org(client, factory)
-    rec = await _record(client, alice, subject_id)
+    rec = await _record(factory, alice, subject_id)
     r = await client.get(f"/records/{rec['id']}", headers=alice.headers)
     etag = r.headers["etag"]
     r = await client.patch(f"/records/{rec['id']}", headers={**alice.headers, "If-Match": etag},
@@ -107,7 +98,7 @@ async def test_no_event_and_no_log_line_holds_record_content(client, factory: Fa
 @pytest.mark.postgres_only
 async def test_a_thousand_concurrent_reads_leave_a_thousand_events_and_a_whole_chain(client, factory: Factory, state):
     _, _, alice, _, subject_id = await _org(client, factory)
-    rec = await _record(client, alice, subject_id)
+    rec = await _record(factory, alice, subject_id)
     gate = asyncio.Semaphore(state.settings.database_pool_size * 2)  # what the pool serves at once
 
     async def read():

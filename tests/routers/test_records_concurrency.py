@@ -15,15 +15,15 @@ from app.models.records import RecordUpdate
 from app.policy.actor import Actor
 from app.workflows.records import commands as records
 from tests.factory import Factory
-from tests.policy.org import db_record, events, make_record, make_subject
+from tests.policy.org import db_record, events
 
 N = 20
 
 
 async def test_twenty_concurrent_patches_one_wins(client, factory: Factory):
     alice = await factory.user("colleague")
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     headers = {**alice.headers, "If-Match": '"v1"'}
     responses = await asyncio.gather(*[
         client.patch(f"/records/{rec['id']}", json={"content": f"writer {i}"}, headers=headers) for i in range(N)])
@@ -40,8 +40,8 @@ async def test_twenty_concurrent_patches_one_wins(client, factory: Factory):
 
 async def test_if_match_missing_is_428_and_garbage_is_412(client, factory: Factory):
     alice = await factory.user("colleague")
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     for headers, status in (({}, 428), ({"If-Match": "*"}, 428), ({"If-Match": "nonsense"}, 412),
                             ({"If-Match": '"v9"'}, 412)):
         r = await client.patch(f"/records/{rec['id']}", json={"title": "x"}, headers={**alice.headers, **headers})
@@ -57,8 +57,8 @@ async def test_if_match_missing_is_428_and_garbage_is_412(client, factory: Facto
 async def test_twenty_threads_on_separate_connections_one_wins(client, factory: Factory, settings):
     """Each thread has its own engine and event loop; they all update version 1 at once."""
     alice = await factory.user("colleague")
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     actor = Actor.for_user(alice.user)
     state = factory.state
     barrier = threading.Barrier(N)

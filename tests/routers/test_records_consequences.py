@@ -9,7 +9,7 @@ import httpx
 
 from app.models.records import Record, RecordNamedAccess, RecordShare, Subject
 from tests.factory import Factory, Person
-from tests.policy.org import count, db_record, events, make_record, make_subject
+from tests.policy.org import count, db_record, events
 
 
 def _denied(r: httpx.Response, rule: str, clause: str, status: int = 403) -> dict[str, Any]:
@@ -34,22 +34,12 @@ async def _patch(client: httpx.AsyncClient, factory: Factory, who: Person, recor
     return await client.patch(f"/records/{record_id}", json=body, headers={**who.headers, "If-Match": f'"v{version}"'})
 
 
-async def _client_login(client: httpx.AsyncClient, director: Person, scopes: list[str]) -> dict[str, str]:
-    r = await client.post("/service-clients", json={"name": "other system", "scopes": scopes},
-                          headers=director.headers)
-    assert r.status_code == 201, r.text
-    r = await client.post("/auth/token", data={"grant_type": "client_credentials", "client_id": r.json()["client_id"],
-                                               "client_secret": r.json()["client_secret"]})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
 async def test_director_reads_sensitive_only_through_a_grant_which_is_flagged(client, factory: Factory):
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director, login=False)
     alice = await factory.user("colleague", manager=manager)  # the director is nobody's line manager here
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "sensitive", content="dispute-marker")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject, classification="sensitive", content="dispute-marker")
     r = await client.get(f"/records/{rec['id']}", headers=director.headers)
     _denied(r, "named", "§3.2")
     assert "dispute-marker" not in r.text and rec["title"] not in r.text
@@ -78,8 +68,8 @@ async def test_employee_cannot_read_own_personnel_record(client, factory: Factor
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     employee = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, director, category="employee", user_id=str(employee.id))
-    rec = await make_record(client, manager, subject["id"], "personnel", content="probation-marker")
+    subject = await factory.subject(by=director, category="employee", user_id=str(employee.id))
+    rec = await factory.record(by=manager, subject=subject, classification="personnel", content="probation-marker")
     r = await client.get(f"/records/{rec['id']}", headers=employee.headers)
     _denied(r, "personnel", "§4.3")
     assert "probation-marker" not in r.text
@@ -92,8 +82,8 @@ async def test_line_manager_change_moves_personnel_access_without_touching_data(
     old = await factory.user("colleague", manager=director)
     new = await factory.user("colleague", manager=director)
     employee = await factory.user("colleague", manager=old)
-    subject = await make_subject(client, director, category="employee", user_id=str(employee.id))
-    rec = await make_record(client, old, subject["id"], "personnel")
+    subject = await factory.subject(by=director, category="employee", user_id=str(employee.id))
+    rec = await factory.record(by=old, subject=subject, classification="personnel")
     assert (await client.get(f"/records/{rec['id']}", headers=old.headers)).status_code == 200
     _denied(await client.get(f"/records/{rec['id']}", headers=new.headers), "personnel", "§4.3")
     before = await db_record(factory, rec["id"])
@@ -115,12 +105,12 @@ async def test_line_managers_own_manager_does_not_see_personnel(client, factory:
     grand = await factory.user("colleague", manager=director)
     manager = await factory.user("colleague", manager=grand)
     employee = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, director, category="employee", user_id=str(employee.id))
-    rec = await make_record(client, manager, subject["id"], "personnel")
+    subject = await factory.subject(by=director, category="employee", user_id=str(employee.id))
+    rec = await factory.record(by=manager, subject=subject, classification="personnel")
     _denied(await client.get(f"/records/{rec['id']}", headers=grand.headers), "personnel", "§4.3")
     assert (await client.get("/records", headers=grand.headers)).json()["items"] == []
     # Nor by the chain on other records: only the custodian's direct line manager counts.
-    conf = await make_record(client, employee, subject["id"], "confidential")
+    conf = await factory.record(by=employee, subject=subject)
     assert (await client.get(f"/records/{conf['id']}", headers=manager.headers)).status_code == 200
     _denied(await client.get(f"/records/{conf['id']}", headers=grand.headers), "shared", "§3.1")
 
@@ -129,8 +119,8 @@ async def test_naming_a_colleague_needs_consent_reference(client, factory: Facto
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
     ben = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "sensitive")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject, classification="sensitive")
     for body in ({"user_id": str(ben.id)}, {"user_id": str(ben.id), "consent_reference": "   "}):
         r = await client.post(f"/records/{rec['id']}/named-access", json=body, headers=alice.headers)
         _denied(r, "named", "§1.3", status=422)
@@ -148,8 +138,8 @@ async def test_passing_on_a_confidential_record_needs_a_reason(client, factory: 
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
     ben = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     for body in ({"user_id": str(ben.id)}, {"user_id": str(ben.id), "reason": ""}):
         r = await client.post(f"/records/{rec['id']}/shares", json=body, headers=alice.headers)
         _field_error(r, "reason")
@@ -161,8 +151,8 @@ async def test_moving_out_of_sensitive_takes_line_manager_or_director(client, fa
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "sensitive")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject, classification="sensitive")
     r = await _patch(client, factory, alice, rec["id"], {"classification": "confidential"})
     _denied(r, "line-manager", "§3.2")
     assert (await db_record(factory, rec["id"])).classification == "sensitive"
@@ -175,7 +165,7 @@ async def test_moving_out_of_sensitive_takes_line_manager_or_director(client, fa
     assert r.status_code == 200, r.text
     assert r.json()["classification"] == "confidential" and r.json()["access"]["rule"] == "line-manager"
     # A director who holds a sensitive record moves it out alone.
-    own = await make_record(client, director, subject["id"], "sensitive")
+    own = await factory.record(by=director, subject=subject, classification="sensitive")
     r = await _patch(client, factory, director, own["id"], {"classification": "general"})
     assert r.status_code == 200 and r.json()["label"] is None
 
@@ -184,8 +174,8 @@ async def test_moving_out_of_personnel_takes_a_director(client, factory: Factory
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     employee = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, director, category="employee", user_id=str(employee.id))
-    rec = await make_record(client, manager, subject["id"], "personnel")
+    subject = await factory.subject(by=director, category="employee", user_id=str(employee.id))
+    rec = await factory.record(by=manager, subject=subject, classification="personnel")
     r = await _patch(client, factory, manager, rec["id"], {"classification": "confidential"})
     _denied(r, "personnel", "§4.3")
     assert (await db_record(factory, rec["id"])).classification == "personnel"
@@ -196,8 +186,8 @@ async def test_moving_out_of_personnel_takes_a_director(client, factory: Factory
 async def test_moving_into_personnel_needs_an_employee_subject(client, factory: Factory):
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     r = await _patch(client, factory, director, rec["id"], {"classification": "personnel"})
     _field_error(r, "subject_id")
     assert (await db_record(factory, rec["id"])).classification == "confidential"
@@ -205,7 +195,7 @@ async def test_moving_into_personnel_needs_an_employee_subject(client, factory: 
 
 async def test_sensitive_record_needs_access_requester(client, factory: Factory):
     alice = await factory.user("colleague")
-    subject = await make_subject(client, alice)
+    subject = await factory.subject(by=alice)
     r = await client.post("/records", headers=alice.headers, json={
         "subject_id": subject["id"], "title": "t", "content": "c", "classification": "sensitive",
         "purpose": "service_delivery"})
@@ -213,7 +203,7 @@ async def test_sensitive_record_needs_access_requester(client, factory: Factory)
     assert (body["rule"], body["clause"]) == ("sensitive-label", "§3.2")
     assert await count(factory, Record) == 0
     # Clearing it on a sensitive record is refused too.
-    rec = await make_record(client, alice, subject["id"], "sensitive")
+    rec = await factory.record(by=alice, subject=subject, classification="sensitive")
     _field_error(await _patch(client, factory, alice, rec["id"], {"access_requester_id": None}),
                  "access_requester_id")
 
@@ -223,8 +213,8 @@ async def test_personnel_record_only_about_an_employee_and_by_their_manager_or_a
     manager = await factory.user("colleague", manager=director)
     employee = await factory.user("colleague", manager=manager)
     peer = await factory.user("colleague", manager=director)
-    service_user = await make_subject(client, director)
-    emp = await make_subject(client, director, category="employee", user_id=str(employee.id))
+    service_user = await factory.subject(by=director)
+    emp = await factory.subject(by=director, category="employee", user_id=str(employee.id))
     base = {"title": "t", "content": "c", "classification": "personnel", "purpose": "personnel_administration"}
     r = await client.post("/records", headers=director.headers, json={**base, "subject_id": service_user["id"]})
     body = _field_error(r, "subject_id")
@@ -246,14 +236,14 @@ async def test_custodian_must_be_an_active_staff_account(client, factory: Factor
     gone = await factory.user("colleague", manager=director, login=False)
     r = await client.patch(f"/users/{gone.id}", json={"active": False}, headers=director.headers)
     assert r.status_code == 200
-    subject = await make_subject(client, alice)
+    subject = await factory.subject(by=alice)
     base = {"subject_id": subject["id"], "title": "t", "content": "c", "classification": "confidential",
             "purpose": "service_delivery"}
     for custodian in (trustee.id, gone.id, subject["id"]):
         r = await client.post("/records", headers=alice.headers, json={**base, "custodian_id": str(custodian)})
         _field_error(r, "custodian_id")
     assert await count(factory, Record) == 0
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    rec = await factory.record(by=alice, subject=subject)
     assert rec["custodian_id"] == str(alice.id)  # defaults to the creator
     _field_error(await _patch(client, factory, alice, rec["id"], {"custodian_id": str(trustee.id)}), "custodian_id")
 
@@ -261,18 +251,18 @@ async def test_custodian_must_be_an_active_staff_account(client, factory: Factor
 async def test_trustees_and_service_clients_create_nothing_without_a_scope(client, factory: Factory):
     director = await factory.user("director")
     trustee = await factory.user("trustee")
-    subject = await make_subject(client, director)
+    subject = await factory.subject(by=director)
     body = {"subject_id": subject["id"], "title": "t", "content": "c", "classification": "general",
             "purpose": "service_delivery", "custodian_id": str(director.id)}
     _denied(await client.post("/records", headers=trustee.headers, json=body), "custodian", "§4.2")
     _denied(await client.post("/subjects", headers=trustee.headers,
                               json={"kind": "individual", "name": "X", "category": "member"}), "staff-only", "§3.1")
-    reader = await _client_login(client, director, ["records:read"])
+    reader = await factory.service_client(by=director, scopes=["records:read"])
     _denied(await client.post("/records", headers=reader, json=body), "custodian", "§4.2")
     _denied(await client.post("/subjects", headers=reader,
                               json={"kind": "individual", "name": "X", "category": "member"}), "staff-only", "§3.1")
     assert await count(factory, Record) == 0 and await count(factory, Subject) == 1
-    writer = await _client_login(client, director, ["records:write", "subjects:write"])
+    writer = await factory.service_client(by=director, scopes=["records:write", "subjects:write"])
     _denied(await client.post("/records", headers=writer, json={**body, "classification": "confidential"}),
             "custodian", "§4.2")
     r = await client.post("/records", headers=writer, json=body)
@@ -286,7 +276,7 @@ async def test_trustees_and_service_clients_create_nothing_without_a_scope(clien
 async def test_trustees_do_not_browse_subjects(client, factory: Factory):
     director = await factory.user("director")
     trustee = await factory.user("trustee")
-    subject = await make_subject(client, director, name="Hidden Person")
+    subject = await factory.subject(by=director, name="Hidden Person")
     for path in ("/subjects", f"/subjects/{subject['id']}"):
         r = await client.get(path, headers=trustee.headers)
         _denied(r, "staff-only", "§3.1")
@@ -296,10 +286,10 @@ async def test_trustees_do_not_browse_subjects(client, factory: Factory):
 async def test_service_client_with_records_read_reads_general_only(client, factory: Factory):
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    general = await make_record(client, alice, subject["id"], "general")
-    conf = await make_record(client, alice, subject["id"], "confidential", content="conf-marker")
-    reader = await _client_login(client, director, ["records:read"])
+    subject = await factory.subject(by=alice)
+    general = await factory.record(by=alice, subject=subject, classification="general")
+    conf = await factory.record(by=alice, subject=subject, content="conf-marker")
+    reader = await factory.service_client(by=director, scopes=["records:read"])
     r = await client.get(f"/records/{general['id']}", headers=reader)
     assert r.status_code == 200 and r.json()["access"]["rule"] == "general"
     r = await client.get(f"/records/{conf['id']}", headers=reader)
@@ -308,7 +298,7 @@ async def test_service_client_with_records_read_reads_general_only(client, facto
     r = await client.get("/records", headers=reader)
     assert [i["id"] for i in r.json()["items"]] == [general["id"]]
     # Without the scope, not even general records.
-    nothing = await _client_login(client, director, ["subjects:read"])
+    nothing = await factory.service_client(by=director, scopes=["subjects:read"])
     _denied(await client.get(f"/records/{general['id']}", headers=nothing), "custodian", "§4.2")
     assert (await client.get("/records", headers=nothing)).json()["items"] == []
     # A client never updates or destroys.

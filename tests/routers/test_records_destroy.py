@@ -10,7 +10,7 @@ from sqlmodel import col, update
 
 from app.models.records import Record
 from tests.factory import Factory
-from tests.policy.org import db_record, events, has_content, make_record, make_subject
+from tests.policy.org import db_record, events, has_content
 
 
 async def _raw_content_rows(factory: Factory, record_id: str) -> int:
@@ -24,9 +24,8 @@ async def test_destroy_removes_content_and_keeps_a_tombstone(client, factory: Fa
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential", title="shred-title",
-                            content="shred-content-marker")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject, title="shred-title", content="shred-content-marker")
     assert await _raw_content_rows(factory, rec["id"]) == 1
     r = await client.delete(f"/records/{rec['id']}", params={"reason": "past retention"}, headers=manager.headers)
     assert r.status_code == 200, r.text
@@ -62,8 +61,8 @@ async def test_someone_who_may_not_read_gets_403_not_the_tombstone(client, facto
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
     other = await factory.user("colleague")
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     assert (await client.delete(f"/records/{rec['id']}", params={"reason": "r"},
                                 headers=director.headers)).status_code == 200
     r = await client.get(f"/records/{rec['id']}", headers=other.headers)
@@ -73,8 +72,8 @@ async def test_someone_who_may_not_read_gets_403_not_the_tombstone(client, facto
 async def test_destroy_needs_a_reason(client, factory: Factory):
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     for params in ({}, {"reason": ""}):
         r = await client.delete(f"/records/{rec['id']}", params=params, headers=director.headers)
         assert r.status_code == 422 and "reason" in r.json()["detail"]
@@ -84,8 +83,8 @@ async def test_destroy_needs_a_reason(client, factory: Factory):
 async def test_legal_hold_blocks_destroy(client, factory: Factory):
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     async with factory.state.sessionmaker() as session:
         await session.execute(update(Record).where(col(Record.id) == uuid.UUID(rec["id"])).values(legal_hold=True))
         await session.commit()
@@ -107,8 +106,8 @@ async def test_labels_and_caching_headers_on_every_non_general_response(client, 
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     employee = await factory.user("colleague", manager=manager)
-    service_user = await make_subject(client, manager)
-    emp = await make_subject(client, director, category="employee", user_id=str(employee.id))
+    service_user = await factory.subject(by=manager)
+    emp = await factory.subject(by=director, category="employee", user_id=str(employee.id))
     for cls in ("confidential", "sensitive", "personnel"):
         subject = emp if cls == "personnel" else service_user
         body = {"subject_id": subject["id"], "title": "t", "content": "c", "classification": cls,
@@ -133,7 +132,7 @@ async def test_labels_and_caching_headers_on_every_non_general_response(client, 
     r = await client.get("/records", headers=manager.headers)
     _assert_protected(r, "personnel")
     # General: no label, no confidentiality header.
-    general = await make_record(client, manager, service_user["id"], "general")
+    general = await factory.record(by=manager, subject=service_user, classification="general")
     assert general["label"] is None
     r = await client.get(f"/records/{general['id']}", headers=manager.headers)
     assert r.json()["label"] is None and "x-confidentiality" not in r.headers

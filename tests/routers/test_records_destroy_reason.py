@@ -7,14 +7,14 @@ import pytest
 
 from app.models.records import Record
 from tests.factory import Factory
-from tests.policy.org import count, events, make_record, make_subject
+from tests.policy.org import count, events
 
 
 async def _setup(client, factory: Factory):  # type: ignore[no-untyped-def]
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     return director, rec
 
 

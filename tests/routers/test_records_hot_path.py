@@ -7,7 +7,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from app.models.audit import AuditEvent
 from app.workflows.audit_trail import AuditWriter, event_row
 from app.workflows.records import read as records
 from tests.factory import Factory
-from tests.policy.org import events, make_record, make_subject
+from tests.policy.org import events
 
 
 class _CountingRows:
@@ -79,9 +78,9 @@ def _sent(seen: list[str]) -> list[str]:
 MARKERS = ("hot-title-marker", "hot-content-marker")
 
 
-async def _confidential(client, who):  # type: ignore[no-untyped-def]
-    subject = await make_subject(client, who)
-    return await make_record(client, who, subject["id"], "confidential", title=MARKERS[0], content=MARKERS[1])
+async def _confidential(factory, who):  # type: ignore[no-untyped-def]
+    subject = await factory.subject(by=who)
+    return await factory.record(by=who, subject=subject, title=MARKERS[0], content=MARKERS[1])
 
 
 async def _count_reads(state) -> int:  # type: ignore[no-untyped-def]
@@ -93,7 +92,7 @@ async def _count_reads(state) -> int:  # type: ignore[no-untyped-def]
 
 async def test_a_read_asks_the_database_once_then_writes_its_audit_event(client, factory: Factory, state):
     alice = await factory.user("colleague")
-    rid = (await _confidential(client, alice))["id"]
+    rid = (await _confidential(factory, alice))["id"]
     with statements(state) as seen:
         r = await client.get(f"/records/{rid}", headers=alice.headers)
     assert r.status_code == 200
@@ -120,7 +119,7 @@ async def test_an_unknown_record_is_404_for_a_live_session(client, factory: Fact
 
 async def test_a_denial_takes_the_general_path_and_is_audited_there(client, factory: Factory, state):
     alice, bob = await factory.user("colleague"), await factory.user("colleague")
-    rid = (await _confidential(client, alice))["id"]
+    rid = (await _confidential(factory, alice))["id"]
     with statements(state) as seen:
         r = await client.get(f"/records/{rid}", headers=bob.headers)
     assert r.status_code == 403 and (r.json()["rule"], r.json()["clause"]) == ("shared", "§3.1")
@@ -149,23 +148,15 @@ async def test_the_hot_path_answers_exactly_as_the_general_path(client, factory:
     bob = await factory.user("colleague", manager=manager)
     carol = await factory.user("colleague", manager=manager)
     employee = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, alice)
-    general = await make_record(client, alice, subject["id"], "general")
-    conf = await make_record(client, alice, subject["id"], "confidential")
-    sens = await make_record(client, alice, subject["id"], "sensitive")
-    emp = await make_subject(client, director, category="employee", user_id=str(employee.id))
-    personnel = await make_record(client, manager, emp["id"], "personnel")
-    r = await client.post(f"/records/{conf['id']}/shares", headers=alice.headers,
-                          json={"user_id": str(bob.id), "reason": "joint case"})
-    assert r.status_code == 201, r.text
-    r = await client.post(f"/records/{sens['id']}/named-access", headers=alice.headers,
-                          json={"user_id": str(bob.id), "consent_reference": "form 7"})
-    assert r.status_code == 201, r.text
-    expires = state.clock.now() + timedelta(hours=2)
-    r = await client.post("/emergency-grants", headers=director.headers, json={
-        "grantee_id": str(carol.id), "reason": "crisis call", "expires_at": expires.isoformat(),
-        "record_id": sens["id"]})
-    assert r.status_code == 201, r.text
+    subject = await factory.subject(by=alice)
+    general = await factory.record(by=alice, subject=subject, classification="general")
+    conf = await factory.record(by=alice, subject=subject)
+    sens = await factory.record(by=alice, subject=subject, classification="sensitive")
+    emp = await factory.subject(by=director, category="employee", user_id=str(employee.id))
+    personnel = await factory.record(by=manager, subject=emp, classification="personnel")
+    await factory.share(by=alice, record=conf, to=bob, reason="joint case")
+    await factory.named(by=alice, record=sens, to=bob, consent_reference="form 7")
+    await factory.grant(by=director, to=carol, record=sens)
     cases = [(alice, general), (bob, general), (alice, conf), (bob, conf), (manager, conf), (director, conf),
              (alice, sens), (bob, sens), (carol, sens), (manager, personnel), (director, personnel)]
     for person, record in cases:
@@ -181,7 +172,7 @@ async def test_the_hot_path_answers_exactly_as_the_general_path(client, factory:
 
 async def test_concurrent_reads_share_one_insert_and_each_waits_for_its_commit(client, factory: Factory, state):
     alice = await factory.user("colleague")
-    rid = (await _confidential(client, alice))["id"]
+    rid = (await _confidential(factory, alice))["id"]
     before = await _count_reads(state)
     with statements(state) as seen:
         answers = await asyncio.gather(*(client.get(f"/records/{rid}", headers=alice.headers) for _ in range(20)))
@@ -208,7 +199,7 @@ class _Broken:
 
 async def test_a_read_whose_event_cannot_be_written_returns_nothing(client, factory: Factory, state):
     alice = await factory.user("colleague")
-    rid = (await _confidential(client, alice))["id"]
+    rid = (await _confidential(factory, alice))["id"]
     before = await _count_reads(state)
     writer = state.audit
     state.audit = AuditWriter(_Broken(state.rows))  # type: ignore[arg-type]

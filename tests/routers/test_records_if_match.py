@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from tests.factory import Factory
-from tests.policy.org import db_record, events, make_record, make_subject
+from tests.policy.org import db_record, events
 
 
 @pytest.mark.parametrize("if_match", [None, "*", "null", '"v9"'])
 async def test_bad_input_is_422_before_if_match_is_looked_at(client, factory: Factory, if_match):
     alice = await factory.user("colleague")
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     headers = {**alice.headers, **({"If-Match": if_match} if if_match is not None else {})}
     for url, body in ((f"/records/{rec['id']}", {"classification": "no such class"}),
                       (f"/records/{rec['id']}", {"retention_until": [[{}]]}),

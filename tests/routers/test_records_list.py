@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tests.factory import Factory
-from tests.policy.org import make_record, make_subject
 
 
 async def _ids(client, headers, **params) -> list[str]:  # type: ignore[no-untyped-def]
@@ -17,11 +16,11 @@ async def test_filters(client, factory: Factory):
     manager = await factory.user("colleague", manager=director, login=False)
     alice = await factory.user("colleague", manager=manager)
     ben = await factory.user("colleague", manager=manager)
-    s1, s2 = await make_subject(client, alice), await make_subject(client, alice)
-    a = await make_record(client, alice, s1["id"], "confidential")
-    b = await make_record(client, alice, s2["id"], "sensitive", purpose="funder_reporting")
-    c = await make_record(client, ben, s1["id"], "general")
-    d = await make_record(client, ben, s2["id"], "confidential", purpose="equal_opportunities_monitoring")
+    s1, s2 = await factory.subject(by=alice), await factory.subject(by=alice)
+    a = await factory.record(by=alice, subject=s1)
+    b = await factory.record(by=alice, subject=s2, classification="sensitive", purpose="funder_reporting")
+    c = await factory.record(by=ben, subject=s1, classification="general")
+    d = await factory.record(by=ben, subject=s2, purpose="equal_opportunities_monitoring")
     h = director.headers  # a director reads general and confidential, not sensitive (b)
     assert sorted(await _ids(client, h)) == sorted([a["id"], c["id"], d["id"]])
     assert sorted(await _ids(client, h, subject_id=s1["id"])) == sorted([a["id"], c["id"]])
@@ -48,11 +47,11 @@ async def test_lists_leave_out_what_the_caller_may_not_read_and_destroyed_record
     alice = await factory.user("colleague", manager=manager)
     ben = await factory.user("colleague", manager=director)
     trustee = await factory.user("trustee")
-    subject = await make_subject(client, alice)
-    general = await make_record(client, alice, subject["id"], "general")
-    conf = await make_record(client, alice, subject["id"], "confidential", title="conf-secret-title")
-    sens = await make_record(client, alice, subject["id"], "sensitive")
-    gone = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    general = await factory.record(by=alice, subject=subject, classification="general")
+    conf = await factory.record(by=alice, subject=subject, title="conf-secret-title")
+    sens = await factory.record(by=alice, subject=subject, classification="sensitive")
+    gone = await factory.record(by=alice, subject=subject)
     assert (await client.delete(f"/records/{gone['id']}", params={"reason": "r"},
                                 headers=manager.headers)).status_code == 200
     assert sorted(await _ids(client, alice.headers)) == sorted([general["id"], conf["id"], sens["id"]])
@@ -61,17 +60,16 @@ async def test_lists_leave_out_what_the_caller_may_not_read_and_destroyed_record
     r = await client.get("/records", headers=ben.headers)
     assert [i["id"] for i in r.json()["items"]] == [general["id"]] and "conf-secret-title" not in r.text
     assert await _ids(client, trustee.headers) == [general["id"]]
-    await client.post(f"/records/{conf['id']}/shares", json={"user_id": str(trustee.id), "reason": "review"},
-                      headers=alice.headers)
+    await factory.share(by=alice, record=conf, to=trustee, reason="review")
     assert sorted(await _ids(client, trustee.headers)) == sorted([general["id"], conf["id"]])
 
 
 async def test_cursor_pagination_is_stable_and_complete(client, factory: Factory):
     alice = await factory.user("colleague")
     other = await factory.user("colleague")
-    subject = await make_subject(client, alice)
-    mine = [(await make_record(client, alice, subject["id"], "confidential"))["id"] for _ in range(7)]
-    await make_record(client, other, subject["id"], "confidential")  # interleaved, not Alice's
+    subject = await factory.subject(by=alice)
+    mine = [(await factory.record(by=alice, subject=subject))["id"] for _ in range(7)]
+    await factory.record(by=other, subject=subject)  # interleaved, not Alice's
     seen: list[str] = []
     cursor = None
     pages = 0
@@ -96,9 +94,9 @@ async def test_cursor_pagination_is_stable_and_complete(client, factory: Factory
 
 async def test_forged_cursor_and_limit_bounds(client, factory: Factory):
     alice = await factory.user("colleague")
-    subject = await make_subject(client, alice)
+    subject = await factory.subject(by=alice)
     for _ in range(3):
-        await make_record(client, alice, subject["id"], "general")
+        await factory.record(by=alice, subject=subject, classification="general")
     r = await client.get("/records", headers=alice.headers, params={"limit": 1})
     cursor = r.json()["next_cursor"]
     assert cursor
@@ -110,7 +108,7 @@ async def test_forged_cursor_and_limit_bounds(client, factory: Factory):
         assert r.status_code == 400, (bad, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
     assert subjects_cursor["next_cursor"] is None  # only one subject; build one from another list:
-    await make_subject(client, alice)
+    await factory.subject(by=alice)
     other = (await client.get("/subjects", headers=alice.headers, params={"limit": 1})).json()["next_cursor"]
     assert (await client.get("/records", headers=alice.headers, params={"cursor": other})).status_code == 400
     for limit in (0, -1, 201, "x"):

@@ -23,8 +23,8 @@ async def _team(factory: Factory) -> tuple[Person, Person, Person, Person]:
     return director, manager, alice, bob
 
 
-async def _record(client: Any, person: Person, subject_id: str, **kw: Any) -> dict[str, Any]:
-    return await dp.record(client, person, subject_id, title=f"{MARKER} {person.id}", content=MARKER, **kw)
+async def _record(factory: Factory, person: Person, subject_id: str, **kw: Any) -> dict[str, Any]:
+    return await factory.record(by=person, subject=subject_id, title=f"{MARKER} {person.id}", content=MARKER, **kw)
 
 
 async def _linked(state: Any, event_id: int) -> list[str]:
@@ -36,10 +36,10 @@ async def _linked(state: Any, event_id: int) -> list[str]:
 
 async def test_the_list_event_names_the_ids_shown_and_no_title(client, factory, state) -> None:
     _, _, alice, bob = await _team(factory)
-    subj = await dp.subject(client, alice)
-    mine = [await _record(client, alice, subj["id"]) for _ in range(3)]
-    general = await _record(client, bob, subj["id"], classification="general")
-    hidden = await _record(client, bob, subj["id"])  # bob's confidential record: not alice's to see
+    subj = await factory.subject(by=alice)
+    mine = [await _record(factory, alice, subj["id"]) for _ in range(3)]
+    general = await _record(factory, bob, subj["id"], classification="general")
+    hidden = await _record(factory, bob, subj["id"])  # bob's confidential record: not alice's to see
     r = await client.get("/records", headers=alice.headers, params={"limit": 3})
     assert r.status_code == 200, r.text
     first = [i["id"] for i in r.json()["items"]]
@@ -63,9 +63,9 @@ async def test_the_list_event_names_the_ids_shown_and_no_title(client, factory, 
 
 async def test_the_access_log_shows_reads_list_views_and_exports_newest_first(client, factory, state, clock) -> None:
     director, manager, alice, bob = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await _record(client, alice, subj["id"])
-    other = await _record(client, alice, subj["id"])
+    subj = await factory.subject(by=alice)
+    rec = await _record(factory, alice, subj["id"])
+    other = await _record(factory, alice, subj["id"])
     assert (await client.get("/records", headers=manager.headers)).status_code == 200  # shows both
     assert (await client.get("/records", headers=bob.headers)).status_code == 200  # shows neither
     assert (await client.get(f"/records/{other['id']}", headers=alice.headers)).status_code == 200
@@ -99,10 +99,10 @@ async def test_the_access_log_shows_reads_list_views_and_exports_newest_first(cl
 
 async def test_the_package_history_includes_list_views(client, factory, state, clock) -> None:
     director, manager, alice, bob = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await _record(client, alice, subj["id"])
-    elsewhere = await dp.subject(client, bob)
-    await _record(client, bob, elsewhere["id"], classification="general")  # in the list, not in the package
+    subj = await factory.subject(by=alice)
+    rec = await _record(factory, alice, subj["id"])
+    elsewhere = await factory.subject(by=bob)
+    await _record(factory, bob, elsewhere["id"], classification="general")  # in the list, not in the package
     assert (await client.get("/records", headers=manager.headers)).status_code == 200
     assert (await client.get(f"/records/{rec['id']}", headers=manager.headers)).status_code == 200
     r = await client.post("/access-requests", headers=alice.headers, json={

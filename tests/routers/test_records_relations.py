@@ -14,7 +14,7 @@ from app.models.accounts import User
 from app.models.emergency_grants import EmergencyGrant
 from app.models.records import Record
 from tests.factory import Factory, Person
-from tests.policy.org import count, db_record, events, make_record, make_subject
+from tests.policy.org import count, db_record, events
 from tests.routers.test_records_hot_path import _general
 
 MARK = "side-door-marker"
@@ -49,8 +49,8 @@ async def _sensitive_case(client: httpx.AsyncClient, factory: Factory) -> tuple[
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     custodian = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, custodian)
-    rec = await make_record(client, custodian, subject["id"], "sensitive", content=MARK)
+    subject = await factory.subject(by=custodian)
+    rec = await factory.record(by=custodian, subject=subject, classification="sensitive", content=MARK)
     return director, manager, custodian, rec
 
 
@@ -128,8 +128,8 @@ async def test_a_new_personnel_line_manager_is_flagged(client, factory: Factory)
     director = await factory.user("director")
     old, new = await factory.user("colleague", manager=director), await factory.user("colleague", manager=director)
     employee = await factory.user("colleague", manager=old)
-    subject = await make_subject(client, director, category="employee", user_id=str(employee.id))
-    rec = await make_record(client, old, subject["id"], "personnel")
+    subject = await factory.subject(by=director, category="employee", user_id=str(employee.id))
+    rec = await factory.record(by=old, subject=subject, classification="personnel")
     r = await client.patch(f"/users/{employee.id}", json={"line_manager_id": str(new.id)}, headers=director.headers)
     assert r.status_code == 200, r.text
     r = await client.get(f"/records/{rec['id']}", headers=new.headers)
@@ -162,8 +162,8 @@ async def _own_file(
 ) -> tuple[Person, Person, dict[str, Any], dict[str, Any]]:
     me = await factory.user("director")
     other = await factory.user("director")
-    subject = await make_subject(client, other, category="employee", user_id=str(me.id))
-    rec = await make_record(client, other, subject["id"], "personnel", content=MARK)
+    subject = await factory.subject(by=other, category="employee", user_id=str(me.id))
+    rec = await factory.record(by=other, subject=subject, classification="personnel", content=MARK)
     return me, other, subject, rec
 
 
@@ -214,8 +214,8 @@ async def test_a_line_manager_employee_is_refused_by_the_exclusion_too(client, f
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     employee = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, director, category="employee", user_id=str(employee.id))
-    rec = await make_record(client, manager, subject["id"], "personnel", content=MARK)
+    subject = await factory.subject(by=director, category="employee", user_id=str(employee.id))
+    rec = await factory.record(by=manager, subject=subject, classification="personnel", content=MARK)
     _denied(await client.get(f"/records/{rec['id']}", headers=employee.headers), "personnel", "§4.3")
     expires = (factory.state.clock.now() + timedelta(hours=2)).isoformat()
     r = await client.post("/emergency-grants", headers=director.headers,
@@ -228,13 +228,13 @@ async def test_a_line_manager_employee_is_refused_by_the_exclusion_too(client, f
 
 async def test_a_director_cannot_create_or_move_a_personnel_record_about_themself(client, factory: Factory):
     me = await factory.user("director")
-    subject = await make_subject(client, me, category="employee", user_id=str(me.id))
+    subject = await factory.subject(by=me, category="employee", user_id=str(me.id))
     r = await client.post("/records", headers=me.headers, json={
         "subject_id": subject["id"], "title": "t", "content": MARK, "classification": "personnel",
         "purpose": "personnel_administration"})
     _denied(r, "personnel", "§3.6")
     assert await count(factory, Record) == 0
-    conf = await make_record(client, me, subject["id"], "confidential", content=MARK)
+    conf = await factory.record(by=me, subject=subject, content=MARK)
     _denied(await _patch(client, factory, me, conf["id"], {"classification": "personnel"}), "personnel", "§3.6")
     assert (await db_record(factory, conf["id"])).classification == "confidential"
 
@@ -247,19 +247,15 @@ async def test_a_colleague_moved_to_trustee_keeps_only_what_was_passed_to_them(c
     alice = await factory.user("colleague", manager=director)
     report = await factory.user("colleague", manager=alice)
     bob = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    kept = await make_record(client, alice, subject["id"], "confidential", content=MARK)
-    kept_sensitive = await make_record(client, alice, subject["id"], "sensitive", content=MARK)
-    reports = await make_record(client, report, subject["id"], "confidential", content=MARK)
-    named = await make_record(client, bob, subject["id"], "sensitive", content=MARK)
-    shared = await make_record(client, bob, subject["id"], "confidential", content="shared-marker")
-    general = await make_record(client, bob, subject["id"], "general", content="general-marker")
-    r = await client.post(f"/records/{named['id']}/named-access", headers=bob.headers,
-                          json={"user_id": str(alice.id), "consent_reference": "form 1"})
-    assert r.status_code == 201, r.text
-    r = await client.post(f"/records/{shared['id']}/shares", headers=bob.headers,
-                          json={"user_id": str(alice.id), "reason": "board review"})
-    assert r.status_code == 201, r.text
+    subject = await factory.subject(by=alice)
+    kept = await factory.record(by=alice, subject=subject, content=MARK)
+    kept_sensitive = await factory.record(by=alice, subject=subject, classification="sensitive", content=MARK)
+    reports = await factory.record(by=report, subject=subject, content=MARK)
+    named = await factory.record(by=bob, subject=subject, classification="sensitive", content=MARK)
+    shared = await factory.record(by=bob, subject=subject, content="shared-marker")
+    general = await factory.record(by=bob, subject=subject, classification="general", content="general-marker")
+    await factory.named(by=bob, record=named, to=alice, consent_reference="form 1")
+    await factory.share(by=bob, record=shared, to=alice, reason="board review")
     # The report leaves; the line-manager relation to them stays in the data.
     assert (await client.patch(f"/users/{report.id}", json={"active": False},
                                headers=director.headers)).status_code == 200

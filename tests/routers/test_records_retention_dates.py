@@ -53,9 +53,9 @@ def _assert_refused(r: Any) -> None:
 @pytest.mark.parametrize("classification", ["general", "confidential"])
 async def test_every_record_gets_both_dates_from_the_schedule(client, factory, settings, classification) -> None:
     _, _, alice, _ = await _team(factory)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     for purpose in settings.retention_days:
-        rec = await dp.record(client, alice, subj["id"], classification=classification, purpose=purpose)
+        rec = await factory.record(by=alice, subject=subj, classification=classification, purpose=purpose)
         assert _at(rec["retention_until"]) == _schedule(settings, rec)
         assert _at(rec["review_due"]) == _at(rec["created_at"]) + timedelta(days=settings.review_interval_days)
 
@@ -63,8 +63,8 @@ async def test_every_record_gets_both_dates_from_the_schedule(client, factory, s
 @pytest.mark.parametrize("field", ["retention_until", "review_due"])
 async def test_neither_date_can_be_removed(client, factory, state, field) -> None:
     director, manager, alice, _ = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"], content=MARKER)
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj, content=MARKER)
     before = await _snapshot(state)
     for person in (alice, manager, director):
         r = await _patch(client, person, rec, {field: None})
@@ -77,8 +77,8 @@ async def test_neither_date_can_be_removed(client, factory, state, field) -> Non
 @pytest.mark.parametrize("shift", [timedelta(days=-30), timedelta(days=30)], ids=["earlier", "later"])
 async def test_the_custodian_cannot_move_retention_off_the_schedule(client, factory, state, settings, shift) -> None:
     _, _, alice, _ = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"], content=MARKER)
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj, content=MARKER)
     records_before = await dp.raw_rows(state, "records")
     r = await _patch(client, alice, rec, {"retention_until": (_schedule(settings, rec) + shift).isoformat(),
                                           "title": f"{MARKER} new title"})
@@ -95,8 +95,8 @@ async def test_the_custodian_cannot_move_retention_off_the_schedule(client, fact
 
 async def test_the_custodian_may_keep_or_restore_the_schedule_date(client, factory, state, settings) -> None:
     _, manager, alice, _ = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"])
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj)
     # sending the date unchanged (a full form) is no move
     r = await _patch(client, alice, rec, {"title": "renamed", "retention_until": rec["retention_until"],
                                           "review_due": rec["review_due"]})
@@ -119,8 +119,8 @@ async def test_the_custodian_may_keep_or_restore_the_schedule_date(client, facto
 async def test_the_line_manager_or_a_director_moves_retention_and_the_event_has_both_dates(
         client, factory, state, settings) -> None:
     director, manager, alice, _ = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"], content=MARKER)
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj, content=MARKER)
     old_retention, old_review = _at(rec["retention_until"]), _at(rec["review_due"])
     earlier = _schedule(settings, rec) - timedelta(days=365)
     r = await _patch(client, manager, rec, {"retention_until": earlier.isoformat()})
@@ -143,8 +143,8 @@ async def test_the_line_manager_or_a_director_moves_retention_and_the_event_has_
 
 async def test_the_custodian_moves_the_review_date_and_the_event_has_both_dates(client, factory, state) -> None:
     _, _, alice, _ = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"])
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj)
     due = _at(rec["review_due"]) - timedelta(days=200)
     r = await _patch(client, alice, rec, {"review_due": due.isoformat()})
     assert r.status_code == 200, r.text
@@ -156,8 +156,8 @@ async def test_the_custodian_moves_the_review_date_and_the_event_has_both_dates(
 async def test_a_custodian_who_is_a_peer_of_the_creator_cannot_move_it(client, factory, settings) -> None:
     """Bob, the custodian, shares alice's line manager: neither of them chooses the date."""
     _, _, alice, bob = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"], custodian_id=str(bob.id))
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj, custodian_id=str(bob.id))
     later = {"retention_until": (_schedule(settings, rec) + timedelta(days=1)).isoformat()}
     assert (await _patch(client, alice, rec, later)).status_code == 403  # not hers to update at all
     _assert_refused(await _patch(client, bob, rec, later))
@@ -165,14 +165,14 @@ async def test_a_custodian_who_is_a_peer_of_the_creator_cannot_move_it(client, f
 
 async def test_a_purpose_change_moves_a_scheduled_date_and_keeps_an_authorised_one(client, factory, settings) -> None:
     _, manager, alice, _ = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"], purpose="service_delivery")
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj, purpose="service_delivery")
     r = await _patch(client, alice, rec, {"purpose": "equal_opportunities_monitoring"})
     assert r.status_code == 200, r.text
     assert _at(r.json()["retention_until"]) == _schedule(settings, r.json())
     assert _schedule(settings, r.json()) != _schedule(settings, rec)
     # the custodian may not keep the old purpose's date with the new purpose
-    rec = await dp.record(client, alice, subj["id"], purpose="service_delivery")
+    rec = await factory.record(by=alice, subject=subj, purpose="service_delivery")
     _assert_refused(await _patch(client, alice, rec, {"purpose": "equal_opportunities_monitoring",
                                                       "retention_until": rec["retention_until"]}))
     # an authorised date stays
@@ -187,7 +187,7 @@ async def test_a_purpose_change_moves_a_scheduled_date_and_keeps_an_authorised_o
 async def test_creating_with_a_custom_retention_date_follows_the_same_rule(
         client, factory, state, settings, clock) -> None:
     director, manager, alice, _ = await _team(factory)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     now = clock.now()
     scheduled = now + timedelta(days=settings.retention_days["service_delivery"])
     body = {"subject_id": subj["id"], "title": f"{MARKER} t", "content": MARKER, "classification": "confidential",
@@ -217,10 +217,8 @@ async def test_for_personnel_records_only_a_director_chooses_the_date(client, fa
     """The employee's line manager keeps personnel records (§4.3) as a custodian keeps others,
     even when also the line manager of the colleague named custodian."""
     director, manager, alice, bob = await _team(factory)
-    r = await client.post("/subjects", headers=director.headers, json={
-        "kind": "individual", "name": "Alice", "category": "employee", "user_id": str(alice.id)})
-    assert r.status_code == 201, r.text
-    body = {"subject_id": r.json()["id"], "title": "probation", "content": MARKER, "classification": "personnel",
+    subject = await factory.employee_subject(by=director, employee=alice)
+    body = {"subject_id": subject["id"], "title": "probation", "content": MARKER, "classification": "personnel",
             "purpose": "personnel_administration", "custodian_id": str(bob.id)}
     custom = (clock.now() + timedelta(days=30)).isoformat()
     _assert_refused(await client.post("/records", headers=manager.headers, json={**body, "retention_until": custom}))

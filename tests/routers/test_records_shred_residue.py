@@ -12,9 +12,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.types import Uuid
 
 from app.models.records import RecordNamedAccess, RecordShare
-from tests.conftest import IS_POSTGRES
+from tests.databases import IS_POSTGRES
 from tests.factory import Factory
-from tests.policy.org import count, events, make_record, make_subject
+from tests.policy.org import count, events
 
 
 async def _raw(factory: Factory, sql: str, record_id: str) -> list[tuple]:  # type: ignore[type-arg]
@@ -33,15 +33,11 @@ async def test_shredding_removes_shares_named_access_and_leaves_no_bytes_on_disk
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
     ben = await factory.user("colleague", manager=manager)
-    subject = await make_subject(client, alice)
-    conf = await make_record(client, alice, subject["id"], "confidential", content="residue-content-marker")
-    sens = await make_record(client, alice, subject["id"], "sensitive")
-    r = await client.post(f"/records/{conf['id']}/shares", headers=alice.headers,
-                          json={"user_id": str(ben.id), "reason": "share-reason-marker"})
-    assert r.status_code == 201, r.text
-    r = await client.post(f"/records/{sens['id']}/named-access", headers=alice.headers,
-                          json={"user_id": str(ben.id), "consent_reference": "consent-ref-marker-4711"})
-    assert r.status_code == 201, r.text
+    subject = await factory.subject(by=alice)
+    conf = await factory.record(by=alice, subject=subject, content="residue-content-marker")
+    sens = await factory.record(by=alice, subject=subject, classification="sensitive")
+    await factory.share(by=alice, record=conf, to=ben, reason="share-reason-marker")
+    await factory.named(by=alice, record=sens, to=ben, consent_reference="consent-ref-marker-4711")
     # What is stored: the ciphertexts and wrapped keys, the encrypted share reason.
     secrets: list[bytes] = []
     for rec in (conf, sens):
@@ -78,11 +74,9 @@ async def test_a_refused_destroy_keeps_shares(client, factory: Factory):
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
     ben = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
-    conf = await make_record(client, alice, subject["id"], "confidential")
-    r = await client.post(f"/records/{conf['id']}/shares", headers=alice.headers,
-                          json={"user_id": str(ben.id), "reason": "review"})
-    assert r.status_code == 201
+    subject = await factory.subject(by=alice)
+    conf = await factory.record(by=alice, subject=subject)
+    await factory.share(by=alice, record=conf, to=ben, reason="review")
     r = await client.delete(f"/records/{conf['id']}", params={"reason": "x"}, headers=ben.headers)
     assert r.status_code == 403 and r.json()["clause"]
     assert await count(factory, RecordShare) == 1
@@ -94,14 +88,11 @@ async def test_the_retention_sweep_leaves_no_residue_either(client, factory: Fac
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
     ben = await factory.user("colleague", manager=director)
-    subject = await make_subject(client, alice)
+    subject = await factory.subject(by=alice)
     past = (clock.now() - timedelta(days=1)).isoformat()
     # A date off the schedule is the custodian's line manager's choice (§6.5).
-    conf = await make_record(client, director, subject["id"], "confidential", retention_until=past,
-                             custodian_id=str(alice.id))
-    r = await client.post(f"/records/{conf['id']}/shares", headers=alice.headers,
-                          json={"user_id": str(ben.id), "reason": "sweep-share-reason"})
-    assert r.status_code == 201, r.text
+    conf = await factory.record(by=director, subject=subject, retention_until=past, custodian_id=str(alice.id))
+    await factory.share(by=alice, record=conf, to=ben, reason="sweep-share-reason")
     [(wrapped, content_ct)] = await _raw(
         factory, "SELECT wrapped_key, content_ct FROM record_contents WHERE record_id = :id", conf["id"])
     [(stored_reason,)] = await _raw(factory, "SELECT reason FROM record_shares WHERE record_id = :id", conf["id"])

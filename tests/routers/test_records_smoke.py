@@ -1,19 +1,12 @@
 from tests.factory import Factory
 
 
-async def _subject(client, headers, **kw):
-    body = {"kind": "individual", "name": "Sam Service-User", "category": "service_user", **kw}
-    r = await client.post("/subjects", json=body, headers=headers)
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
 async def test_create_read_list_update_destroy(client, factory: Factory):
     director = await factory.user("director")
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
     other = await factory.user("colleague", manager=manager)
-    subj = await _subject(client, alice.headers)
+    subj = await factory.subject(by=alice)
     r = await client.post("/records", headers=alice.headers, json={
         "subject_id": subj["id"], "title": "Case notes", "content": "secret-marker-123",
         "classification": "confidential", "purpose": "service_delivery"})

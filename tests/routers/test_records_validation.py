@@ -12,7 +12,7 @@ from app.models.audit import AuditEvent
 from app.models.emergency_grants import EmergencyGrant
 from app.models.records import CONTENT_MAX, TITLE_MAX, Record, RecordContent
 from tests.factory import Factory
-from tests.policy.org import count, make_record, make_subject
+from tests.policy.org import count
 
 UNKNOWN = str(uuid.uuid4())
 
@@ -42,7 +42,7 @@ def _names_field(body: dict[str, Any], field: str) -> bool:
 @pytest.mark.parametrize(("case", "change", "field"), RECORD_CASES, ids=[c[0] for c in RECORD_CASES])
 async def test_bad_record_input(client, factory: Factory, case: str, change: dict[str, Any], field: str):
     alice = await factory.user("colleague")
-    subject = await make_subject(client, alice)
+    subject = await factory.subject(by=alice)
     body = {"subject_id": subject["id"], "title": "t", "content": "secret-input-marker",
             "classification": "confidential", "purpose": "service_delivery", **change}
     body = {k: v for k, v in body.items() if v is not None}
@@ -59,8 +59,8 @@ async def test_bad_record_input(client, factory: Factory, case: str, change: dic
 
 async def test_bad_update_input_changes_nothing(client, factory: Factory):
     alice = await factory.user("colleague")
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential", content="keep-me")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject, content="keep-me")
     for change, field in (({"classification": "nope"}, "classification"), ({"title": None}, None),
                           ({"custodian_id": UNKNOWN}, "custodian_id"),
                           ({"review_due": "2030-01-01T00:00"}, "review_due"),
@@ -95,8 +95,8 @@ GRANT_CASES: list[tuple[str, dict[str, Any], str]] = [
 async def test_bad_grant_input(client, factory: Factory, case: str, change: dict[str, Any], field: str):
     director = await factory.user("director")
     alice = await factory.user("colleague")
-    subject = await make_subject(client, director)
-    rec = await make_record(client, director, subject["id"], "confidential")
+    subject = await factory.subject(by=director)
+    rec = await factory.record(by=director, subject=subject)
     now = factory.state.clock.now()
     body: dict[str, Any] = {"grantee_id": str(alice.id), "record_id": rec["id"], "reason": "crisis",
                             "expires_at": (now + timedelta(hours=1)).isoformat()}
@@ -116,7 +116,7 @@ async def test_bad_grant_input(client, factory: Factory, case: str, change: dict
 
 async def test_grant_of_exactly_72_hours_is_allowed(client, factory: Factory):
     director = await factory.user("director")
-    subject = await make_subject(client, director)
+    subject = await factory.subject(by=director)
     expires = factory.state.clock.now() + timedelta(hours=72)
     r = await client.post("/emergency-grants", headers=director.headers, json={
         "grantee_id": str(director.id), "subject_id": subject["id"], "reason": "r", "expires_at": expires.isoformat()})

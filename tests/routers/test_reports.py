@@ -25,19 +25,19 @@ def _numbers(value: Any) -> list[int]:
 async def _seed(client, factory):  # type: ignore[no-untyped-def]
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    service_users = [await dp.subject(client, alice) for _ in range(7)]
+    service_users = [await factory.subject(by=alice) for _ in range(7)]
     for _ in range(2):
-        await dp.subject(client, alice, category="member")
+        await factory.subject(by=alice, category="member")
     s = service_users[0]["id"]
     # records: 6 service delivery (confidential), 5 funder reporting (3 confidential, 2 general)
     for _ in range(6):
-        await dp.record(client, alice, s)
+        await factory.record(by=alice, subject=s)
     for _ in range(3):
-        await dp.record(client, alice, s, purpose="funder_reporting")
+        await factory.record(by=alice, subject=s, purpose="funder_reporting")
     for _ in range(2):
-        await dp.record(client, alice, s, purpose="funder_reporting", classification="general")
+        await factory.record(by=alice, subject=s, purpose="funder_reporting", classification="general")
     # a destroyed record is not counted
-    manager_rec = await dp.record(client, alice, s)
+    manager_rec = await factory.record(by=alice, subject=s)
     r = await client.delete(f"/records/{manager_rec['id']}", headers=director.headers, params={"reason": "x"})
     assert r.status_code == 200
     return director, alice
@@ -83,7 +83,7 @@ async def test_directors_trustees_and_clients_with_reports_read(client, factory,
     director = await factory.user("director")
     headers = {"director": director.headers,
                "trustee": (await factory.user("trustee")).headers,
-               "client": await dp.service_client(client, director, ["reports:read"])}[who]
+               "client": await factory.service_client(by=director, scopes=["reports:read"])}[who]
     r = await client.get("/reports/monitoring", headers=headers)
     assert r.status_code == 200, r.text
     assert await dp.events(state, "report.monitoring")
@@ -93,7 +93,7 @@ async def test_directors_trustees_and_clients_with_reports_read(client, factory,
 async def test_others_may_not_read_reports(client, factory, who) -> None:  # type: ignore[no-untyped-def]
     director = await factory.user("director")
     headers = ((await factory.user("colleague", manager=director)).headers if who == "colleague"
-               else await dp.service_client(client, director, ["records:read"]))
+               else await factory.service_client(by=director, scopes=["records:read"]))
     r = await client.get("/reports/monitoring", headers=headers)
     assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
     assert (r.json()["rule"], r.json()["clause"]) == ("monitoring-report", "§2.3")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.models.records import RecordNamedAccess, RecordShare
 from tests.factory import Factory
-from tests.policy.org import count, events, make_record, make_subject
+from tests.policy.org import count, events
 
 
 async def test_share_with_colleague_and_trustee_then_revoke(client, factory: Factory):
@@ -12,8 +12,8 @@ async def test_share_with_colleague_and_trustee_then_revoke(client, factory: Fac
     alice = await factory.user("colleague", manager=director)
     ben = await factory.user("colleague", manager=director)
     trustee = await factory.user("trustee")
-    subject = await make_subject(client, alice)
-    rec = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subject)
     for who in (ben, trustee):
         r = await client.post(f"/records/{rec['id']}/shares", json={"user_id": str(who.id), "reason": "review"},
                               headers=alice.headers)
@@ -44,10 +44,10 @@ async def test_share_refusals_write_nothing(client, factory: Factory):
     alice = await factory.user("colleague", manager=director)
     gone = await factory.user("colleague", manager=director, login=False)
     await client.patch(f"/users/{gone.id}", json={"active": False}, headers=director.headers)
-    subject = await make_subject(client, alice)
-    conf = await make_record(client, alice, subject["id"], "confidential")
-    sens = await make_record(client, alice, subject["id"], "sensitive")
-    general = await make_record(client, alice, subject["id"], "general")
+    subject = await factory.subject(by=alice)
+    conf = await factory.record(by=alice, subject=subject)
+    sens = await factory.record(by=alice, subject=subject, classification="sensitive")
+    general = await factory.record(by=alice, subject=subject, classification="general")
     for user_id in (gone.id, alice.id, subject["id"]):
         r = await client.post(f"/records/{conf['id']}/shares", json={"user_id": str(user_id), "reason": "r"},
                               headers=alice.headers)
@@ -64,9 +64,9 @@ async def test_named_access_add_list_remove(client, factory: Factory):
     alice = await factory.user("colleague", manager=director)
     ben = await factory.user("colleague", manager=director)
     trustee = await factory.user("trustee", login=False)
-    subject = await make_subject(client, alice)
-    sens = await make_record(client, alice, subject["id"], "sensitive")
-    conf = await make_record(client, alice, subject["id"], "confidential")
+    subject = await factory.subject(by=alice)
+    sens = await factory.record(by=alice, subject=subject, classification="sensitive")
+    conf = await factory.record(by=alice, subject=subject)
     body = {"user_id": str(ben.id), "consent_reference": "letter 12"}
     r = await client.post(f"/records/{conf['id']}/named-access", json=body, headers=alice.headers)
     assert r.status_code == 422 and r.json()["rule"] == "named"

@@ -5,16 +5,16 @@ from __future__ import annotations
 import uuid
 
 from tests.factory import Factory
-from tests.policy.org import events, make_subject
+from tests.policy.org import events
 
 
 async def test_create_individual_organisation_and_employee(client, factory: Factory):
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    org = await make_subject(client, alice, kind="organisation", name="Riverside Tenants", category="organisation",
-                             officers=[{"name": "Ada", "office": "chair"}, {"name": "Eli", "office": "manager"}])
+    org = await factory.subject(by=alice, kind="organisation", name="Riverside Tenants", category="organisation",
+                                officers=[{"name": "Ada", "office": "chair"}, {"name": "Eli", "office": "manager"}])
     assert org["officers"] == [{"name": "Ada", "office": "chair"}, {"name": "Eli", "office": "manager"}]
-    emp = await make_subject(client, director, name="Alice", category="employee", user_id=str(alice.id))
+    emp = await factory.subject(by=director, name="Alice", category="employee", user_id=str(alice.id))
     assert emp["user_id"] == str(alice.id)
     r = await client.post("/subjects", headers=director.headers, json={
         "kind": "individual", "name": "Alice again", "category": "employee", "user_id": str(alice.id)})
@@ -30,8 +30,8 @@ async def test_list_search_filter_and_pages(client, factory: Factory):
     alice = await factory.user("colleague")
     names = ["Ann Smith", "Bob Smith", "Cat Jones", "Dan 50%_off", "Eve Smithers"]
     for name in names:
-        await make_subject(client, alice, name=name)
-    await make_subject(client, alice, kind="organisation", name="Smith Trust", category="organisation")
+        await factory.subject(by=alice, name=name)
+    await factory.subject(by=alice, kind="organisation", name="Smith Trust", category="organisation")
 
     async def names_of(**params) -> list[str]:  # type: ignore[no-untyped-def]
         r = await client.get("/subjects", headers=alice.headers, params=params)
@@ -59,7 +59,7 @@ async def test_list_search_filter_and_pages(client, factory: Factory):
 async def test_trustees_and_clients_without_scope_are_refused(client, factory: Factory, state):
     director = await factory.user("director")
     trustee = await factory.user("trustee")
-    subject = await make_subject(client, director, name="Private Person")
+    subject = await factory.subject(by=director, name="Private Person")
     for method, path in (("GET", "/subjects"), ("GET", f"/subjects/{subject['id']}"), ("POST", "/subjects")):
         r = await client.request(method, path, headers=trustee.headers,
                                  json={"kind": "individual", "name": "X", "category": "member"})

@@ -143,12 +143,12 @@ async def test_unknown_events_and_handlers_are_refused(client, state, team):
 # -- the outbox: one delivery per subscription, in the event's transaction -------------------------
 
 
-async def test_each_event_writes_ids_and_kinds_only(client, state, clock, team):
+async def test_each_event_writes_ids_and_kinds_only(client, factory, state, clock, team):
     director, manager, alice = team["director"], team["manager"], team["alice"]
     every = await _hook(client, director, ["access_request.received", "breach_report.opened", "disclosure.raised",
                                            "record.destroyed"])
     await _hook(client, director, ["record.review_due"])  # wants none of these
-    subj = await dp.subject(client, alice, name=SECRET_NAME)
+    subj = await factory.subject(by=alice, name=SECRET_NAME)
     # access request received (§3.4)
     r = await client.post("/access-requests", headers=alice.headers, json={
         "kind": "subject_access", "subject_id": subj["id"], "requester_subject_id": subj["id"],
@@ -168,7 +168,7 @@ async def test_each_event_writes_ids_and_kinds_only(client, state, clock, team):
     assert r.status_code == 201, r.text
     disclosure = r.json()
     # record destroyed (§4.6)
-    rec = await dp.record(client, alice, subj["id"], title="Title secret", content=CONTENT)
+    rec = await factory.record(by=alice, subject=subj, title="Title secret", content=CONTENT)
     r = await client.request("DELETE", f"/records/{rec['id']}", headers=manager.headers,
                              json={"reason": "reason secret"})
     assert r.status_code == 200, r.text
@@ -193,11 +193,11 @@ async def test_each_event_writes_ids_and_kinds_only(client, state, clock, team):
                     str(alice.id), subj["id"])
 
 
-async def test_refusals_reads_and_lists_write_no_outbox(client, state, clock, team):
+async def test_refusals_reads_and_lists_write_no_outbox(client, factory, state, clock, team):
     director, alice = team["director"], team["alice"]
     await _hook(client, director, [k.value for k in webhooks.WebhookEventKind])
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"])
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj)
     r = await client.post("/access-requests", headers=alice.headers, json={
         "kind": "subject_access", "subject_id": subj["id"], "requester_subject_id": subj["id"],
         "signed_by": "Someone Else", "signatory_capacity": "individual", "in_writing": True,
@@ -224,12 +224,12 @@ async def test_breach_events_go_to_the_handler_s_system_only(client, state, fact
     assert to_director["id"] not in {str(d.subscription_id) for d, _ in rows}
 
 
-async def test_the_retention_sweep_writes_one_event_per_destroyed_record(client, state, clock, team):
+async def test_the_retention_sweep_writes_one_event_per_destroyed_record(client, factory, state, clock, team):
     director, manager, alice = team["director"], team["manager"], team["alice"]
     hook = await _hook(client, director, ["record.destroyed"])
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     soon = (clock.now() + timedelta(days=1)).isoformat()
-    recs = [await dp.record(client, manager, subj["id"], custodian_id=str(alice.id), retention_until=soon)
+    recs = [await factory.record(by=manager, subject=subj, custodian_id=str(alice.id), retention_until=soon)
             for _ in range(3)]
     clock.advance(days=2)
     async with state.sessionmaker() as session:
@@ -240,11 +240,11 @@ async def test_the_retention_sweep_writes_one_event_per_destroyed_record(client,
     assert all(str(d.subscription_id) == hook["id"] and p["data"]["sweep"] is True for d, p in rows)
 
 
-async def test_an_event_rolls_back_with_its_change(client, state, team):
+async def test_an_event_rolls_back_with_its_change(client, factory, state, team):
     """The outbox is written in the event's transaction: no change, no delivery."""
     director, alice = team["director"], team["alice"]
     await _hook(client, director, ["disclosure.raised"])
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     async with state.sessionmaker() as session:
         await webhooks.enqueue(session, kind=webhooks.WebhookEventKind.disclosure_raised, now=state.clock.now(),
                                notices=[webhooks.Notice(resource_id=uuid.uuid4(), data={"disclosure_id": "x"})])
@@ -266,11 +266,11 @@ async def _raise(client, person: Person, subject_id: str) -> dict:  # type: igno
     return dict(r.json())
 
 
-async def test_deliveries_arrive_signed_and_are_logged(client, state, clock, team):
+async def test_deliveries_arrive_signed_and_are_logged(client, factory, state, clock, team):
     director, alice = team["director"], team["alice"]
     async with Receiver() as receiver:
         hook = await _hook(client, director, ["disclosure.raised"], url=receiver.url)
-        subj = await dp.subject(client, alice)
+        subj = await factory.subject(by=alice)
         disclosure = await _raise(client, alice, subj["id"])
         async with webhooks.http_client(state.settings) as http:
             assert await webhooks.deliver_due(state, http) == 1
@@ -295,12 +295,12 @@ async def test_deliveries_arrive_signed_and_are_logged(client, state, clock, tea
     assert [(a["attempt"], a["status_code"], a["error"]) for a in item["attempt_log"]] == [(1, 200, None)]
 
 
-async def test_failures_are_retried_with_backoff_then_given_up(client, state, clock, team):
+async def test_failures_are_retried_with_backoff_then_given_up(client, factory, state, clock, team):
     director, alice = team["director"], team["alice"]
     base = state.settings.webhook_backoff_seconds
     async with Receiver(statuses=[500, 302, 200]) as receiver:
         hook = await _hook(client, director, ["disclosure.raised"], url=receiver.url)
-        subj = await dp.subject(client, alice)
+        subj = await factory.subject(by=alice)
         await _raise(client, alice, subj["id"])
         async with webhooks.http_client(state.settings) as http:
             assert await webhooks.deliver_due(state, http) == 1  # 500
@@ -322,7 +322,7 @@ async def test_an_unreachable_receiver_fails_after_the_last_attempt(client, stat
     async with Receiver() as receiver:
         url = receiver.url
     hook = await _hook(client, director, ["disclosure.raised"], url=url)  # nothing listens there now
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     await _raise(client, alice, subj["id"])
     async with webhooks.http_client(state.settings) as http:
         for _ in range(state.settings.webhook_max_attempts):
@@ -336,10 +336,10 @@ async def test_an_unreachable_receiver_fails_after_the_last_attempt(client, stat
     assert {a["status_code"] for a in item["attempt_log"]} == {None}
 
 
-async def test_a_removed_webhook_gets_nothing_more(client, state, team):
+async def test_a_removed_webhook_gets_nothing_more(client, factory, state, team):
     director, alice = team["director"], team["alice"]
     hook = await _hook(client, director, ["disclosure.raised"])
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     await _raise(client, alice, subj["id"])
     r = await client.delete(f"/webhooks/{hook['id']}", headers=director.headers)
     assert r.status_code == 204
@@ -355,10 +355,10 @@ async def test_a_removed_webhook_gets_nothing_more(client, state, team):
     assert [e.resource_id for e in await dp.events(state, "webhook.remove")] == [hook["id"]]
 
 
-async def test_two_workers_never_claim_the_same_delivery(client, state, team):
+async def test_two_workers_never_claim_the_same_delivery(client, factory, state, team):
     director, alice = team["director"], team["alice"]
     await _hook(client, director, ["disclosure.raised"])
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     for _ in range(3):
         await _raise(client, alice, subj["id"])
     now = state.clock.now()
@@ -376,8 +376,8 @@ async def test_an_unauthorised_access_report_the_service_opens_is_announced_too(
     director, manager, alice = team["director"], team["manager"], team["alice"]
     bob = await factory.user("colleague", manager=manager)
     hook = await _hook(client, director, ["breach_report.opened"])
-    subj = await dp.subject(client, bob)
-    recs = [await dp.record(client, bob, subj["id"]) for _ in range(3)]
+    subj = await factory.subject(by=bob)
+    recs = [await factory.record(by=bob, subject=subj) for _ in range(3)]
     for i, rec in enumerate(recs):
         assert (await client.get(f"/records/{rec['id']}", headers=alice.headers)).status_code == 403
         assert await _count(state, WebhookDelivery) == (1 if i == 2 else 0)

@@ -25,7 +25,7 @@ from tests.routers.test_access_requests import _decide, _log, _subject, letter
 async def test_a_decision_on_a_stale_read_cannot_overwrite_a_newer_one(client, factory: Factory, state, clock):
     director = await factory.user("director")
     colleague = await factory.user("colleague", manager=director)
-    sam = await _subject(client, colleague.headers)
+    sam = await _subject(factory, colleague)
     made = await _log(client, colleague, letter(sam, clock))
     async with state.sessionmaker() as s:
         stale = await s.get(AccessRequest, uuid.UUID(made["id"]))
@@ -47,7 +47,7 @@ async def test_a_decision_on_a_stale_read_cannot_overwrite_a_newer_one(client, f
 async def test_compliance_lists_overdue_requests_in_one_query(client, factory: Factory, state, clock):
     director = await factory.user("director")
     colleague = await factory.user("colleague", manager=director)
-    sam = await _subject(client, colleague.headers)
+    sam = await _subject(factory, colleague)
     old = await _log(client, colleague, letter(sam, clock, received_at=(clock.now() - timedelta(days=20)).isoformat()))
     older = await _log(client, colleague, letter(sam, clock,
                                                  received_at=(clock.now() - timedelta(days=30)).isoformat()))
@@ -77,7 +77,7 @@ async def test_compliance_lists_overdue_requests_in_one_query(client, factory: F
 
 async def test_the_stored_package_opens_only_for_its_own_request(client, factory: Factory, state, clock):
     director = await factory.user("director")
-    sam = await _subject(client, director.headers)
+    sam = await _subject(factory, director)
     made = await _log(client, director, letter(sam, clock))
     await _decide(client, director, made["id"])
     assert (await client.post(f"/access-requests/{made['id']}/fulfil", headers=director.headers)).status_code == 200

@@ -19,7 +19,7 @@ from sqlalchemy import BigInteger, ColumnElement, DateTime, String, case, func, 
 from sqlalchemy import cast as sql_cast
 
 from app.workflows.audit_chain import EVENTS, canonical_event
-from tests.conftest import IS_POSTGRES
+from tests.databases import IS_POSTGRES
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FREE = ("actor_kind", "actor_role", "action", "resource_type", "resource_id", "decision", "rule", "clause",

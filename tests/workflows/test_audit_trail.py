@@ -28,7 +28,7 @@ from app.workflows.audit_chain import (
 )
 from app.workflows.audit_trail import add_event
 from tests.audit_helpers import count, event_ids, tamper
-from tests.conftest import IS_POSTGRES
+from tests.databases import IS_POSTGRES
 from tests.factory import PASSWORD, Factory
 
 AT = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)

@@ -26,18 +26,12 @@ async def org(factory: Factory, client):
     manager = await factory.user("colleague", manager=director)
     alice = await factory.user("colleague", manager=manager)
     snoop = await factory.user("colleague", manager=manager)
-    r = await client.post("/subjects", headers=alice.headers,
-                          json={"kind": "individual", "name": "Sam Service-User", "category": "service_user"})
-    subject_id = r.json()["id"]
+    subject = await factory.subject(by=alice)
     records = []
     for classification in ("confidential", "sensitive", "confidential", "sensitive", "confidential"):
-        body = {"subject_id": subject_id, "title": "Notes", "content": "content-marker-5e1",
-                "classification": classification, "purpose": "service_delivery"}
-        if classification == "sensitive":
-            body["access_requester_id"] = subject_id
-        r = await client.post("/records", headers=alice.headers, json=body)
-        assert r.status_code == 201, r.text
-        records.append(r.json()["id"])
+        rec = await factory.record(by=alice, subject=subject, classification=classification,
+                                   content="content-marker-5e1")
+        records.append(rec["id"])
     return {"director": director, "manager": manager, "alice": alice, "snoop": snoop, "records": records}
 
 

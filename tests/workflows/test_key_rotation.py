@@ -57,7 +57,7 @@ async def test_rotation_rewraps_keys_only_and_every_process_keeps_reading(  # ty
     running_state: AppState = running.state.kmm
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     ids = []
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=running), base_url="http://test") as c:
         for i in range(5):
@@ -130,8 +130,8 @@ async def test_retire_drops_only_keys_nothing_uses(client, factory, settings, tm
     state = AppState.build(own)
     try:
         alice = await factory.user("colleague")
-        subj = await dp.subject(client, alice)
-        rec = await dp.record(client, alice, subj["id"], content="kept")
+        subj = await factory.subject(by=alice)
+        rec = await factory.record(by=alice, subject=subj, content="kept")
         first = state.keyring.current_id
         await key_rotation.rotate_key(state)
         await key_rotation.rotate_key(state)
@@ -179,8 +179,8 @@ async def test_a_wrong_master_key_refuses_to_start(client, factory, settings, cl
     async with app.router.lifespan_context(app):
         pass
     alice = await factory.user("colleague")
-    subj = await dp.subject(client, alice)
-    await dp.record(client, alice, subj["id"])
+    subj = await factory.subject(by=alice)
+    await factory.record(by=alice, subject=subj)
     before = await dp.raw_rows(app.state.kmm, "record_contents")
     with pytest.raises(ConfigurationError, match="cannot open the stored data keys.*refusing to start"):
         async with app.router.lifespan_context(app):
@@ -203,8 +203,8 @@ async def test_rotation_rewraps_access_packages_too(client, factory, settings, c
     try:
         director = await factory.user("director")
         alice = await factory.user("colleague", manager=director)
-        sam = await _subject(client, alice.headers)
-        await dp.record(client, alice, sam["id"], content="in the package")
+        sam = await _subject(factory, alice)
+        await factory.record(by=alice, subject=sam, content="in the package")
         req = await _log(client, alice, letter(sam, clock))
         assert (await _decide(client, director, req["id"])).status_code == 200
         assert (await client.post(f"/access-requests/{req['id']}/fulfil", headers=director.headers)).status_code == 200

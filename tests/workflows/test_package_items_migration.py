@@ -8,6 +8,7 @@ import json
 import uuid
 from datetime import timedelta
 
+import pytest
 from alembic import command
 from sqlalchemy import text
 from sqlmodel import col, select
@@ -31,6 +32,7 @@ def _blob(state: AppState, sealed_row) -> dict:  # type: ignore[no-untyped-def]
     return dict(json.loads(decrypt(key, bytes(sealed_row.package_ct), access_requests._aad(rid, "package"))))
 
 
+@pytest.mark.slow  # migrates a database of its own down and up again
 async def test_0007_splits_packages_stored_whole_and_downgrade_joins_them(tmp_path, state, clock):
     with dp.restore_keyring(state), fresh_database(tmp_path) as settings:
         await asyncio.to_thread(upgrade, settings)

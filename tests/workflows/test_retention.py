@@ -21,9 +21,9 @@ async def _team(factory):  # type: ignore[no-untyped-def]
     return director, manager, alice
 
 
-async def _chosen(client, manager, alice, subject_id, **kw):  # type: ignore[no-untyped-def]
+async def _chosen(factory, manager, alice, subject_id, **kw):  # type: ignore[no-untyped-def]
     """Alice's record, with a retention date her line manager chose (§6.5)."""
-    return await dp.record(client, manager, subject_id, custodian_id=str(alice.id), **kw)
+    return await factory.record(by=manager, subject=subject_id, custodian_id=str(alice.id), **kw)
 
 
 def _iso(dt) -> str:  # type: ignore[no-untyped-def]
@@ -39,20 +39,20 @@ async def _snapshot(state) -> tuple:  # type: ignore[no-untyped-def,type-arg]
 
 async def test_every_record_gets_a_retention_date_by_purpose(client, factory, settings, clock) -> None:  # type: ignore[no-untyped-def]
     _, manager, alice = await _team(factory)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     now = clock.now()
     for purpose, days in settings.retention_days.items():
         for cls in ("confidential", "sensitive"):
             extra = {"access_requester_id": subj["id"]} if cls == "sensitive" else {}
-            rec = await dp.record(client, alice, subj["id"], classification=cls, purpose=purpose, **extra)
+            rec = await factory.record(by=alice, subject=subj, classification=cls, purpose=purpose, **extra)
             assert rec["retention_until"] is not None
             assert rec["retention_until"].replace("Z", "+00:00") == _iso(now + timedelta(days=days))
-    general = await dp.record(client, alice, subj["id"], classification="general")  # general ones too
+    general = await factory.record(by=alice, subject=subj, classification="general")  # general ones too
     assert general["retention_until"].replace("Z", "+00:00") == _iso(now + timedelta(days=settings.retention_days[
         "service_delivery"]))
     # another date is the custodian's line manager's choice (§6.5)
     given = now + timedelta(days=10)
-    rec = await _chosen(client, manager, alice, subj["id"], retention_until=_iso(given))
+    rec = await _chosen(factory, manager, alice, subj["id"], retention_until=_iso(given))
     assert rec["retention_until"].replace("Z", "+00:00") == _iso(given)
     # a year to the first review
     assert rec["review_due"].replace("Z", "+00:00") == _iso(now + timedelta(days=settings.review_interval_days))
@@ -62,8 +62,8 @@ async def test_every_record_gets_a_retention_date_by_purpose(client, factory, se
                                  "2026-01-01T00:00:00"])  # impossible, malformed, naive
 async def test_malformed_or_impossible_dates_are_refused(client, factory, state, bad) -> None:  # type: ignore[no-untyped-def]
     _, manager, alice = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"])
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj)
     before = await _snapshot(state)
     for field in ("retention_until", "review_due"):
         r = await client.post("/records", headers=alice.headers, json={
@@ -78,22 +78,22 @@ async def test_malformed_or_impossible_dates_are_refused(client, factory, state,
 
 async def test_dry_run_changes_nothing_and_the_real_run_destroys_what_it_listed(client, factory, state, clock) -> None:  # type: ignore[no-untyped-def]
     director, manager, alice = await _team(factory)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     now = clock.now()
     # paper files brought in already past their date, at create and by an update
-    past = [await _chosen(client, manager, alice, subj["id"], retention_until=_iso(now - timedelta(days=d)))
+    past = [await _chosen(factory, manager, alice, subj["id"], retention_until=_iso(now - timedelta(days=d)))
             for d in (1, 400)]
-    changed = await dp.record(client, alice, subj["id"])
+    changed = await factory.record(by=alice, subject=subj)
     r = await client.patch(f"/records/{changed['id']}", headers={**manager.headers, "If-Match": '"v1"'},
                            json={"retention_until": _iso(now - timedelta(seconds=1))})
     assert r.status_code == 200, r.text
     past.append(r.json())
-    future = await _chosen(client, manager, alice, subj["id"], retention_until=_iso(now + timedelta(days=1)))
-    held = await _chosen(client, manager, alice, subj["id"], retention_until=_iso(now - timedelta(days=3)))
+    future = await _chosen(factory, manager, alice, subj["id"], retention_until=_iso(now + timedelta(days=1)))
+    held = await _chosen(factory, manager, alice, subj["id"], retention_until=_iso(now - timedelta(days=3)))
     r = await client.post(f"/records/{held['id']}/legal-hold", headers=director.headers,
                           json={"legal_hold": True, "reason": "litigation"})
     assert r.status_code == 200
-    done = await _chosen(client, manager, alice, subj["id"], retention_until=_iso(now - timedelta(days=3)))
+    done = await _chosen(factory, manager, alice, subj["id"], retention_until=_iso(now - timedelta(days=3)))
     assert (await client.delete(f"/records/{done['id']}", headers=manager.headers,
                                 params={"reason": "by hand"})).status_code == 200
     expected = sorted(r["id"] for r in past)
@@ -133,8 +133,8 @@ async def test_dry_run_changes_nothing_and_the_real_run_destroys_what_it_listed(
 
 async def test_legal_hold_blocks_sweep_and_manual_destruction_until_lifted(client, factory, state, clock) -> None:  # type: ignore[no-untyped-def]
     director, manager, alice = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await _chosen(client, manager, alice, subj["id"], retention_until=_iso(clock.now() - timedelta(days=1)))
+    subj = await factory.subject(by=alice)
+    rec = await _chosen(factory, manager, alice, subj["id"], retention_until=_iso(clock.now() - timedelta(days=1)))
     r = await client.post(f"/records/{rec['id']}/legal-hold", headers=director.headers,
                           json={"legal_hold": True, "reason": "subject access dispute"})
     assert r.status_code == 200 and r.json()["legal_hold"] is True
@@ -155,10 +155,10 @@ async def test_legal_hold_blocks_sweep_and_manual_destruction_until_lifted(clien
 
 async def test_the_sweep_works_in_batches(client, factory, state, clock) -> None:  # type: ignore[no-untyped-def]
     _, manager, alice = await _team(factory)
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     ids = []
     for _ in range(5):
-        rec = await _chosen(client, manager, alice, subj["id"], retention_until=_iso(clock.now() - timedelta(days=1)))
+        rec = await _chosen(factory, manager, alice, subj["id"], retention_until=_iso(clock.now() - timedelta(days=1)))
         ids.append(uuid.UUID(rec["id"]))
     ids.sort()
     result = await _sweep(state, clock, batch_size=2)
@@ -169,8 +169,8 @@ async def test_the_sweep_works_in_batches(client, factory, state, clock) -> None
 @pytest.mark.parametrize("role", ["colleague", "trustee"])
 async def test_only_a_director_sweeps(client, factory, state, clock, role) -> None:  # type: ignore[no-untyped-def]
     _, manager, alice = await _team(factory)
-    subj = await dp.subject(client, alice)
-    await _chosen(client, manager, alice, subj["id"], retention_until=_iso(clock.now() - timedelta(days=1)))
+    subj = await factory.subject(by=alice)
+    await _chosen(factory, manager, alice, subj["id"], retention_until=_iso(clock.now() - timedelta(days=1)))
     person = manager if role == "colleague" else await factory.user("trustee")
     before = await _snapshot(state)
     for dry in (True, False):
@@ -179,7 +179,12 @@ async def test_only_a_director_sweeps(client, factory, state, clock, role) -> No
         assert (r.json()["rule"], r.json()["clause"]) == ("retention", "§6.5")
     r = await client.post("/retention/sweep", json={"dry_run": False})
     assert r.status_code == 401
-    assert await _snapshot(state) == before
+    records, contents, events = await _snapshot(state)
+    assert (records, contents) == before[:2]
+    # Each refusal is audited, and is all that was written.
+    new = [e for e in events if e not in before[2]]
+    assert [(str(e["actor_id"]).replace("-", ""), e["action"], e["decision"], e["rule"]) for e in new] == [
+        (person.id.hex, "endpoint.denied", "deny", "retention")] * 2
 
 
 async def test_the_sweep_needs_an_explicit_dry_run_flag(client, factory, state) -> None:  # type: ignore[no-untyped-def]
@@ -191,8 +196,8 @@ async def test_the_sweep_needs_an_explicit_dry_run_flag(client, factory, state) 
 
 async def test_kmm_retention_sweep_command(client, factory, state, settings, clock) -> None:  # type: ignore[no-untyped-def]
     _, manager, alice = await _team(factory)
-    subj = await dp.subject(client, alice)
-    rec = await _chosen(client, manager, alice, subj["id"], retention_until=_iso(clock.now() - timedelta(days=2)))
+    subj = await factory.subject(by=alice)
+    rec = await _chosen(factory, manager, alice, subj["id"], retention_until=_iso(clock.now() - timedelta(days=2)))
     env = {"KMM_ENV": "test", "DATABASE_URL": settings.database_url, "KMM_SECRETS_FILE": str(settings.secrets_file),
            "KMM_DATABASE_SCHEMA": settings.database_schema or ""}
     if not settings.database_schema:

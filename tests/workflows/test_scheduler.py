@@ -173,7 +173,7 @@ async def test_access_requests_are_flagged_due_soon_then_overdue_once_each(clien
     r = await client.post("/webhooks", headers=director.headers, json={
         "url": "https://hooks.kmm.example/h", "events": ["access_request.due_soon", "access_request.overdue"]})
     assert r.status_code == 201
-    subj = await dp.subject(client, alice)
+    subj = await factory.subject(by=alice)
     soon = await _request(client, clock, alice, subj, days_ago=12)  # due in 2 days
     later = await _request(client, clock, alice, subj, days_ago=5)  # due in 9 days
     withdrawn = await _request(client, clock, alice, subj, days_ago=13)
@@ -204,15 +204,15 @@ async def test_access_requests_are_flagged_due_soon_then_overdue_once_each(clien
     assert withdrawn["id"] not in json.dumps(await _events(state, "access_request.overdue"))
 
 
-async def test_review_reminders_once_per_review_date(client, state, clock, team):
+async def test_review_reminders_once_per_review_date(client, factory, state, clock, team):
     director, alice = team["director"], team["alice"]
     r = await client.post("/webhooks", headers=director.headers, json={
         "url": "https://hooks.kmm.example/h", "events": ["record.review_due"]})
     assert r.status_code == 201
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, alice, subj["id"], title="Secret title", content="secret content",
-                          review_due=(clock.now() + timedelta(days=1)).isoformat())
-    await dp.record(client, alice, subj["id"])  # reviewed in a year
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj, title="Secret title", content="secret content",
+                               review_due=(clock.now() + timedelta(days=1)).isoformat())
+    await factory.record(by=alice, subject=subj)  # reviewed in a year
     work = _work(state, "review_reminders")
     assert await scheduler.run_job(state, work, holder="h") == {"count": 0}
     clock.advance(days=2)
@@ -226,11 +226,11 @@ async def test_review_reminders_once_per_review_date(client, state, clock, team)
     assert run.resource_id == "review_reminders" and run.clause == "§6.4" and "Secret" not in json.dumps(run.detail)
 
 
-async def test_the_scheduled_sweep_destroys_what_is_past_retention(client, state, clock, team):
+async def test_the_scheduled_sweep_destroys_what_is_past_retention(client, factory, state, clock, team):
     manager, alice = team["manager"], team["alice"]
-    subj = await dp.subject(client, alice)
-    rec = await dp.record(client, manager, subj["id"], custodian_id=str(alice.id),
-                          retention_until=(clock.now() + timedelta(days=1)).isoformat())
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=manager, subject=subj, custodian_id=str(alice.id),
+                               retention_until=(clock.now() + timedelta(days=1)).isoformat())
     clock.advance(days=2)
     off = _work(state, "retention_sweep")
     assert await scheduler.run_job(state, off, holder="h") is None  # off unless turned on

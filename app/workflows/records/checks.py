@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import PolicyDenied, Problem, field_error
+from app.core.errors import Invalid, PolicyDenied, field_error
 from app.models.accounts import User
 from app.models.records import Classification, Consent, ConsentStatus, Subject
 from app.policy.actor import Actor
@@ -79,6 +79,6 @@ def check_consent(consent: Consent) -> None:
         message = "only a refused consent has a refusal_reason"
     else:
         return
-    raise Problem(422, f"consent.refusal_reason: {message}", type="validation-error", rule=CONSENT_RULE,
+    raise Invalid(f"consent.refusal_reason: {message}", type="validation-error", rule=CONSENT_RULE,
                   clause=CONSENT_CLAUSE,
                   errors=[{"loc": ["body", "consent", "refusal_reason"], "msg": message, "type": "value_error"}])

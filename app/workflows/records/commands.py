@@ -9,14 +9,15 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, delete
 
 from app.core.config import Settings
 from app.core.crypto import Keyring, encrypt
 from app.core.db import scrub_after_shred
-from app.core.errors import PolicyDenied, Problem, field_error
+from app.core.encrypted import bound
+from app.core.errors import Conflict, Invalid, PolicyDenied, StaleVersion, field_error
 from app.models.lifecycle import RecordReview
 from app.models.records import (
     Classification,
@@ -47,7 +48,7 @@ from app.workflows.records.checks import (
 )
 from app.workflows.records.content import aad, open_content, seal_content
 from app.workflows.records.decisions import authorize
-from app.workflows.records.queries import LoadedRecord, entitled_ids, load_record
+from app.workflows.records.queries import RECORDS, LoadedRecord, entitled_ids, load_record
 from app.workflows.records.shape import gone, to_public, tombstone
 
 # -- create ----------------------------------------------------------------------
@@ -73,17 +74,17 @@ async def create_record(
     check_consent(data.consent)
     if data.classification == Classification.personnel:
         await check_personnel(session, actor=actor, subject=subject)
-    scheduled = schedule_date(now, data.purpose.value, settings.retention_days)
+    scheduled = schedule_date(now, data.purpose, settings.retention_days)
     retention = data.retention_until or scheduled
     check_retention(actor, retention=retention, scheduled=scheduled, classification=data.classification,
                      custodian_line_manager_id=custodian.line_manager_id)
     record = Record(
         subject_id=subject.id,
-        classification=data.classification.value,
-        purpose=data.purpose.value,
+        classification=data.classification,
+        purpose=data.purpose,
         custodian_id=custodian_id,
         access_requester_id=data.access_requester_id,
-        consent_status=data.consent.status.value,
+        consent_status=data.consent.status,
         consent_obtained_at=data.consent.obtained_at,
         consent_purpose_explained=data.consent.purpose_explained,
         consent_refusal_reason=data.consent.refusal_reason,
@@ -110,22 +111,22 @@ async def update_record(
     session: AsyncSession, *, record_id: uuid.UUID, data: RecordUpdate, expected: int, actor: Actor,
     now: datetime, keyring: Keyring, settings: Settings,
 ) -> RecordPublic:
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
     decision = await authorize(session, actor=actor, action=Action.update, loaded=loaded, now=now)
     if record.destroyed_at is not None or loaded.content is None:
         raise gone(record)
     changes = data.model_dump(exclude_unset=True)
     if not changes:
-        raise Problem(422, "nothing to change", type="validation-error")
+        raise Invalid("nothing to change", type="validation-error")
     if any(changes.get(k, 0) is None for k in _NOT_NULL):
-        raise Problem(422, f"{', '.join(_NOT_NULL[:-1])} and {_NOT_NULL[-1]} cannot be null (§6.4, §6.5)",
+        raise Invalid(f"{', '.join(_NOT_NULL[:-1])} and {_NOT_NULL[-1]} cannot be null (§6.4, §6.5)",
                       type="validation-error")
     if expected != record.version:
-        raise Problem(412, "the record changed since you read it; fetch it again", type="precondition-failed")
+        raise StaleVersion()
 
-    new_class = Classification(changes.get("classification", record.classification))
-    old_class = Classification(record.classification)
+    new_class: Classification = changes.get("classification", record.classification)
+    old_class = record.classification
     if new_class != old_class:
         try:
             await _check_reclassification(session, actor=actor, loaded=loaded, new_class=new_class)
@@ -133,7 +134,7 @@ async def update_record(
             # Nothing has been written yet, so committing the event alone is safe.
             add_event(session, now=now, actor=actor, action="record.reclassify", resource_type="record",
                       resource_id=record_id, decision="deny", rule=denied.extra["rule"],
-                      clause=denied.extra["clause"], detail={"classification": [old_class.value, new_class.value]})
+                      clause=denied.extra["clause"], detail={"classification": [old_class, new_class]})
             await session.commit()
             raise
     if "custodian_id" in changes:
@@ -156,20 +157,21 @@ async def update_record(
     values: dict[str, Any] = {"version": record.version + 1, "updated_at": now, "retention_until": retention}
     for key in ("classification", "purpose", "custodian_id", "access_requester_id", "review_due"):
         if key in changes:
-            values[key] = changes[key].value if hasattr(changes[key], "value") else changes[key]
+            values[key] = changes[key]
     dates = {"retention_until": [record.retention_until.isoformat(), retention.isoformat()],
              "review_due": [record.review_due.isoformat(), values.get("review_due", record.review_due).isoformat()]}
     if "consent" in changes:
         consent = data.consent or Consent()
-        values.update(consent_status=consent.status.value, consent_obtained_at=consent.obtained_at,
+        values.update(consent_status=consent.status, consent_obtained_at=consent.obtained_at,
                       consent_purpose_explained=consent.purpose_explained,
-                      consent_refusal_reason=consent.refusal_reason)
+                      consent_refusal_reason=bound(Record.__tablename__, "consent_refusal_reason", [record.id],
+                                                   consent.refusal_reason))
     result = await session.execute(
         update(Record).where(col(Record.id) == record.id, col(Record.version) == expected).values(**values)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        raise Problem(412, "the record changed since you read it; fetch it again", type="precondition-failed")
+        raise StaleVersion()
 
     title, content = open_content(keyring, loaded.content)
     if "title" in changes or "content" in changes:
@@ -185,7 +187,7 @@ async def update_record(
     add_event(session, now=now, actor=actor, action="record.update", resource_type="record",
               resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
               detail={"fields": sorted(changes), "version": record.version + 1, **dates,
-                      **({"classification": [old_class.value, new_class.value]} if new_class != old_class else {})})
+                      **({"classification": [old_class, new_class]} if new_class != old_class else {})})
     await session.commit()
     await session.refresh(record)
     entitled = await entitled_ids(session, record)
@@ -203,7 +205,7 @@ def _new_retention(record: Record, changes: dict[str, Any], settings: Settings) 
         return cast(datetime, changes["retention_until"])
     following = record.retention_until == schedule_date(record.created_at, record.purpose, settings.retention_days)
     if following and "purpose" in changes:
-        return schedule_date(record.created_at, changes["purpose"].value, settings.retention_days)
+        return schedule_date(record.created_at, changes["purpose"], settings.retention_days)
     return record.retention_until
 
 
@@ -217,7 +219,7 @@ def _check_retention_move(
     chosen_before = current != schedule_date(record.created_at, record.purpose, settings.retention_days)
     if retention == current and chosen_before:
         return
-    scheduled = schedule_date(record.created_at, purpose.value if purpose else record.purpose,
+    scheduled = schedule_date(record.created_at, purpose or record.purpose,
                               settings.retention_days)
     check_retention(actor, retention=retention, scheduled=scheduled, classification=classification,
                      custodian_line_manager_id=facts.custodian_line_manager_id)
@@ -259,16 +261,22 @@ async def shred(
     await session.execute(
         update(RecordReview).where(col(RecordReview.record_id).in_(record_ids)).values(note_ct=None)
     )
-    result = await session.execute(
+    stamped = list((await session.execute(
         update(Record)
         .where(col(Record.id).in_(record_ids), col(Record.destroyed_at).is_(None))
-        .values(destroyed_at=now, destroyed_by=by, destroy_reason=reason, version=col(Record.version) + 1,
+        .values(destroyed_at=now, destroyed_by=by, version=col(Record.version) + 1,
                 updated_at=now, consent_refusal_reason=None)
+        .returning(col(Record.id))
         .execution_options(synchronize_session=False)
-    )
+    )).scalars())
+    if stamped:  # the reason is encrypted per record, bound to its row (§6.6)
+        await session.execute(
+            update(RECORDS).where(RECORDS.c.id == bindparam("b_id")).values(destroy_reason=bindparam("b_reason")),
+            [{"b_id": rid, "b_reason": bound(RECORDS.name, "destroy_reason", [rid], reason)} for rid in stamped],
+        )
     # After the records' row locks, so a package being fulfilled meanwhile is cleared too.
     await packages.forget_records(session, record_ids)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return len(stamped)
 
 
 async def drop_passed_on(session: AsyncSession, record_ids: list[uuid.UUID]) -> None:
@@ -294,13 +302,13 @@ def destroy_reason(*given: str | None) -> str:
 async def destroy_record(
     session: AsyncSession, *, record_id: uuid.UUID, reason: str, actor: Actor, now: datetime
 ) -> Tombstone:
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
     decision = await authorize(session, actor=actor, action=Action.destroy, loaded=loaded, now=now)
     if record.destroyed_at is not None:
         raise gone(record)
     if record.legal_hold:
-        raise Problem(409, "the record is under a director's legal hold and cannot be destroyed",
+        raise Conflict("the record is under a director's legal hold and cannot be destroyed",
                       type="legal-hold", rule="legal-hold", clause="§6.5")
     if await shred(session, record_ids=[record.id], by=actor.id, reason=reason, now=now) != 1:
         await session.rollback()  # destroyed by someone else meanwhile

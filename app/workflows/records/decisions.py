@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import PolicyDenied
+from app.core.errors import Denied
 from app.policy.actor import Actor
 from app.policy.decide import Decision, decide
 from app.policy.rules import Action
@@ -24,16 +24,15 @@ async def authorize(
     """Decide; a denial is audited, committed and raised as 403 with rule and clause."""
     decision = decide(actor, action, loaded.facts, now)
     if not decision.allowed:
-        add_event(session, now=now, actor=actor, action=f"record.{action.value}", resource_type="record",
+        add_event(session, now=now, actor=actor, action=f"record.{action}", resource_type="record",
                   resource_id=loaded.record.id, decision="deny", rule=decision.rule, clause=decision.clause,
                   detail={"classification": loaded.record.classification})
         await session.commit()
-        await after_denial(session, actor=actor, loaded=loaded, action=action, now=now)
-        raise PolicyDenied(
-            f"{action.value} denied: {decision.reason}", rule=decision.rule, clause=decision.clause
-        )
+        # A committed denial counts towards an unauthorised-access report (§7.2).
+        await detect_unauthorised_access(session, actor=actor, record=loaded.record, action=action, now=now)
+        raise Denied.of(decision, f"{action} denied")
     if audit_allow:
-        add_event(session, now=now, actor=actor, action=f"record.{action.value}", resource_type="record",
+        add_event(session, now=now, actor=actor, action=f"record.{action}", resource_type="record",
                   resource_id=loaded.record.id, decision="allow", rule=decision.rule, clause=decision.clause,
                   **allow_flags(decision, loaded.record.classification))
     return decision
@@ -47,15 +46,3 @@ def allow_flags(decision: Decision, classification: str) -> dict[str, Any]:
         detail["recent_relation"] = True
     return {"emergency": decision.emergency or decision.recent_relation, "detail": detail}
 
-
-async def after_denial(
-    session: AsyncSession, *, actor: Actor, loaded: LoadedRecord, action: Action, now: datetime
-) -> None:
-    """Hook for what follows a committed denial (breach detection, §7.2)."""
-    for hook in DENIAL_HOOKS:
-        await hook(session, actor=actor, record=loaded.record, action=action, now=now)
-
-
-# Coroutines called after a denial has been committed: (session, actor=, record=, action=, now=).
-DENIAL_HOOKS: list[Any] = []
-DENIAL_HOOKS.append(detect_unauthorised_access)  # three denials open a report (§7.2)

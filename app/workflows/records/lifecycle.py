@@ -21,6 +21,7 @@ from sqlmodel import col
 
 from app.core.config import Settings
 from app.core.crypto import Keyring, encrypt
+from app.core.encrypted import bound
 from app.core.errors import PolicyDenied
 from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, RecordReview, ReviewPublic
 from app.models.records import Record
@@ -39,21 +40,18 @@ REVIEW_RULE, REVIEW_CLAUSE = "review", "§6.4"
 async def set_legal_hold(
     session: AsyncSession, *, record_id: uuid.UUID, data: LegalHoldChange, actor: Actor, now: datetime
 ) -> LegalHoldPublic:
-    """Place or lift a director's legal hold (§6.5); a held record is never destroyed."""
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    """Place or lift a legal hold (§6.5); a held record is never destroyed. Only a director
+    comes here: the route's gate (app.deps.director_only) refuses, and audits, anyone else."""
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
-    if not actor.is_director:
-        add_event(session, now=now, actor=actor, action="record.legal_hold", resource_type="record",
-                  resource_id=record.id, decision="deny", rule=HOLD_RULE, clause=HOLD_CLAUSE,
-                  detail={"legal_hold": data.legal_hold})
-        await session.commit()
-        raise PolicyDenied("only a director places or lifts a legal hold", rule=HOLD_RULE, clause=HOLD_CLAUSE)
     if record.destroyed_at is not None:
         raise gone(record)
     result = await session.execute(
         update(Record)
         .where(col(Record.id) == record.id, col(Record.destroyed_at).is_(None))
-        .values(legal_hold=data.legal_hold, legal_hold_reason=data.reason, version=col(Record.version) + 1,
+        .values(legal_hold=data.legal_hold,
+                legal_hold_reason=bound(Record.__tablename__, "legal_hold_reason", [record.id], data.reason),
+                version=col(Record.version) + 1,
                 updated_at=now)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]  # destroyed since we loaded it
@@ -73,7 +71,7 @@ async def review_record(
     session: AsyncSession, *, record_id: uuid.UUID, note: str | None, actor: Actor, now: datetime,
     keyring: Keyring, settings: Settings,
 ) -> ReviewPublic:
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
     decision = decide(actor, Action.update, loaded.facts, now)
     if not decision.allowed and actor.is_director and actor.active:

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import BindParameter, Select, Table, bindparam
@@ -105,7 +104,7 @@ def _loaded(row: Any) -> LoadedRecord:
         record=record,
         content=content,
         facts=RecordFacts(
-            classification=Classification(record.classification),
+            classification=record.classification,
             custodian_id=record.custodian_id,
             custodian_line_manager_id=custodian_lm,
             employee_line_manager_id=employee_lm,
@@ -119,7 +118,7 @@ def _loaded(row: Any) -> LoadedRecord:
     )
 
 
-async def load_record(session: AsyncSession, record_id: uuid.UUID, *, actor: Actor, now: datetime) -> LoadedRecord:
+async def load_record(session: AsyncSession, record_id: uuid.UUID, *, actor: Actor) -> LoadedRecord:
     """The record, its encrypted content and the actor-relative facts, in one query."""
     row = (
         await session.execute(record_statement(with_actor=False), {"record_id": record_id, "actor_id": actor.id})

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.crypto import Keyring, decrypt
 from app.core.db import RowSource
 from app.core.errors import not_found
-from app.core.pagination import CursorCodec
+from app.core.pagination import CursorCodec, Page, page_of
 from app.core.security import TokenClaims
-from app.models.records import Classification, ConsentStatus, RecordPublic, RecordSummary
+from app.models.records import ConsentStatus, RecordPublic, RecordSummary
 from app.policy.actor import Actor
 from app.policy.decide import RecordFacts, decide
 from app.policy.rules import Action
@@ -41,7 +41,7 @@ from app.workflows.sessions import load_actor, row_actor
 async def read_record(
     session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime, keyring: Keyring
 ) -> RecordPublic:
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     return await _read_loaded(session, loaded=loaded, actor=actor, now=now, keyring=keyring)
 
 
@@ -54,7 +54,7 @@ async def read_record_general(
         actor, loaded = await load_actor_and_record(session, record_id, claims=claims)
     else:
         actor = await load_actor(rows, claims)
-        loaded = await load_record(session, record_id, actor=actor, now=now)
+        loaded = await load_record(session, record_id, actor=actor)
     return await _read_loaded(session, loaded=loaded, actor=actor, now=now, keyring=keyring)
 
 
@@ -84,7 +84,7 @@ async def read_record_fast(
             return None  # its reason is encrypted text (EncryptedText), which the general path decrypts
         entitled = await conn.scalars(ENTITLED, {"record_id": row.id}) if row.classification == "sensitive" else []
     facts = RecordFacts(
-        classification=Classification(row.classification), custodian_id=row.custodian_id,
+        classification=row.classification, custodian_id=row.custodian_id,
         custodian_line_manager_id=row.custodian_lm, employee_line_manager_id=row.employee_lm,
         shared_with_actor=bool(row.shared), actor_named=bool(row.named), actor_grant_expires_at=row.grant,
         custodian_line_manager_since=row.custodian_lm_since, employee_line_manager_since=row.employee_lm_since,
@@ -116,11 +116,11 @@ async def _read_loaded(
 async def list_records(
     rows: RowSource, audit: AuditWriter, *, actor: Actor, now: datetime, keyring: Keyring, cursors: CursorCodec,
     limit: int, cursor: str | None, filters: dict[str, Any],
-) -> tuple[list[RecordSummary], str | None]:
+) -> Page[RecordSummary]:
     """The records the actor may read, filtered in SQL: one statement (built once per kind
     of actor) on the hot path's connections, plain rows; one audit event for the list,
     committed by the group-commit writer before the page is returned."""
-    given = {name: getattr(value, "value", value) for name, value in filters.items() if value is not None}
+    given = {name: value for name, value in filters.items() if value is not None}
     params: dict[str, Any] = {"actor_id": actor.id, "now": now, "limit": limit + 1,
                               **{f"f_{name}": value for name, value in given.items()}}
     if cursor:
@@ -129,16 +129,17 @@ async def list_records(
     stmt = list_statement(list_shape(actor), tuple(sorted(given)), "after" in params)
     async with rows.connection() as conn:
         found = await conn.all(stmt, params)
-    items: list[RecordSummary] = []
-    for row in found[:limit]:
+
+    def summary(row: Any) -> RecordSummary:
         title = None
         if row.wrapped_key is not None:
             key = keyring.unwrap(row.key_id, row.wrapped_key, aad=aad(row.id, "key"))
             title = decrypt(key, row.title_ct, aad(row.id, "title")).decode()
-        items.append(RecordSummary(**summary_fields(row), title=title))
-    nxt = cursors.encode("records", [str(found[limit - 1].id)]) if len(found) > limit else None
+        return RecordSummary(**summary_fields(row), title=title)
+
+    page = page_of(found, summary, cursors=cursors, scope="records", limit=limit, key=lambda last: [str(last.id)])
     await audit.write(event_row(now=now, actor=actor, action="record.list", resource_type="record",
                                 decision="allow", rule="policy-filter", clause="§3.1",
-                                detail={"count": len(items), "filters": sorted(given),
-                                        "record_ids": [str(item.id) for item in items]}))
-    return items, nxt
+                                detail={"count": len(page.items), "filters": sorted(given),
+                                        "record_ids": [str(item.id) for item in page.items]}))
+    return page

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from app.core.errors import Problem
+from app.core.errors import Gone
 from app.models.records import (
     AccessNote,
     Classification,
@@ -44,7 +44,7 @@ def to_public(
         content=content,
         access_requester_id=record.access_requester_id,
         entitled_user_ids=entitled,
-        consent=Consent(status=record.consent_status, obtained_at=record.consent_obtained_at,  # type: ignore[arg-type]
+        consent=Consent(status=record.consent_status, obtained_at=record.consent_obtained_at,
                         purpose_explained=record.consent_purpose_explained,
                         # the hot path never shows a refusal (read_record_fast), so its rows need no reason
                         refusal_reason=record.consent_refusal_reason
@@ -60,11 +60,11 @@ def to_public(
 def tombstone(record: Record) -> Tombstone:
     assert record.destroyed_at is not None
     return Tombstone(id=record.id, subject_id=record.subject_id,
-                     classification=Classification(record.classification),
+                     classification=record.classification,
                      destroyed_at=record.destroyed_at, destroyed_by=record.destroyed_by,
                      reason=record.destroy_reason)
 
 
-def gone(record: Record) -> Problem:
-    return Problem(410, "this record was destroyed; only its tombstone remains", type="record-destroyed",
+def gone(record: Record) -> Gone:
+    return Gone("this record was destroyed; only its tombstone remains", type="record-destroyed",
                    tombstone=tombstone(record).model_dump(mode="json"))

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import Problem, field_error, not_found
+from app.core.errors import Conflict, Invalid, field_error, not_found
 from app.models.records import (
     Classification,
     NamedAccessCreate,
@@ -30,7 +30,7 @@ from app.workflows.records.shape import gone
 async def _load_for_sharing(
     session: AsyncSession, *, record_id: uuid.UUID, actor: Actor, now: datetime
 ) -> tuple[LoadedRecord, str, str]:
-    loaded = await load_record(session, record_id, actor=actor, now=now)
+    loaded = await load_record(session, record_id, actor=actor)
     decision = await authorize(session, actor=actor, action=Action.share, loaded=loaded, now=now)
     if loaded.record.destroyed_at is not None:
         raise gone(loaded.record)
@@ -45,14 +45,14 @@ async def add_share(
 ) -> RecordShare:
     loaded, rule, clause = await _load_for_sharing(session, record_id=record_id, actor=actor, now=now)
     if loaded.record.classification != Classification.confidential:
-        raise Problem(422, "only confidential records are passed on; name colleagues on a sensitive record "
+        raise Invalid("only confidential records are passed on; name colleagues on a sensitive record "
                       "with named-access, and general records are open to all", type="not-shareable",
                       rule="shared", clause="§3.1")
     await check_active_user(session, data.user_id)
     if data.user_id == loaded.record.custodian_id:
         raise field_error("user_id", "the custodian already holds this record")
     if await session.get(RecordShare, (record_id, data.user_id)) is not None:
-        raise Problem(409, "the record is already shared with this account", type="already-shared")
+        raise Conflict("the record is already shared with this account", type="already-shared")
     share = RecordShare(record_id=record_id, user_id=data.user_id, reason=data.reason, shared_by=actor.id,
                         shared_at=now)
     session.add(share)
@@ -106,7 +106,7 @@ async def add_named(
 ) -> RecordNamedAccess:
     loaded, rule, clause = await _load_for_sharing(session, record_id=record_id, actor=actor, now=now)
     if loaded.record.classification != Classification.sensitive:
-        raise Problem(422, "only a sensitive record has a list of colleagues entitled to it",
+        raise Invalid("only a sensitive record has a list of colleagues entitled to it",
                       type="not-sensitive", rule="named", clause="§3.2")
     if not data.consent_reference or not data.consent_reference.strip():
         raise field_error("consent_reference",
@@ -114,7 +114,7 @@ async def add_named(
                           rule="named", clause="§1.3")
     await check_active_user(session, data.user_id, staff_only=True)
     if await session.get(RecordNamedAccess, (record_id, data.user_id)) is not None:
-        raise Problem(409, "this colleague is already named on the record", type="already-named")
+        raise Conflict("this colleague is already named on the record", type="already-named")
     named = RecordNamedAccess(record_id=record_id, user_id=data.user_id, consent_reference=data.consent_reference,
                               added_by=actor.id, added_at=now)
     session.add(named)
