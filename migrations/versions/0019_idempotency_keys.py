@@ -1,7 +1,7 @@
 """idempotency keys: the resource a creating POST made, for its retries
 
 Revision ID: 0019
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-03 09:20:00.000000
 """
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from alembic import op
 import app.core.db
 
 revision: str = '0019'
-down_revision: str | None = '0013'
+down_revision: str | None = '0014'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
