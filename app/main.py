@@ -16,7 +16,7 @@ from app.core.logging import configure_logging
 from app.core.middleware import RequestMiddleware
 from app.core.routing import LiteralPaths, RouteTable
 from app.core.state import AppState
-from app.routers import ROUTERS, TAGS, docs
+from app.routers import ROUTERS, TAGS, docs, operations
 from app.routers.responses import document_common_problems
 
 DESCRIPTION = """
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         # No persistAuthorization: it would keep the docs explorer's username, password, client
         # secret and refresh token in the browser's localStorage. A login lasts as long as the page.
         openapi_tags=[{"name": tag} for tag in TAGS],
+        # Stable dotted operationIds (records.read) for generated clients: app/routers/operations.py.
+        generate_unique_id_function=operations.unique_id,
         # The docs explorer is served from local files (app/routers/docs.py), never a CDN.
         docs_url=None,
         redoc_url=None,
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_common_problems(FastAPI.openapi(app))
+            app.openapi_schema = operations.annotate(document_common_problems(FastAPI.openapi(app)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -3,9 +3,10 @@
 `kmm serve` (uvicorn, the production command) runs in a subprocess on a free loopback
 port over a fresh SQLite database with the demo organisation seeded. Debian's Chromium,
 driven by Playwright, opens /docs, logs in with Authorize using the demo director's
-login, runs GET /users/me and GET /records with "Try it out" -> "Execute", and reads the
-responses off the page. Every script and style the page loads must come from the
-service itself under its Content-Security-Policy: a violation fails the test.
+login, runs GET /users/me, GET /records and POST /records (with the document's example
+body, as printed) with "Try it out" -> "Execute", and reads the responses off the page.
+Every script and style the page loads must come from the service itself under its
+Content-Security-Policy: a violation fails the test.
 A screenshot is saved to test-artifacts/docs-explorer.png.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.demo.records import demo_subject_id
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # a live `kmm serve` and headless Chromium
@@ -160,6 +162,11 @@ def test_docs_explorer_in_chromium(live_server: LiveServer) -> None:
             assert listed["items"], "the seeded director sees records"
             assert {"id", "title", "classification"} <= set(listed["items"][0])
 
+            # POST /records with the document's example, as printed: it names a subject of the demo.
+            created = _execute(page, "/records", method="post")
+            assert created.status == "201", created
+            assert json.loads(created.body)["subject_id"] == str(demo_subject_id("Sam Okafor"))
+
             page.screenshot(path=str(ARTIFACTS / "docs-explorer.png"), full_page=False)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "docs-explorer-failure.png"), full_page=True)
@@ -178,9 +185,10 @@ class Shown:
     body: str
 
 
-def _execute(page, path: str) -> Shown:  # type: ignore[no-untyped-def]
-    """Open GET `path`, press "Try it out" then "Execute", and read the live response shown."""
-    block = page.locator(f".opblock-get:has(.opblock-summary-path[data-path='{path}'])").first
+def _execute(page, path: str, method: str = "get") -> Shown:  # type: ignore[no-untyped-def]
+    """Open `method` `path`, press "Try it out" then "Execute" (with the example body the explorer
+    fills in, if any), and read the live response shown."""
+    block = page.locator(f".opblock-{method}:has(.opblock-summary-path[data-path='{path}'])").first
     block.locator(".opblock-summary").click()
     block.locator("button.try-out__btn").click()
     block.locator("button.execute").click()

@@ -156,13 +156,18 @@ class Denied(DomainError):
 
     default_type = "policy-denied"
 
-    def __init__(self, detail: str, *, rule: str, clause: str) -> None:
-        super().__init__(detail, rule=rule, clause=clause)
+    def __init__(self, detail: str, *, rule: str, clause: str, **extra: Any) -> None:
+        super().__init__(detail, rule=rule, clause=clause, **extra)
 
     @classmethod
     def of(cls, decision: Refusal, what: str) -> Denied:
-        """The refusal a policy decision (app.policy.decide) made: ``what`` denied, and why."""
-        return cls(f"{what}: {decision.reason}", rule=decision.rule, clause=decision.clause)
+        """The refusal a policy decision (app.policy.decide) made: ``what`` denied, and why; a refusal
+        by the rule table also lists, in ``allowed_by``, every rule that would allow it."""
+        cited = getattr(decision, "allowed_by", None)
+        if cited is None:
+            return Denied(f"{what}: {decision.reason}", rule=decision.rule, clause=decision.clause)
+        return Denied(f"{what}: {decision.reason}", rule=decision.rule, clause=decision.clause,
+                      allowed_by=[{"rule": rule, "clause": clause} for rule, clause in cited])
 
 
 class Refusal(Protocol):
@@ -240,12 +245,55 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+# What to do about an error of these pydantic types, added to its message.
+_HINTS = {
+    "timezone_aware": "add a time zone, e.g. Z or +00:00",
+}
+
+
+def _message(err: Any) -> str:
+    msg = str(err.get("msg", ""))
+    if err.get("type") == "json_invalid":  # the decoder's own words ("Expecting ',' delimiter") hold no input
+        reason = (err.get("ctx") or {}).get("error")
+        return f"{msg}: {reason}" if isinstance(reason, str) else msg
+    hint = _HINTS.get(str(err.get("type")))
+    return f"{msg}; {hint}" if hint else msg
+
+
 def _safe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Never echo the input back: it may be record content.
     return [
-        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        {"loc": list(err.get("loc", ())), "msg": _message(err), "type": err.get("type")}
         for err in exc.errors()
     ]
+
+
+def _where_json_breaks(exc: RequestValidationError) -> str | None:
+    """For a body that is not JSON: "the body is not valid JSON at line L column C (why)"."""
+    errors = exc.errors()
+    if len(errors) != 1 or errors[0].get("type") != "json_invalid" or not isinstance(exc.body, str):
+        return None
+    loc = errors[0].get("loc", ())
+    pos = loc[1] if len(loc) == 2 and isinstance(loc[1], int) else None
+    if pos is None:
+        return None
+    line = exc.body.count("\n", 0, pos) + 1
+    column = pos - exc.body.rfind("\n", 0, pos)
+    reason = (errors[0].get("ctx") or {}).get("error")
+    return f"the body is not valid JSON at line {line} column {column}" + (
+        f" ({reason})" if isinstance(reason, str) else "")
+
+
+def _validation_detail(exc: RequestValidationError, errors: list[dict[str, Any]]) -> str:
+    broken = _where_json_breaks(exc)
+    if broken:
+        return broken
+    fields = []
+    for e in errors:
+        name = ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0])
+        hint = _HINTS.get(str(e["type"]))
+        fields.append(f"{name} ({hint})" if hint else name)
+    return "invalid input: " + ", ".join(sorted(set(fields)))
 
 
 def _db_error_name(exc: Exception) -> str:
@@ -262,13 +310,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _safe_validation_errors(exc)
-        fields = sorted({".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]) for e in errors})
-        return problem_response(
-            422,
-            "invalid input: " + ", ".join(fields),
-            type="validation-error",
-            errors=errors,
-        )
+        return problem_response(422, _validation_detail(exc, errors), type="validation-error", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -3,6 +3,7 @@ expired grant, so the rules can be tried from the docs explorer (part of seed-de
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from sqlmodel import select
@@ -33,6 +34,15 @@ SUBJECTS = [
 ]
 
 
+# The demo's subjects have the same ids on every machine, so the request examples of the
+# OpenAPI document (app/routers/operations.py) name subjects that exist in `make run`'s demo.
+DEMO_NAMESPACE = uuid.UUID("6b6d6d2e-6465-6d6f-2e6b-6d6d2e6f7267")
+
+
+def demo_subject_id(name: str) -> uuid.UUID:
+    return uuid.uuid5(DEMO_NAMESPACE, name)
+
+
 async def seed_records(state: AppState, users: dict[str, User]) -> None:
     now = state.clock.now()
     async with state.sessionmaker() as session:
@@ -42,13 +52,15 @@ async def seed_records(state: AppState, users: dict[str, User]) -> None:
         director = Actor.for_user(users["director"])
         made: dict[str, Subject] = {}
         for body in SUBJECTS:
-            made[body["name"]] = await subjects.create_subject(  # type: ignore[index]
-                session, data=SubjectCreate.model_validate(body), actor=alice, now=now)
+            name = str(body["name"])  # type: ignore[index]
+            made[name] = await subjects.create_subject(
+                session, data=SubjectCreate.model_validate(body), actor=alice, now=now,
+                subject_id=demo_subject_id(name))
         for key in ("alice", "dev"):
             made[key] = await subjects.create_subject(
                 session, data=SubjectCreate(kind="individual", name=users[key].full_name,  # type: ignore[arg-type]
                                             category="employee", user_id=users[key].id),  # type: ignore[arg-type]
-                actor=director, now=now)
+                actor=director, now=now, subject_id=demo_subject_id(users[key].full_name))
 
         async def add(actor, subject, title, classification, purpose="service_delivery", **kw):  # type: ignore[no-untyped-def]
             return await commands.create_record(

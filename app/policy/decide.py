@@ -29,8 +29,10 @@ from app.policy.rules import (
     RECENT_RELATION,
     RULES,
     STAFF_RELATIONS,
+    WHO,
     Action,
     Relation,
+    Rule,
 )
 
 
@@ -58,6 +60,9 @@ class Decision:
     reason: str
     emergency: bool = False
     recent_relation: bool = False  # allowed by a line-manager relation less than a day old
+    # A denial by the table: the (rule, clause) of every rule that would allow the action, in
+    # table order (empty when none would); None for the other denials (former, exclusions).
+    allowed_by: tuple[tuple[str, str], ...] | None = None
 
 
 def _is_user(actor: Actor) -> bool:
@@ -108,6 +113,23 @@ class _Candidate:
 _Key = tuple[Action, Classification]
 
 
+def _denial(action: Action, cls: Classification, allowing: list[Rule]) -> Decision:
+    """No rule allowed: name who may (the relations of the rules that would allow it), and cite
+    those rules, the one that governs the class first where it is one of them (rules.DENIAL)."""
+    if not allowing:
+        governing = next(r for r in RULES if r.id == DENIAL[cls])
+        return Decision(False, governing.id, governing.clause, f"no one may {action.value} a {cls.value} record",
+                        allowed_by=())
+    relations = {relation for r in allowing for relation in r.relations}
+    if Relation.any_active in relations:  # every active account may: the others need not be named
+        relations = {Relation.any_active}
+    who = [phrase for relation, phrase in WHO.items() if relation in relations]
+    listed = ", ".join(who[:-1]) + " or " + who[-1] if len(who) > 1 else who[0]
+    cited = next((r for r in allowing if r.id == DENIAL[cls]), allowing[0])
+    return Decision(False, cited.id, cited.clause, f"only {listed} may {action.value} a {cls.value} record",
+                    allowed_by=tuple((r.id, r.clause) for r in allowing))
+
+
 def _compile() -> tuple[dict[_Key, tuple[_Candidate, ...]], dict[_Key, Decision],
                         dict[_Key, tuple[tuple[_Test, Decision], ...]]]:
     """Precompute, per action and class, the relations to try in table order, the default
@@ -118,20 +140,17 @@ def _compile() -> tuple[dict[_Key, tuple[_Candidate, ...]], dict[_Key, Decision]
     for action in Action:
         for cls in Classification:
             found = []
-            for rule in RULES:
-                if action not in rule.actions or cls not in rule.classifications:
-                    continue
+            allowing = [rule for rule in RULES if action in rule.actions and cls in rule.classifications]
+            for rule in allowing:
                 for relation in sorted(rule.relations):
                     decision = Decision(True, rule.id, rule.clause, f"{relation} may {action}",
                                         emergency=rule.emergency)
                     found.append(_Candidate(_HOLDS[relation], decision, _SINCE.get(relation),
                                             dataclasses.replace(decision, recent_relation=True)))
             candidates[action, cls] = tuple(found)
-            denials[action, cls] = Decision(False, *DENIAL[cls],
-                                            f"no rule lets this account {action} a {cls} record")
+            denials[action, cls] = _denial(action, cls, allowing)
             exclusions[action, cls] = tuple(
-                (_HOLDS[e.relation], Decision(False, e.rule, e.clause,
-                                              f"{e.relation}: no rule reaches a {cls} record"))
+                (_HOLDS[e.relation], Decision(False, e.rule, e.clause, e.instead))
                 for e in EXCLUSIONS if cls in e.classifications
             )
     return candidates, denials, exclusions

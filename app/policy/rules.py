@@ -88,19 +88,39 @@ class Exclusion:
     clause: str
     relation: Relation
     classifications: frozenset[Classification]
+    instead: str  # what the refused account does instead, in a denial's words
 
 
 EXCLUSIONS: tuple[Exclusion, ...] = (
     # The employee a personnel file is about asks for it in writing (§3.6), whatever their
     # role, line-management relations or emergency grants.
-    Exclusion("personnel", "§3.6", R.subject_self, frozenset({C.personnel})),
+    Exclusion("personnel", "§3.6", R.subject_self, frozenset({C.personnel}),
+              "nobody opens their own personnel records: the employee asks the Director in writing "
+              "(POST /access-requests, kind personnel_access)"),
 )
 
-# When no rule allows, the denial cites the rule that governs the record's class.
-DENIAL: dict[Classification, tuple[str, str]] = {
-    C.general: ("custodian", "§4.2"),
-    C.confidential: ("shared", "§3.1"),
-    C.sensitive: ("named", "§3.2"),
-    C.personnel: ("personnel", "§4.3"),
+# When no rule allows, the denial names the rules that would (every rule of the table that
+# allows the action on the record's class), and cites first the rule that governs the class
+# where it is one of them, else the first of them in table order. Where none would (nobody
+# shares a personnel record), it cites the rule that governs the class.
+DENIAL: dict[Classification, str] = {
+    C.general: "general",
+    C.confidential: "shared",
+    C.sensitive: "named",
+    C.personnel: "personnel",
 }
 FORMER = ("former", "§7.2")
+
+# Who each relation is, in the words (and the order) a denial lists them: "only the custodian
+# or a director may ...".
+WHO: dict[Relation, str] = {
+    R.any_active: "an active account (a service client with records:read)",
+    R.custodian: "the custodian",
+    R.custodians_line_manager: "the custodian's line manager",
+    R.shared_with: "someone it was passed to",
+    R.named: "a colleague named as entitled",
+    R.employees_line_manager: "the employee's line manager",
+    R.director: "a director",
+    R.grant_holder: "the holder of an emergency grant",
+    R.subject_self: "the employee it is about",
+}

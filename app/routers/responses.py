@@ -13,18 +13,42 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from app.models.records import Tombstone
+
+
+class Citation(BaseModel):
+    rule: str = Field(description="a rule of the policy table (DESIGN §4)")
+    clause: str = Field(description="the clauses it cites, e.g. §3.2")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description='where: ["body", "review_due"], ["query", "limit"], ...')
+    msg: str = Field(description="what is wrong, and how to fix it where that is known; never the input")
+    type: str = Field(description="pydantic's error type, e.g. missing, timezone_aware, json_invalid")
 
 
 class ProblemDetail(BaseModel):
-    type: str
+    """An RFC 9457 problem. Besides the standard members, a problem carries whichever of the
+    others apply; none ever contains record content."""
+
+    type: str = Field(description="a URI naming the kind of problem, e.g. .../problems/policy-denied")
     title: str
     status: int
-    detail: str
-    request_id: str | None = None
-    rule: str | None = None
-    clause: str | None = None
-    errors: list[dict[str, Any]] | None = None
+    detail: str = Field(description="what happened and, where it can, what would allow it")
+    request_id: str | None = Field(default=None, description="the X-Request-ID of the request, for the logs")
+    rule: str | None = Field(default=None, description="policy refusals: the rule cited (the one that would allow "
+                                                       "the action; `former` for a deactivated account)")
+    clause: str | None = Field(default=None, description="policy refusals: the clauses of that rule, e.g. §3.2")
+    allowed_by: list[Citation] | None = Field(
+        default=None, description="a refusal by the rule table: every rule that would allow the action on a "
+                                  "record of its class, in table order (empty when none would)")
+    errors: list[FieldError] | None = Field(default=None, description="invalid input: one entry per field")
+    tombstone: Tombstone | None = Field(default=None, description="410 for a destroyed record: what stays (§4.6)")
+    current_status: str | None = Field(default=None, description="409 for a request in the wrong state: its status")
+    missing: list[str] | None = Field(default=None, description="409 for a disclosure not yet closable: the steps "
+                                                                "still to record (reported, subject_informed)")
 
 
 _DESCRIPTIONS = {
@@ -87,7 +111,10 @@ def _common_statuses(operation: dict[str, Any]) -> set[int]:
 def document_common_problems(document: dict[str, Any]) -> dict[str, Any]:
     """Add the plumbing's problem responses to every operation (in place; idempotent)."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas.setdefault("ProblemDetail", ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}"))
+    problem = ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, schema in problem.pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas["ProblemDetail"] = problem
     for item in document.get("paths", {}).values():
         for method, operation in item.items():
             if method not in _METHODS:

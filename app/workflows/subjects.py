@@ -23,7 +23,9 @@ async def get_subject(session: AsyncSession, subject_id: uuid.UUID) -> Subject:
     return subject
 
 
-async def create_subject(session: AsyncSession, *, data: SubjectCreate, actor: Actor, now: datetime) -> Subject:
+async def create_subject(session: AsyncSession, *, data: SubjectCreate, actor: Actor, now: datetime,
+                         subject_id: uuid.UUID | None = None) -> Subject:
+    """``subject_id``: a chosen id (the demo's, so the docs' examples name a subject that exists)."""
     if data.user_id is not None:
         user = await session.get(User, data.user_id)
         if user is None or user.role == "trustee":
@@ -34,6 +36,7 @@ async def create_subject(session: AsyncSession, *, data: SubjectCreate, actor: A
         if taken:
             raise field_error("user_id", "this account already has a subject")
     subject = Subject(
+        id=subject_id or uuid.uuid4(),
         kind=data.kind,
         name=data.name,
         category=data.category,

@@ -32,7 +32,7 @@ def test_clause_checker_can_fail() -> None:
 
 
 def test_every_rule_cites_clauses_that_exist() -> None:
-    cited = [r.clause for r in RULES] + [c for _, c in DENIAL.values()] + [FORMER[1]] + [e.clause for e in EXCLUSIONS]
+    cited = [r.clause for r in RULES] + [FORMER[1]] + [e.clause for e in EXCLUSIONS]
     bad = [c for c in cited if not _clause_ok(c)]
     assert bad == []
 
@@ -42,7 +42,7 @@ def test_rule_ids_are_unique_and_cover_the_design_table() -> None:
     assert len(ids) == len(set(ids))
     assert set(ids) | {FORMER[0]} == {"general", "custodian", "line-manager", "shared", "named", "director",
                                       "personnel", "emergency", "former"}
-    assert set(DENIAL) == set(Classification)
+    assert set(DENIAL) == set(Classification) and set(DENIAL.values()) <= set(ids)
 
 
 def _actors() -> list[Actor]:
@@ -56,7 +56,7 @@ def _actors() -> list[Actor]:
 
 def test_decide_always_names_a_rule_and_clause() -> None:
     """Every combination of actor, action and facts gives a decision with a rule and a real clause."""
-    valid_rules = {r.id for r in RULES} | {rule for rule, _ in DENIAL.values()} | {FORMER[0]}
+    valid_rules = {r.id for r in RULES} | {FORMER[0]}
     valid_rules |= {e.rule for e in EXCLUSIONS}
     grants = (None, NOW - timedelta(seconds=1), NOW, NOW + timedelta(seconds=1))
     since = (None, NOW - timedelta(hours=1))
@@ -72,6 +72,8 @@ def test_decide_always_names_a_rule_and_clause() -> None:
             assert d.rule in valid_rules and _clause_ok(d.clause) and d.reason, (actor, action, facts, d)
             if not actor.active:
                 assert (d.allowed, d.rule, d.clause) == (False, "former", "§7.2")
+            if not d.allowed and d.allowed_by:  # a refusal cites a rule that would allow it
+                assert (d.rule, d.clause) in d.allowed_by and d.reason.startswith("only "), d
             if d.emergency:
                 assert d.allowed and d.rule == "emergency" and grant is not None and grant > NOW
             if d.recent_relation:
@@ -107,3 +109,26 @@ def test_service_client_is_never_custodian_or_manager() -> None:
     assert decide(client, Action.read, _facts(Classification.general), NOW).allowed
     no_scope = Actor(id=uuid.uuid4(), kind="client", role=None)
     assert not decide(no_scope, Action.read, _facts(Classification.general), NOW).allowed
+
+
+def test_a_denial_lists_exactly_the_rules_that_would_allow_it() -> None:
+    """Derived from the table: for each action and class, the refusal's allowed_by is every rule
+    allowing that action on that class, and its reason names each of their relations."""
+    from app.policy.rules import WHO
+
+    colleague = Actor(id=uuid.uuid4(), kind="user", role="colleague")
+    for action, cls in itertools.product(Action, Classification):
+        d = decide(colleague, action, _facts(cls), NOW)
+        if d.allowed:
+            continue
+        allowing = [r for r in RULES if action in r.actions and cls in r.classifications]
+        assert d.allowed_by == tuple((r.id, r.clause) for r in allowing), (action, cls)
+        if not allowing:
+            assert d.reason == f"no one may {action.value} a {cls.value} record"
+            continue
+        assert d.reason.endswith(f" may {action.value} a {cls.value} record"), d.reason
+        for rule in allowing:
+            assert any(WHO[rel] in d.reason for rel in rule.relations), (rule.id, d.reason)
+    destroy = decide(colleague, Action.destroy, _facts(Classification.confidential, custodian_id=colleague.id), NOW)
+    assert destroy.reason == "only the custodian's line manager or a director may destroy a confidential record"
+    assert (destroy.rule, destroy.clause) == ("line-manager", "§1.3, §3.3, §4.2")

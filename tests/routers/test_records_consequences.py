@@ -299,7 +299,9 @@ async def test_service_client_with_records_read_reads_general_only(client, facto
     assert [i["id"] for i in r.json()["items"]] == [general["id"]]
     # Without the scope, not even general records.
     nothing = await factory.service_client(by=director, scopes=["subjects:read"])
-    _denied(await client.get(f"/records/{general['id']}", headers=nothing), "custodian", "§4.2")
+    r = await client.get(f"/records/{general['id']}", headers=nothing)
+    _denied(r, "general", "§4.1")  # the rule that would allow it: an active account, a client with records:read
+    assert "only an active account (a service client with records:read) may read a general record" in r.json()["detail"]
     assert (await client.get("/records", headers=nothing)).json()["items"] == []
     # A client never updates or destroys.
     r = await client.patch(f"/records/{general['id']}", headers={**reader, "If-Match": '"v1"'}, json={"title": "x"})

@@ -32,12 +32,36 @@ CLAUSE = {
     "personnel": "§4.3",
     "emergency": "§4.5",
 }
-# What a refusal cites: the rule governing the record's class.
+# What a refusal cites: a rule that would allow the action on the class (the one that governs
+# the class where it does: shared for reading a confidential record, named a sensitive one,
+# personnel a personnel one), never one the caller already satisfies. (read, update, share, destroy)
+LM = ("line-manager", CLAUSE["line-manager"])
+CUSTODIAN = ("custodian", CLAUSE["custodian"])
+PERSONNEL = ("personnel", "§4.3")
 DENIED = {
-    "general": ("custodian", "§4.2"),
-    "confidential": ("shared", "§3.1"),
-    "sensitive": ("named", "§3.2"),
-    "personnel": ("personnel", "§4.3"),
+    "general": (("general", "§4.1"), CUSTODIAN, CUSTODIAN, LM),
+    "confidential": (("shared", "§3.1"), CUSTODIAN, CUSTODIAN, LM),
+    "sensitive": (("named", "§3.2"), CUSTODIAN, CUSTODIAN, LM),
+    "personnel": (PERSONNEL,) * 4,  # nobody shares a personnel record: the class's rule
+}
+# Who the refusal says may do it (DESIGN §4, in the order of the table).
+WHO_MAY = {
+    ("general", "update"): "the custodian, the custodian's line manager or a director",
+    ("general", "share"): "the custodian, the custodian's line manager or a director",
+    ("general", "destroy"): "the custodian's line manager or a director",
+    ("confidential", "read"): "the custodian, the custodian's line manager, someone it was passed to, a director "
+                              "or the holder of an emergency grant",
+    ("confidential", "update"): "the custodian, the custodian's line manager or a director",
+    ("confidential", "share"): "the custodian, the custodian's line manager or a director",
+    ("confidential", "destroy"): "the custodian's line manager or a director",
+    ("sensitive", "read"): "the custodian, the custodian's line manager, a colleague named as entitled or the "
+                           "holder of an emergency grant",
+    ("sensitive", "update"): "the custodian or the custodian's line manager",
+    ("sensitive", "share"): "the custodian or the custodian's line manager",
+    ("sensitive", "destroy"): "the custodian's line manager",
+    ("personnel", "read"): "the employee's line manager, a director or the holder of an emergency grant",
+    ("personnel", "update"): "the employee's line manager or a director",
+    ("personnel", "destroy"): "the employee's line manager or a director",
 }
 STAFF = "staff-only"  # sharing is for staff accounts; a trustee is stopped before the rules
 OWN = "own-file"  # one's own personnel file: asked for in writing, whatever else holds (§3.6)
@@ -134,7 +158,7 @@ def _expected(cls: str, rel: str, action: str) -> tuple[int, str | None, str | N
         return 401, None, None
     rule = MATRIX[cls][rel][ACTIONS.index(action)]
     if rule is NO:
-        return 403, *DENIED[cls]
+        return 403, *DENIED[cls][ACTIONS.index(action)]
     if rule == OWN:
         return 403, "personnel", "§3.6"
     if rule == STAFF:
@@ -173,6 +197,12 @@ async def test_matrix(client: httpx.AsyncClient, factory: Factory, classificatio
             body: dict[str, Any] = r.json()
             assert r.headers["content-type"].startswith("application/problem+json"), where
             assert (body.get("rule"), body.get("clause")) == (rule, clause), f"{where}: {body}"
+            if status == 403 and MATRIX[classification][relation][ACTIONS.index(action)] is NO:
+                # A refusal names who may (the rules that would allow it), not the rule already held.
+                may = WHO_MAY.get((classification, action))
+                assert body["detail"].endswith(f"only {may} may {action} a {classification} record"
+                                               if may else f"no one may {action} a {classification} record"), where
+                assert rule in [a["rule"] for a in body["allowed_by"]] or not may, where
             # Nothing changed.
             assert (after.version, after.destroyed_at) == (before.version, before.destroyed_at), where
             if action == "share":

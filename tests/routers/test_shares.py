@@ -26,7 +26,9 @@ async def test_share_with_colleague_and_trustee_then_revoke(client, factory: Fac
     # A recipient cannot pass it on or see who else holds it.
     r = await client.post(f"/records/{rec['id']}/shares", json={"user_id": str(director.id), "reason": "x"},
                           headers=ben.headers)
-    assert r.status_code == 403 and r.json()["rule"] == "shared"
+    # The refusal cites what would allow it (the custodian), not the share the recipient holds.
+    assert r.status_code == 403 and (r.json()["rule"], r.json()["clause"]) == ("custodian", "§4.2, §3.2")
+    assert "only the custodian, the custodian's line manager or a director may share" in r.json()["detail"]
     assert (await client.get(f"/records/{rec['id']}/shares", headers=ben.headers)).status_code == 403
     r = await client.post(f"/records/{rec['id']}/shares", json={"user_id": str(ben.id), "reason": "again"},
                           headers=alice.headers)
@@ -84,7 +86,8 @@ async def test_named_access_add_list_remove(client, factory: Factory):
     # A named colleague reads, but does not name others.
     r = await client.post(f"/records/{sens['id']}/named-access", headers=ben.headers,
                           json={"user_id": str(director.id), "consent_reference": "x"})
-    assert r.status_code == 403 and r.json()["rule"] == "named"
+    assert r.status_code == 403 and (r.json()["rule"], r.json()["clause"]) == ("custodian", "§4.2, §3.2")
+    assert "only the custodian or the custodian's line manager may share a sensitive record" in r.json()["detail"]
     r = await client.delete(f"/records/{sens['id']}/named-access/{ben.id}", headers=alice.headers)
     assert r.status_code == 204
     assert (await client.get(f"/records/{sens['id']}", headers=ben.headers)).status_code == 403
