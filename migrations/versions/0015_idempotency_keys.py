@@ -1,6 +1,6 @@
 """idempotency keys: the resource a creating POST made, for its retries
 
-Revision ID: 0019
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-03 09:20:00.000000
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import app.core.db
 
-revision: str = '0019'
+revision: str = '0015'
 down_revision: str | None = '0014'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
