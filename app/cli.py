@@ -163,6 +163,39 @@ def create_user(
     typer.echo(f"created {user.role} {user.email} ({user.id})")
 
 
+@cli.command("create-client")
+def create_client(
+    name: Annotated[str, typer.Option(help="what the other system is")],
+    scope: Annotated[list[str] | None, typer.Option(help="a scope it holds; repeat for more")] = None,
+) -> None:
+    """Create a service client and print its secret, this once (only its hash is kept)."""
+    from pydantic import ValidationError
+
+    from app.core.errors import Problem
+    from app.models.accounts import ServiceClientCreate
+    from app.workflows import accounts
+
+    async def _create(state):  # type: ignore[no-untyped-def]
+        async with state.sessionmaker() as session:
+            data = ServiceClientCreate.model_validate({"name": name, "scopes": scope or []})
+            return await accounts.create_client(session, data=data, now=state.clock.now(), actor=None)
+
+    try:
+        created = run_with_state(_create)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        typer.secho(f"invalid input: {problems}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    except Problem as exc:
+        typer.secho(f"refused: {exc.detail}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"created service client {created.name} ({created.id})")
+    typer.echo(f"client_id: {created.client_id}")
+    typer.echo(f"client_secret: {created.client_secret}")
+    typer.echo(f"scope: {' '.join(created.scopes)}")
+    typer.echo("The secret is shown this once: keep it in the other system's secret store.")
+
+
 @cli.command("seed-demo")
 def seed_demo() -> None:
     """Seed a demo organisation (idempotent) and print the logins."""

@@ -9,18 +9,46 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
-from fastapi.security import OAuth2PasswordBearer
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword, OAuthFlows
+from fastapi.security import OAuth2
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from app.core.errors import PolicyDenied, Problem
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.core.security import InvalidToken, TokenClaims
 from app.core.state import AppState
 from app.policy.actor import Actor
+from app.policy.scopes import SCOPES
 from app.workflows.audit_trail import add_event
 from app.workflows.sessions import load_actor, unauthorized
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+class BearerToken(OAuth2):
+    """The bearer access token, documented as one OAuth2 scheme with two flows: the password
+    form for people (the docs explorer's Authorize) and client credentials for other
+    systems, whose scopes are listed from app/policy/scopes.py."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            flows=OAuthFlows(
+                password=OAuthFlowPassword(tokenUrl="/auth/token", refreshUrl="/auth/token", scopes={}),
+                clientCredentials=OAuthFlowClientCredentials(tokenUrl="/auth/token", scopes=dict(SCOPES)),
+            ),
+            scheme_name="OAuth2",
+            description="Accounts log in with the password flow and act under their role (they hold no "
+                        "scopes). Service clients use client credentials and may do only what their "
+                        "scopes name. Send the access token as `Authorization: Bearer <token>`.",
+            auto_error=False,
+        )
+
+    async def __call__(self, request: HTTPConnection) -> str | None:
+        scheme, param = get_authorization_scheme_param(request.headers.get("Authorization"))
+        return param if scheme.lower() == "bearer" and param else None
+
+
+oauth2_scheme = BearerToken()
 
 # All that a session whose password must be changed may do (§6.6).
 PASSWORD_CHANGE_ROUTES = frozenset({"/users/me", "/users/me/password", "/auth/logout"})
@@ -209,3 +237,11 @@ async def get_if_match(if_match: Annotated[str | None, Header(max_length=100)] =
 
 
 IfMatch = Annotated[IfMatchTag, Depends(get_if_match)]
+
+
+# Idempotency-Key (IETF httpapi-idempotency-key-header): up to 255 printable ASCII characters.
+IdempotencyKeyDep = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r'^[\x20-\x7e]+$',
+    description="retrying with the same key (and the same body) returns the first result and creates "
+                "nothing more; keys are remembered for 24 hours",
+)]

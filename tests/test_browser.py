@@ -133,14 +133,17 @@ def test_docs_explorer_in_chromium(live_server: LiveServer) -> None:
             page.locator(".swagger-ui .info .title").wait_for()
             assert "KMM Confidential Records Service" in page.locator(".swagger-ui .info .title").inner_text()
 
-            # Authorize with the OAuth2 password form.
+            # Authorize with the OAuth2 password form (the dialog also offers client credentials,
+            # with every scope listed).
             page.locator(".auth-wrapper button.authorize").click()
             modal = page.locator(".dialog-ux .modal-ux")
-            modal.locator("input#oauth_username").fill(live_server.director_email)
-            modal.locator("input#oauth_password").fill(live_server.director_password)
-            modal.locator("button.authorize").click()
-            modal.locator("button", has_text="Logout").wait_for()  # logged in
-            modal.locator("button", has_text="Close").click()
+            assert "reports:read" in modal.inner_text()
+            password_flow = modal.locator(".auth-container", has=page.locator("input#oauth_username"))
+            password_flow.locator("input#oauth_username").fill(live_server.director_email)
+            password_flow.locator("input#oauth_password").fill(live_server.director_password)
+            password_flow.locator("button.authorize").click()
+            modal.locator("button", has_text="Logout").first.wait_for()  # logged in (one scheme, two flows)
+            modal.locator("button", has_text="Close").first.click()
 
             # The login stays in the page's memory: nothing of it in the browser's storage.
             for storage in ("localStorage", "sessionStorage"):

@@ -197,3 +197,33 @@ def test_serve_migrates_first_then_runs_uvicorn(db, monkeypatch):
         assert {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))} == head_revisions()
     engine.dispose()
     assert db.secrets_file.exists()  # generated before the workers start, so they share it
+
+
+def test_create_client_prints_the_secret_once(db):
+    from app.models.accounts import ServiceClient
+
+    assert kmm(db, "migrate").exit_code == 0
+    r = kmm(db, "create-client", "--name", "Funder reports", "--scope", "reports:read", "--scope", "subjects:read")
+    assert r.exit_code == 0, r.output
+    lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+    assert lines["client_id"].startswith("kmm-") and len(lines["client_secret"]) >= 40
+    assert r.stdout.count(lines["client_secret"]) == 1
+    engine = sync_engine(db)
+    with engine.connect() as conn:
+        row = conn.execute(select(ServiceClient.name, ServiceClient.scopes, ServiceClient.secret_hash)).one()
+    engine.dispose()
+    assert row.name == "Funder reports" and sorted(row.scopes) == ["reports:read", "subjects:read"]
+    assert lines["client_secret"] not in row.secret_hash
+
+
+def test_create_client_refuses_an_unknown_scope(db):
+    from app.models.accounts import ServiceClient
+
+    assert kmm(db, "migrate").exit_code == 0
+    r = kmm(db, "create-client", "--name", "X", "--scope", "records:destroy")
+    assert r.exit_code == 2 and "records:destroy" in r.stderr
+    assert "reports:read" in r.stderr  # says which scopes exist
+    engine = sync_engine(db)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ServiceClient)).scalar_one() == 0
+    engine.dispose()

@@ -25,6 +25,7 @@ from sqlalchemy import text
 from tests.conftest import _table_names
 from tests.databases import IS_POSTGRES
 from tests.factory import Factory, Person
+from tests.oauth import TOKEN_PATHS, assert_token_error
 
 METHODS = ("get", "post", "put", "patch", "delete")
 # Strings that need no maxLength: their format or enum bounds them.
@@ -213,6 +214,10 @@ async def test_strings_over_their_maximum_are_refused(client, doc, director: Per
                 continue
             for name, max_length in _bounded_string_props(doc, schema):
                 r = await call(client, method, fill_path(path, op), director, json={name: "x" * (max_length + 1)})
+                if path in TOKEN_PATHS:  # RFC 6749 §5.2 there, naming the field
+                    assert name in assert_token_error(r, 400, error="invalid_request")["error_description"]
+                    assert "x" * 50 not in r.text
+                    continue
                 body = assert_problem(r, 422)
                 assert any(e["loc"] == ["body", name] and e["type"] in ("string_too_long", "value_error")
                            for e in body["errors"]), (method, path, name, body)
@@ -378,7 +383,10 @@ async def test_deeply_nested_json_is_refused(client, director: Person, state, pa
         for raw in (arrays, objects, '{"title": ' + arrays + "}", '{"content": ' + objects + "}"):
             r = await call(client, "post", path, director, content=raw.encode(),
                            headers={"content-type": "application/json"})
-            assert_problem(r, 400, 413, 422)
+            if path in TOKEN_PATHS:
+                assert_token_error(r, 400, error="invalid_request")
+            else:
+                assert_problem(r, 400, 413, 422)
 
 
 @pytest.mark.parametrize("raw", [
@@ -390,7 +398,10 @@ async def test_undecodable_or_malformed_json_is_refused(client, director: Person
                                                         raw: bytes) -> None:
     async with Unchanged(state):
         r = await call(client, "post", path, director, content=raw, headers={"content-type": "application/json"})
-        assert_problem(r, 400, 422)
+        if path in TOKEN_PATHS:
+            assert_token_error(r, 400, error="invalid_request")
+        else:
+            assert_problem(r, 400, 422)
 
 
 async def test_invalid_utf8_in_query_and_headers(client, director: Person, state) -> None:
@@ -405,12 +416,14 @@ async def test_a_form_login_with_hostile_fields_is_refused(client, director: Per
     async with Unchanged(state):
         for data in ({"username": "x" * 10_000, "password": "y"}, {"username": "a@b.c", "password": "p" * 10_000},
                      {"grant_type": "x" * 100}, {"username": director.email}):
-            assert_problem(await client.post("/auth/token", data=data), 400, 422)
-        assert_problem(await client.post("/auth/token", data={"grant_type": "implicit"}), 400)
+            assert_token_error(await client.post("/auth/token", data=data), 400, error="invalid_request")
+        assert_token_error(await client.post("/auth/token", data={"grant_type": "implicit"}), 400,
+                           error="unsupported_grant_type")
     # A well-formed failed login is recorded (audit event, lockout count) and nothing else.
     async with Unchanged(state, may_grow=frozenset({"audit_events", "login_attempts"})):
         for name in ("' OR 1=1 --", director.email + "' --", "<script>@x.y"):
-            assert_problem(await client.post("/auth/token", data={"username": name, "password": "' OR '1'='1"}), 401)
+            assert_token_error(await client.post("/auth/token", data={"username": name, "password": "' OR '1'='1"}),
+                               400, error="invalid_grant")
 
 
 # -- SQL and HTML in every text field: stored and returned verbatim ----------------------

@@ -27,8 +27,9 @@ def _workflows_used(router: str) -> set[str]:
 
 @pytest.mark.parametrize("router", ["records", "emergency_grants", "retention", "compliance", "reports"])
 def test_a_router_is_served_by_the_workflow_of_its_name(router):
-    # A record's access log is read from the audit trail, beside it (audit_access).
-    assert _workflows_used(router) - {"audit_access"} == {router}
+    # A record's access log is read from the audit trail, beside it (audit_access); every
+    # creating POST shares the Idempotency-Key handling (idempotency).
+    assert _workflows_used(router) - {"audit_access", "idempotency"} == {router}
     assert (APP / "workflows" / f"{router}.py").exists() or (APP / "workflows" / router).is_dir()
 
 

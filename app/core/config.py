@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     jwt_issuer: str = "kmm-records"
     access_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
     refresh_token_days: int = Field(default=14, ge=1, le=90)
+    # How long a POST's Idempotency-Key is remembered: a retry within it gets the first result.
+    idempotency_key_hours: int = Field(default=24, ge=1, le=7 * 24)
     # base64 (urlsafe) 32-byte keys; the first is current, later ones still decrypt.
     master_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # base64 (urlsafe) 32-byte keys of the audit chain's HMAC (docs/audit.md); the first

@@ -79,6 +79,9 @@ class TokenClaims:
     # The account's password must be changed (a director reset it): the session may only
     # change it, read /users/me and log out.
     password_change_required: bool = False
+    # A service client's token: the scopes granted at login (``scp``), a subset of those the
+    # client holds; None for an account's token (or a client token without the claim).
+    scopes: frozenset[str] | None = None
 
 
 class Tokens:
@@ -177,6 +180,7 @@ class Tokens:
                 exp=claims["exp"],
                 kind=str(claims.get("knd", "user")),
                 password_change_required=claims.get("pwc") is True,
+                scopes=frozenset(claims["scp"].split()) if isinstance(claims.get("scp"), str) else None,
             )
         except ValueError:
             raise InvalidToken("invalid token claims") from None

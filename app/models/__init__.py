@@ -9,6 +9,7 @@ from app.models.access_requests import AccessPackageSealed, AccessRequest
 from app.models.accounts import AuthSession, LoginAttempt, RefreshToken, ServiceClient, User
 from app.models.audit import AuditEvent, AuditSeal
 from app.models.emergency_grants import EmergencyGrant
+from app.models.idempotency import IdempotencyKey
 from app.models.lifecycle import RecordReview
 from app.models.records import Record, RecordContent, RecordNamedAccess, RecordShare, Subject
 from app.models.webhooks import ScheduledJob, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent

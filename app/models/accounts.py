@@ -162,6 +162,9 @@ class TokenPair(SQLModel):
     refresh_token: str | None = None
     token_type: str = "bearer"
     expires_in: int
+    # The scopes granted, space-separated (RFC 6749 §5.1): a service client's; empty for an
+    # account, which acts under its role.
+    scope: str = ""
     # True after a director's reset: the tokens only read /users/me, change the password
     # (POST /users/me/password) and log out, until it is changed and the session refreshed.
     password_change_required: bool = False

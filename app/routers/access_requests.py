@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from app.core.pagination import Page
-from app.deps import CurrentUser, LimitDep, NowDep, SessionDep, StateDep, director_only
+from app.deps import CurrentUser, IdempotencyKeyDep, LimitDep, NowDep, SessionDep, StateDep, director_only
 from app.models.access_requests import (
     AccessDecision,
     AccessPackage,
+    AccessRequest,
     AccessRequestCreate,
     AccessRequestPublic,
     AccessRequestStatus,
@@ -19,7 +20,7 @@ from app.models.access_requests import (
 )
 from app.policy.actor import Actor
 from app.routers.responses import labelled, problem_responses, protect
-from app.workflows import access_requests
+from app.workflows import access_requests, idempotency
 
 router = APIRouter(prefix="/access-requests", tags=["access requests"],
                    # requests name people and packages carry records: never cached (§3.7, §4.4)
@@ -29,12 +30,21 @@ router = APIRouter(prefix="/access-requests", tags=["access requests"],
 RequestDirector = Annotated[Actor, Depends(director_only(*access_requests.DIRECTOR_ONLY))]
 
 
-@router.post("", status_code=201, response_model=AccessRequestPublic, responses=problem_responses(401, 403, 422))
+@router.post("", status_code=201, response_model=AccessRequestPublic,
+             responses=problem_responses(401, 403, 409, 422))
 async def log_request(
-    body: AccessRequestCreate, actor: CurrentUser, session: SessionDep, now: NowDep, response: Response
+    body: AccessRequestCreate, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep,
+    response: Response, idempotency_key: IdempotencyKeyDep = None,
 ) -> AccessRequestPublic:
-    """Log a signed letter the Director received; a verbal or wrongly signed one is refused (422)."""
-    created = await access_requests.log_request(session, data=body, actor=actor, now=now)
+    """Log a signed letter the Director received; a verbal or wrongly signed one is refused (422), and
+    a letter already logged for the subject is a duplicate (409, with the request's `existing_id`)."""
+    outcome = await idempotency.create_once(
+        session, key=idempotency_key, actor=actor, endpoint="access-requests", body=body, model=AccessRequest,
+        now=now, settings=state.settings,
+        create=lambda: access_requests.log_request(session, data=body, actor=actor, now=now),
+        replay=lambda rid: access_requests.get_request(session, request_id=rid, actor=actor, now=now))
+    created = outcome.value
+    idempotency.mark(response, outcome)
     response.headers["Location"] = f"/access-requests/{created.id}"
     return created
 

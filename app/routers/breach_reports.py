@@ -12,18 +12,19 @@ import uuid
 from fastapi import APIRouter, Query, Response
 
 from app.core.pagination import Page
-from app.deps import CurrentUser, DirectorUser, LimitDep, NowDep, SessionDep, StaffUser, StateDep
+from app.deps import CurrentUser, DirectorUser, IdempotencyKeyDep, LimitDep, NowDep, SessionDep, StaffUser, StateDep
 from app.models.breach_reports import (
     BreachAssign,
     BreachFinding,
     BreachKind,
+    BreachReport,
     BreachReportCreate,
     BreachReportPublic,
     BreachReportStatusView,
     BreachStatus,
 )
 from app.routers.responses import labelled, problem_responses
-from app.workflows import breach_reports
+from app.workflows import breach_reports, idempotency
 
 CLASSIFICATION = "sensitive"
 router = APIRouter(prefix="/breach-reports", tags=["breach reports"], dependencies=[labelled(CLASSIFICATION)])
@@ -31,12 +32,21 @@ AnyView = BreachReportPublic | BreachReportStatusView
 
 
 @router.post("", status_code=201, response_model=AnyView, responses=problem_responses(401, 403, 409, 422))
-async def create_report(body: BreachReportCreate, actor: StaffUser, session: SessionDep, now: NowDep,
-                        response: Response) -> AnyView:
+async def create_report(body: BreachReportCreate, actor: StaffUser, session: SessionDep, state: StateDep,
+                        now: NowDep, response: Response, idempotency_key: IdempotencyKeyDep = None) -> AnyView:
     """Any staff account reports; it is routed to its handler at once. The answer is the caller's view."""
-    report = await breach_reports.create_report(session, data=body, actor=actor, now=now)
-    response.headers["Location"] = f"/breach-reports/{report.id}"
-    return (await breach_reports.shape(session, actor, [report]))[0]
+
+    async def create() -> AnyView:
+        report = await breach_reports.create_report(session, data=body, actor=actor, now=now)
+        return (await breach_reports.shape(session, actor, [report]))[0]
+
+    outcome = await idempotency.create_once(
+        session, key=idempotency_key, actor=actor, endpoint="breach-reports", body=body, model=BreachReport,
+        now=now, settings=state.settings, create=create,
+        replay=lambda rid: breach_reports.get_report(session, report_id=rid, actor=actor))
+    idempotency.mark(response, outcome)
+    response.headers["Location"] = f"/breach-reports/{outcome.value.id}"
+    return outcome.value
 
 
 @router.get("", response_model=Page[AnyView], responses=problem_responses(400, 401, 403, 422))

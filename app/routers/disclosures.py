@@ -12,8 +12,9 @@ import uuid
 from fastapi import APIRouter, Query, Response
 
 from app.core.pagination import Page
-from app.deps import CurrentUser, DirectorUser, LimitDep, NowDep, SessionDep, StaffUser, StateDep
+from app.deps import CurrentUser, DirectorUser, IdempotencyKeyDep, LimitDep, NowDep, SessionDep, StaffUser, StateDep
 from app.models.disclosures import (
+    Disclosure,
     DisclosureCategory,
     DisclosureCreate,
     DisclosurePublic,
@@ -22,7 +23,7 @@ from app.models.disclosures import (
     SubjectInformed,
 )
 from app.routers.responses import labelled, problem_responses
-from app.workflows import disclosures
+from app.workflows import disclosures, idempotency
 
 # A disclosure involves legal issues: never cached, labelled as sensitive (§3.2, §3.7).
 CLASSIFICATION = "sensitive"
@@ -30,10 +31,17 @@ router = APIRouter(prefix="/disclosures", tags=["disclosures"], dependencies=[la
 
 
 @router.post("", status_code=201, response_model=DisclosurePublic, responses=problem_responses(401, 403, 422))
-async def raise_disclosure(body: DisclosureCreate, actor: StaffUser, session: SessionDep, now: NowDep,
-                           response: Response) -> DisclosurePublic:
+async def raise_disclosure(body: DisclosureCreate, actor: StaffUser, session: SessionDep, state: StateDep,
+                           now: NowDep, response: Response,
+                           idempotency_key: IdempotencyKeyDep = None) -> DisclosurePublic:
     """Any staff account raises one; the category decides where it goes and the clause that allows it."""
-    created = await disclosures.raise_disclosure(session, data=body, actor=actor, now=now)
+    outcome = await idempotency.create_once(
+        session, key=idempotency_key, actor=actor, endpoint="disclosures", body=body, model=Disclosure, now=now,
+        settings=state.settings,
+        create=lambda: disclosures.raise_disclosure(session, data=body, actor=actor, now=now),
+        replay=lambda rid: disclosures.get_disclosure(session, disclosure_id=rid, actor=actor))
+    created = outcome.value
+    idempotency.mark(response, outcome)
     response.headers["Location"] = f"/disclosures/{created.id}"
     return disclosures.to_public(created)
 

@@ -173,13 +173,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     # -- auth ---------------------------------------------------------------------------------
     ("POST", "/auth/token"): Operation(
         "auth.token", "Log in",
-        "OAuth2 password form (username = email) for accounts, or `grant_type=client_credentials` "
-        "for service clients. Failed logins are counted and throttled, 429 with Retry-After (§6.6); "
-        "a deactivated account cannot log in (§7.2)."),
+        "OAuth2 (RFC 6749), a form: the password grant (username = email) for accounts, "
+        "`grant_type=client_credentials` for service clients (with `scope`: fewer scopes than the "
+        "client holds, never more), or `grant_type=refresh_token`. The answer's `scope` names the "
+        "scopes granted. Errors are RFC 6749 §5.2 bodies (`error`, `error_description`). Failed "
+        "logins are counted and throttled, 429 with Retry-After (§6.6); a deactivated account "
+        "cannot log in (§7.2)."),
     ("POST", "/auth/refresh"): Operation(
         "auth.refresh", "Rotate the refresh token",
-        "A new token pair for a refresh token; presenting an old one again ends the whole session "
-        "(§6.6)."),
+        "The refresh_token grant with a JSON body: a new token pair; presenting an old one again "
+        "ends the whole session (§6.6). Errors are RFC 6749 §5.2 bodies."),
     ("POST", "/auth/logout"): Operation(
         "auth.logout", "Log out",
         "Ends the session at once: its refresh token and every access token issued in it stop "
@@ -225,6 +228,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "name": "Funder reporting", "scopes": ["reports:read"]})}),
     ("GET", "/service-clients"): Operation(
         "service_clients.list", "List service clients", "The registered service clients (§6.6)."),
+    ("POST", "/service-clients/{client_id}/secret"): Operation(
+        "service_clients.rotate_secret", "Rotate a service client's secret",
+        "A director gets a new secret, in this response only; the old one and every token got with "
+        "it stop working at once; audited (§6.6)."),
     ("DELETE", "/service-clients/{client_id}"): Operation(
         "service_clients.deactivate", "Deactivate a service client",
         "Its tokens stop working at once (§6.6, §7.2)."),
@@ -264,7 +271,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Any staff account logs a signed letter the Director received: signed by the individual, or "
         "for an organisation by its Chair, Executive Officer or Manager (§3.4); an employee may file "
         "one for their own personnel records (§3.6). A verbal or wrongly signed request is refused "
-        "with the clause. Due 14 days after receipt.",
+        "with the clause. Due 14 days after receipt. One letter is one request: the same reference "
+        "for the same subject again is 409 with `existing_id` (§3.4). With `Idempotency-Key`, a "
+        "retry returns the first result.",
         examples={"subject_access": _ex("Sam Okafor, of the demo, asks for his records", {
             "kind": "subject_access", "subject_id": SAM, "requester_subject_id": SAM,
             "signed_by": "Sam Okafor", "signatory_capacity": "individual", "in_writing": True,

@@ -4,6 +4,7 @@ access; legal holds and accuracy reviews."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
@@ -14,6 +15,7 @@ from app.deps import (
     ClaimsDep,
     CurrentActor,
     CurrentUser,
+    IdempotencyKeyDep,
     IfMatch,
     LimitDep,
     NowDep,
@@ -32,6 +34,7 @@ from app.models.records import (
     NamedAccessCreate,
     NamedAccessPublic,
     Purpose,
+    Record,
     RecordCreate,
     RecordPublic,
     RecordSummary,
@@ -42,7 +45,7 @@ from app.models.records import (
 )
 from app.policy.actor import Actor
 from app.routers.responses import problem_responses, protect
-from app.workflows import audit_access
+from app.workflows import audit_access, idempotency
 from app.workflows.records import commands, lifecycle, read, shares
 
 router = APIRouter(prefix="/records", tags=["records"])
@@ -57,12 +60,26 @@ def _most_restrictive(classes: list[Classification]) -> Classification | None:
     return max(classes, key=_ORDER.index, default=None)
 
 
-@router.post("", status_code=201, response_model=RecordPublic, responses=problem_responses(401, 403, 422))
+async def _as_created(read: Awaitable[RecordPublic]) -> RecordPublic:
+    """A record read again, shaped as its creation's answer (which names no read decision)."""
+    return (await read).model_copy(update={"access": None})
+
+
+@router.post("", status_code=201, response_model=RecordPublic, responses=problem_responses(401, 403, 410, 422))
 async def create_record(
-    body: RecordCreate, actor: CurrentActor, session: SessionDep, state: StateDep, now: NowDep, response: Response
+    body: RecordCreate, actor: CurrentActor, session: SessionDep, state: StateDep, now: NowDep, response: Response,
+    idempotency_key: IdempotencyKeyDep = None,
 ) -> RecordPublic:
-    created = await commands.create_record(session, data=body, actor=actor, now=now, keyring=state.keyring,
-                                           settings=state.settings)
+    """With `Idempotency-Key`, a retry returns the record as a read of it now (its policy check included)."""
+    outcome = await idempotency.create_once(
+        session, key=idempotency_key, actor=actor, endpoint="records", body=body, model=Record, now=now,
+        settings=state.settings,
+        create=lambda: commands.create_record(session, data=body, actor=actor, now=now, keyring=state.keyring,
+                                              settings=state.settings),
+        replay=lambda rid: _as_created(read.read_record(session, record_id=rid, actor=actor, now=now,
+                                                        keyring=state.keyring)))
+    created = outcome.value
+    idempotency.mark(response, outcome)
     protect(response, created.classification)
     response.headers["ETag"] = etag(created.version)
     response.headers["Location"] = f"/records/{created.id}"

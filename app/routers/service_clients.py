@@ -37,6 +37,16 @@ async def list_clients(
     return await accounts.list_clients(session, cursors=state.cursors, limit=limit, cursor=cursor)
 
 
+@router.post("/{client_id}/secret", response_model=ServiceClientCreated,
+             responses=problem_responses(401, 403, 404, 422))
+async def rotate_secret(
+    client_id: uuid.UUID, actor: DirectorUser, session: SessionDep, now: NowDep
+) -> ServiceClientCreated:
+    """A new secret, in this response only. The old one, and every token got with it, stop
+    working at once."""
+    return await accounts.rotate_client_secret(session, client_id=client_id, now=now, actor=actor)
+
+
 @router.delete("/{client_id}", status_code=204, responses=problem_responses(401, 403, 404, 422))
 async def deactivate_client(
     client_id: uuid.UUID, actor: DirectorUser, session: SessionDep, now: NowDep

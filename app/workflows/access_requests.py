@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, not_, or_, true, update
+from sqlalchemy import ColumnElement, and_, func, not_, or_, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -148,6 +148,7 @@ async def log_request(
                   detail={"kind": data.kind, "subject_id": str(subject.id)})
         await session.commit()
         raise Invalid(refusal.reason, type="policy-denied", rule=refusal.rule, clause=refusal.clause)
+    await _refuse_duplicate(session, subject_id=subject.id, letter_reference=data.letter_reference)
     request = AccessRequest(
         kind=data.kind,
         subject_id=subject.id,
@@ -170,6 +171,27 @@ async def log_request(
     await webhooks.access_request_received(session, request=request, now=now)
     await session.commit()
     return to_public(request, now)
+
+
+async def _refuse_duplicate(session: AsyncSession, *, subject_id: uuid.UUID, letter_reference: str) -> None:
+    """One letter is one request (§3.4): the same reference (case and surrounding spaces aside)
+    for the same subject, unless that request was withdrawn, is a duplicate (409, naming it).
+    On PostgreSQL the check holds a lock per subject until the transaction ends, so two
+    loggings of one letter at once cannot both pass it (SQLite writes one at a time)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
+                              {"name": f"kmm-access-letter:{subject_id}"})
+    existing = (await session.execute(
+        select(AccessRequest.id).where(
+            col(AccessRequest.subject_id) == subject_id,
+            func.lower(func.trim(col(AccessRequest.letter_reference))) == letter_reference.strip().lower(),
+            col(AccessRequest.status) != S.withdrawn.value,
+        ).limit(1)
+    )).scalar_one_or_none()
+    if existing is not None:
+        raise Conflict("this letter is already logged for this subject", type="duplicate-request",
+                       rule="one-letter-one-request", clause="§3.4", existing_id=str(existing))
 
 
 # -- who sees what ----------------------------------------------------------------------

@@ -207,19 +207,20 @@ async def _refuse_self_as_line_manager(
 
 
 async def create_client(
-    session: AsyncSession, *, data: ServiceClientCreate, now: datetime, actor: Actor
+    session: AsyncSession, *, data: ServiceClientCreate, now: datetime, actor: Actor | None
 ) -> ServiceClientCreated:
-    """A new client; its secret is returned this once and only its hash is kept."""
+    """A new client (by a director, or by ``kmm create-client`` with no actor); its secret is
+    returned this once and only its hash is kept."""
     unknown = sorted(set(data.scopes) - set(SCOPES))
     if unknown:
-        raise field_error("scopes", f"unknown scopes: {', '.join(unknown)}")
+        raise field_error("scopes", f"unknown scopes: {', '.join(unknown)} (known: {', '.join(SCOPES)})")
     secret = secrets.token_urlsafe(32)
     client = ServiceClient(
         client_id="kmm-" + secrets.token_hex(8),
         name=data.name,
         scopes=sorted(set(data.scopes)),
         secret_hash=hash_secret(secret),
-        created_by=actor.id,
+        created_by=actor.id if actor else None,
         created_at=now,
     )
     session.add(client)
@@ -262,3 +263,27 @@ async def deactivate_client(
               resource_type="service_client", resource_id=client.id, decision="allow",
               rule="director", clause="§6.6")
     await session.commit()
+
+
+async def rotate_client_secret(
+    session: AsyncSession, *, client_id: uuid.UUID, now: datetime, actor: Actor
+) -> ServiceClientCreated:
+    """A new secret, returned this once; the old one stops working at once, and so do the
+    tokens got with it (the old secret may have leaked)."""
+    client = await session.get(ServiceClient, client_id, with_for_update=True)
+    if client is None:
+        raise not_found("service client")
+    secret = secrets.token_urlsafe(32)
+    client.secret_hash = hash_secret(secret)
+    session.add(client)
+    await session.execute(
+        update(AuthSession)
+        .where(col(AuthSession.client_id) == client.id, col(AuthSession.revoked_at).is_(None))
+        .values(revoked_at=now, revoked_reason="secret_rotated")
+    )
+    add_event(session, now=now, actor=actor, action="service_client.rotate_secret",
+              resource_type="service_client", resource_id=client.id, decision="allow",
+              rule="director", clause="§6.6")
+    await session.commit()
+    return ServiceClientCreated(**ServiceClientPublic.model_validate(client).model_dump(),
+                                client_secret=secret)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.db import RowSource
-from app.core.errors import Busy, Locked, Unauthenticated
+from app.core.errors import Busy, Invalid, Locked, Unauthenticated
 from app.core.security import InvalidToken, TokenClaims, hash_secret, secrets_equal
 from app.core.state import AppState
 from app.models.accounts import (
@@ -31,6 +31,7 @@ from app.models.accounts import (
     User,
 )
 from app.policy.actor import Actor
+from app.policy.scopes import requested_scopes
 from app.workflows.audit_trail import add_event
 
 
@@ -80,7 +81,9 @@ async def load_actor(rows: RowSource, claims: TokenClaims) -> Actor:
         check_session(found=row is not None, revoked_at=row.revoked_at if row else None,
                       active=bool(row and row.active))
         assert row is not None
-        return Actor(id=sub, kind="client", role=None, scopes=frozenset(row.scopes), session_id=claims.sid)
+        held = frozenset(row.scopes)  # a scope taken from the client since ends at once
+        granted = held if claims.scopes is None else held & claims.scopes
+        return Actor(id=sub, kind="client", role=None, scopes=granted, session_id=claims.sid)
     return row_actor(row, claims)
 
 
@@ -96,6 +99,14 @@ def row_actor(row: Any | None, claims: TokenClaims) -> Actor:
 
 def _bad_grant(detail: str = "incorrect email or password") -> Unauthenticated:
     return Unauthenticated(detail, type="invalid-grant")
+
+
+def _bad_client() -> Unauthenticated:
+    return Unauthenticated("invalid client credentials", type="invalid-client")
+
+
+def _bad_scope(detail: str) -> Invalid:
+    return Invalid(detail, type="invalid-scope", rule="scopes", clause="§6.6")
 
 
 # -- throttling (§6.6) -----------------------------------------------------------------------
@@ -237,51 +248,60 @@ async def finish_password_check(
 
 async def _start_session(
     session: AsyncSession, *, state: AppState, now: datetime, user: User | None = None,
-    client: ServiceClient | None = None,
+    client: ServiceClient | None = None, scopes: frozenset[str] | None = None,
 ) -> TokenPair:
     auth = AuthSession(user_id=user.id if user else None, client_id=client.id if client else None,
                        created_at=now)
     session.add(auth)
     await session.flush()
     return await _issue(session, state=state, now=now, auth=auth, with_refresh=user is not None,
-                        restricted=bool(user and user.must_change_password))
+                        restricted=bool(user and user.must_change_password), scopes=scopes)
 
 
 async def _issue(
     session: AsyncSession, *, state: AppState, now: datetime, auth: AuthSession, with_refresh: bool,
-    restricted: bool = False,
+    restricted: bool = False, scopes: frozenset[str] | None = None,
 ) -> TokenPair:
     """Tokens for the session; none outlives the session's absolute lifetime. A
-    ``restricted`` session (its password must be changed) says so in its tokens."""
+    ``restricted`` session (its password must be changed) says so in its tokens; a client's
+    token names the ``scopes`` granted (``scp``), which bound what it may do."""
     s = state.settings
     kind = "user" if auth.user_id else "client"
     sub = str(auth.user_id or auth.client_id)
     ends = auth.created_at + s.session_max_age
-    extra = {"pwc": True} if restricted else None
+    extra: dict[str, Any] = {"pwc": True} if restricted else {}
+    scope = " ".join(sorted(scopes)) if scopes is not None else ""
+    if scopes is not None:
+        extra["scp"] = scope
     access_expires = min(now + s.access_token_ttl, ends)
     access = state.tokens.issue(sub=sub, sid=auth.id, typ="access", kind=kind, now=now,
-                                expires_at=access_expires, extra=extra)
+                                expires_at=access_expires, extra=extra or None)
     refresh = None
     if with_refresh:
         rt = RefreshToken(session_id=auth.id, issued_at=now, expires_at=min(now + s.refresh_token_ttl, ends))
         session.add(rt)
         refresh = state.tokens.issue(sub=sub, sid=auth.id, typ="refresh", kind=kind, now=now,
-                                     expires_at=rt.expires_at, jti=rt.id, extra=extra)
+                                     expires_at=rt.expires_at, jti=rt.id, extra=extra or None)
     return TokenPair(access_token=access, refresh_token=refresh,
                      expires_in=max(0, int((access_expires - now).total_seconds())),
-                     password_change_required=restricted)
+                     password_change_required=restricted, scope=scope)
 
 
 async def login_with_password(
     session: AsyncSession, *, state: AppState, email: str, password: str, now: datetime,
-    address: str | None = None,
+    address: str | None = None, scope: str = "",
 ) -> TokenPair:
     """The password grant, in two short transactions around the (slow) hash check.
+
+    An account acts under its role and holds no scopes: asking for any is ``invalid-scope``.
 
     The first checks the throttles and records a pending attempt; the hash check runs in a
     worker thread with no transaction open; the second records the outcome and, for the
     right password of an active account, starts the session.
     """
+    if requested_scopes(scope):
+        raise _bad_scope("an account holds no scopes: its role decides what it may do; "
+                         "scopes are for service clients")
     user, attempt = await begin_password_check(session, state=state, email=email, address=address, now=now)
 
     ok = await asyncio.to_thread(state.passwords.verify, password, user.password_hash if user else None)
@@ -304,8 +324,11 @@ async def login_with_password(
 
 
 async def login_client(
-    session: AsyncSession, *, state: AppState, client_id: str, client_secret: str, now: datetime
+    session: AsyncSession, *, state: AppState, client_id: str, client_secret: str, now: datetime,
+    scope: str = "",
 ) -> TokenPair:
+    """The client-credentials grant: the token holds the scopes asked for (all the client's
+    by default); asking for one the client does not hold is ``invalid-scope``."""
     client = (
         await session.execute(select(ServiceClient).where(ServiceClient.client_id == client_id))
     ).scalar_one_or_none()
@@ -316,8 +339,16 @@ async def login_client(
                   resource_id=client.id if client else None, decision="deny", rule="credentials",
                   clause="§6.6")
         await session.commit()
-        raise _bad_grant("invalid client credentials")
-    pair = await _start_session(session, state=state, now=now, client=client)
+        raise _bad_client()
+    held = frozenset(client.scopes)
+    asked = requested_scopes(scope)
+    if asked - held:
+        add_event(session, now=now, actor=Actor(id=client.id, kind="client", role=None),
+                  action="auth.client_login_failed", resource_type="service_client", resource_id=client.id,
+                  decision="deny", rule="scopes", clause="§6.6")
+        await session.commit()
+        raise _bad_scope("the client does not hold every scope asked for")
+    pair = await _start_session(session, state=state, now=now, client=client, scopes=asked or held)
     add_event(session, now=now, actor=Actor(id=client.id, kind="client", role=None),
               action="auth.client_login", resource_type="service_client", resource_id=client.id,
               decision="allow", rule="credentials", clause="§6.6")
@@ -326,8 +357,11 @@ async def login_client(
 
 
 async def refresh(
-    session: AsyncSession, *, state: AppState, token: str, now: datetime
+    session: AsyncSession, *, state: AppState, token: str, now: datetime, scope: str = ""
 ) -> TokenPair:
+    """The refresh_token grant: rotate the refresh token; a reused one ends the session."""
+    if requested_scopes(scope):
+        raise _bad_scope("an account's session holds no scopes")
     try:
         claims = state.tokens.decode(token, expected="refresh", now=now)
     except InvalidToken as exc:

@@ -51,7 +51,7 @@ async def test_a_client_address_that_is_not_an_ip_is_never_stored(from_peer, fac
     someone = await factory.user("colleague", login=False)
     c = await from_peer(peer)
     r = await _fail_login(c, someone.email)
-    assert r.status_code == 401, r.text
+    assert r.status_code == 400, r.text
     (event,) = await _failed_logins(state)
     assert event.client_ip is None
 
@@ -59,7 +59,7 @@ async def test_a_client_address_that_is_not_an_ip_is_never_stored(from_peer, fac
 @pytest.mark.parametrize(("peer", "stored"), [("2001:DB8:0:0::0001", "2001:db8::1"), ("198.51.100.4", "198.51.100.4")])
 async def test_client_addresses_are_stored_in_normal_form(from_peer, factory: Factory, state, peer, stored):
     someone = await factory.user("colleague", login=False)
-    assert (await _fail_login(await from_peer(peer), someone.email)).status_code == 401
+    assert (await _fail_login(await from_peer(peer), someone.email)).status_code == 400
     (event,) = await _failed_logins(state)
     assert event.client_ip == stored
 
@@ -68,13 +68,13 @@ async def test_forwarded_for_counts_only_from_a_trusted_proxy(from_peer, factory
     someone = await factory.user("colleague", login=False)
     forwarded = {"X-Forwarded-For": "203.0.113.7"}
     # through the trusted proxy: the address it forwards
-    assert (await _fail_login(await from_peer(PROXY, trusted=[PROXY]), someone.email, forwarded)).status_code == 401
+    assert (await _fail_login(await from_peer(PROXY, trusted=[PROXY]), someone.email, forwarded)).status_code == 400
     # from anyone else the header is ignored (and with no proxy trusted, uvicorn does not even read it)
     untrusted = await from_peer("198.51.100.4", trusted=[PROXY])
-    assert (await _fail_login(untrusted, someone.email, forwarded)).status_code == 401
+    assert (await _fail_login(untrusted, someone.email, forwarded)).status_code == 400
     # a trusted proxy forwarding garbage: no address rather than the garbage
     garbage = {"X-Forwarded-For": "<script>" * 20}
-    assert (await _fail_login(await from_peer(PROXY, trusted=[PROXY]), someone.email, garbage)).status_code == 401
+    assert (await _fail_login(await from_peer(PROXY, trusted=[PROXY]), someone.email, garbage)).status_code == 400
     assert [e.client_ip for e in await _failed_logins(state)] == ["203.0.113.7", "198.51.100.4", None]
 
 
@@ -82,7 +82,7 @@ async def test_forwarded_for_counts_only_from_a_trusted_proxy(from_peer, factory
 async def test_a_hostile_request_id_never_reaches_the_audit_trail(client, factory: Factory, state, hostile):
     someone = await factory.user("colleague", login=False)
     r = await _fail_login(client, someone.email, {"X-Request-ID": hostile.encode()})
-    assert r.status_code == 401
+    assert r.status_code == 400
     (event,) = await _failed_logins(state)
     assert event.request_id == r.headers["x-request-id"] != hostile
     assert len(event.request_id) == 32 and int(event.request_id, 16) >= 0

@@ -219,7 +219,7 @@ async def test_docs_load_with_their_own_policy(client):
     # Swagger UI is served from this service (app/routers/docs.py), never a CDN.
     assert "frame-ancestors 'none'" in csp and "script-src 'self';" in csp and "https://" not in csp
     spec = (await client.get("/openapi.json")).json()
-    flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]
+    flows = spec["components"]["securitySchemes"]["OAuth2"]["flows"]
     assert flows["password"]["tokenUrl"] == "/auth/token"
 
 

@@ -25,7 +25,7 @@ async def test_tokens_are_never_stored(client: httpx.AsyncClient, factory: Facto
     assert "access_token" in r.json()
     r = await client.post("/auth/refresh", json={"refresh_token": someone.refresh_token})
     assert_no_store(r, 200, "POST /auth/refresh")
-    assert_no_store(await factory.login(someone, "not the password"), 401, "a refused login")
+    assert_no_store(await factory.login(someone, "not the password"), 400, "a refused login")
 
 
 async def test_every_authenticated_answer_about_people_is_never_stored(client: httpx.AsyncClient,

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.factory import Factory
+from tests.oauth import TOKEN_PATHS, assert_token_error
 
 
 def _directives(csp: str) -> dict[str, list[str]]:
@@ -52,7 +53,7 @@ async def test_api_responses_carry_the_headers(client: httpx.AsyncClient, factor
         ("GET", "/records", {}, 401),
         ("GET", "/no-such-path", {}, 404),
         ("DELETE", "/healthz", {}, 405),
-        ("POST", "/auth/refresh", {"json": {}}, 422),
+        ("POST", "/auth/refresh", {"json": {}}, 400),  # invalid_request (RFC 6749 §5.2)
         ("POST", "/auth/refresh", {"content": b"x" * (2 * 1024 * 1024),
                                    "headers": {"content-type": "application/json"}}, 413),
     ],
@@ -61,8 +62,11 @@ async def test_error_responses_carry_the_headers(client: httpx.AsyncClient, meth
                                                  kwargs: dict, status: int) -> None:
     r = await client.request(method, path, **kwargs)
     assert r.status_code == status
-    assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["status"] == status
+    if path in TOKEN_PATHS and status == 400:
+        assert_token_error(r, status)  # RFC 6749 §5.2 on the token doors
+    else:
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["status"] == status
     assert_common(r)
     assert_api_csp(r)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -39,7 +40,8 @@ def letter(subject: dict, clock, **kw) -> dict:
     body = {
         "kind": "subject_access", "subject_id": subject["id"], "requester_subject_id": subject["id"],
         "signed_by": subject["name"], "signatory_capacity": "individual", "in_writing": True,
-        "letter_reference": "LTR-2026-001", "received_at": (clock.now() - timedelta(days=1)).isoformat(),
+        "letter_reference": f"LTR-2026-{uuid.uuid4().hex[:6]}",  # one letter is one request (§3.4)
+        "received_at": (clock.now() - timedelta(days=1)).isoformat(),
     }
     body.update(kw)
     return body

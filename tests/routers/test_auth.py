@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from app.models.accounts import AuthSession, ServiceClient
 from app.models.audit import AuditEvent
 from tests.factory import PASSWORD, Factory, Person
+from tests.oauth import assert_token_error
 
 PROBLEM = "application/problem+json"
 
@@ -76,26 +77,23 @@ async def test_password_login_returns_a_token_pair(client, factory: Factory, sta
 
 
 @pytest.mark.parametrize("who", ["wrong-password", "unknown-email"])
-async def test_bad_credentials_give_the_same_401(client, factory: Factory, state, who):
+async def test_bad_credentials_give_the_same_answer(client, factory: Factory, state, who):
     p = await factory.user("colleague", login=False)
     email = p.email if who == "wrong-password" else "nobody@test.kmm"
     r = await client.post("/auth/token", data={"username": email, "password": "not the password!"})
-    assert_401(r)
-    assert r.json()["detail"] == "incorrect email or password"
+    assert assert_token_error(r, 400, error="invalid_grant")["error_description"] == "incorrect email or password"
     assert await _count(state, AuthSession) == 0
     assert [e.decision for e in await _events(state, "auth.login_failed")] == ["deny"]
 
 
 async def test_login_needs_both_fields(client):
     r = await client.post("/auth/token", data={"username": "x@test.kmm"})
-    assert r.status_code == 422
-    assert r.headers["content-type"] == PROBLEM
+    assert_token_error(r, 400, error="invalid_request")
 
 
 async def test_unknown_grant_type_is_400(client):
     r = await client.post("/auth/token", data={"grant_type": "implicit"})
-    assert r.status_code == 400
-    assert r.json()["type"].endswith("/unsupported-grant-type")
+    assert_token_error(r, 400, error="unsupported_grant_type")
 
 
 # -- every way an access token must fail -------------------------------------------
@@ -189,9 +187,9 @@ async def test_deactivated_account_token_fails_on_next_call_and_cannot_log_in(cl
     r = await client.patch(f"/users/{p.id}", json={"active": False}, headers=d.headers)
     assert r.status_code == 200 and r.json()["active"] is False
     assert_401(await client.get("/users/me", headers=p.headers))
-    assert_401(await client.post("/auth/refresh", json={"refresh_token": p.refresh_token}))
-    r = await factory.login(p)
-    assert_401(r)
+    assert_token_error(await client.post("/auth/refresh", json={"refresh_token": p.refresh_token}), 400,
+                       error="invalid_grant")
+    assert_token_error(await factory.login(p), 400, error="invalid_grant")
     failed = await _events(state, "auth.login_failed")
     assert [(e.rule, e.clause) for e in failed] == [("former", "§7.2")]
     # Reactivated, the account logs in again; the old tokens stay dead.
@@ -223,8 +221,10 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_family(client, factor
     first_access = dict(p.headers)
     new = (await client.post("/auth/refresh", json={"refresh_token": p.refresh_token})).json()
     # The old refresh token comes back: someone holds a copy.
-    assert_401(await client.post("/auth/refresh", json={"refresh_token": p.refresh_token}))
-    assert_401(await client.post("/auth/refresh", json={"refresh_token": new["refresh_token"]}))
+    assert_token_error(await client.post("/auth/refresh", json={"refresh_token": p.refresh_token}), 400,
+                       error="invalid_grant")
+    assert_token_error(await client.post("/auth/refresh", json={"refresh_token": new["refresh_token"]}), 400,
+                       error="invalid_grant")
     assert_401(await client.get("/users/me", headers=_bearer(new["access_token"])))
     assert_401(await client.get("/users/me", headers=first_access))
     assert [e.decision for e in await _events(state, "auth.refresh_reuse")] == ["deny"]
@@ -235,10 +235,12 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_family(client, factor
 
 async def test_refresh_refuses_access_tokens_and_expired_refresh_tokens(client, factory: Factory, clock, state):
     p = await factory.user("colleague")
-    assert_401(await client.post("/auth/refresh", json={"refresh_token": _access(p)}))
-    assert_401(await client.post("/auth/refresh", json={"refresh_token": "nonsense"}))
+    for token in (_access(p), "nonsense"):
+        assert_token_error(await client.post("/auth/refresh", json={"refresh_token": token}), 400,
+                           error="invalid_grant")
     clock.advance(days=state.settings.refresh_token_days)
-    assert_401(await client.post("/auth/refresh", json={"refresh_token": p.refresh_token}))
+    assert_token_error(await client.post("/auth/refresh", json={"refresh_token": p.refresh_token}), 400,
+                       error="invalid_grant")
 
 
 # -- logout -------------------------------------------------------------------------------
@@ -250,7 +252,8 @@ async def test_logout_ends_the_session_at_once(client, factory: Factory):
     r = await client.post("/auth/logout", headers=p.headers)
     assert r.status_code == 204
     assert_401(await client.get("/users/me", headers=p.headers))
-    assert_401(await client.post("/auth/refresh", json={"refresh_token": p.refresh_token}))
+    assert_token_error(await client.post("/auth/refresh", json={"refresh_token": p.refresh_token}), 400,
+                       error="invalid_grant")
     assert_401(await client.post("/auth/logout", headers=p.headers))
     # Only that session: another account is still logged in.
     assert (await client.get("/users/me", headers=other.headers)).status_code == 200
@@ -312,8 +315,9 @@ async def test_client_credentials_refused(client, factory: Factory, state, how):
         assert (await client.delete(f"/service-clients/{c['id']}", headers=d.headers)).status_code == 204
     r = await client.post("/auth/token", data={"grant_type": "client_credentials", "client_id": client_id,
                                                "client_secret": secret})
-    assert_401(r)
-    assert r.json()["detail"] == "invalid client credentials"
+    body = assert_token_error(r, 401, error="invalid_client")
+    assert body["error_description"] == "invalid client credentials"
+    assert r.headers["www-authenticate"].startswith("Basic")
 
 
 async def test_deactivating_a_client_ends_its_tokens(client, factory: Factory):

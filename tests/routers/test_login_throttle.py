@@ -40,7 +40,7 @@ async def spread_failures(app, state, email: str, n: int, *, first: int = 0) -> 
     for i in range(n):
         async with from_address(app, f"10.1.{first + i // per_address}.1") as c:
             r = await _login(c, email, WRONG)
-            assert r.status_code == 401, r.text
+            assert r.status_code == 400, r.text  # invalid_grant (RFC 6749 §5.2)
 
 
 async def _count(state, *where) -> int:  # type: ignore[no-untyped-def]
@@ -71,7 +71,8 @@ async def test_a_locked_account_and_an_unknown_email_get_the_same_answer(client,
         locked = await _login(c, p.email, PASSWORD)  # even the right password
         unknown = await _login(c, "nobody@test.kmm", PASSWORD)
     assert locked.status_code == 429, locked.text
-    assert locked.headers["content-type"] == PROBLEM
+    assert locked.headers["content-type"] == "application/json"
+    assert locked.json()["error"] == "invalid_grant"  # RFC 6749 has no code for throttling
     assert locked.headers["retry-after"] == str(state.settings.lockout_minutes * 60)
     assert locked.json()["rule"] == "lockout" and locked.json()["clause"] == "§6.6"
     assert _comparable(locked) == _comparable(unknown)
@@ -83,7 +84,7 @@ async def test_a_locked_account_and_an_unknown_email_get_the_same_answer(client,
 
 async def test_unknown_emails_are_not_stored_in_clear(client, factory: Factory, app, state):
     async with from_address(app, "10.2.0.2") as c:
-        assert (await _login(c, "Somebody.Unknown@test.kmm", WRONG)).status_code == 401
+        assert (await _login(c, "Somebody.Unknown@test.kmm", WRONG)).status_code == 400
     async with state.sessionmaker() as s:
         rows = list((await s.execute(select(LoginAttempt))).scalars())
     assert len(rows) == 1 and rows[0].user_id is None
@@ -99,7 +100,7 @@ async def test_one_address_cannot_lock_an_account(client, factory: Factory, app,
     async with from_address(app, "203.0.113.9") as attacker:
         statuses = [(await _login(attacker, d.email, WRONG)).status_code for _ in range(limit + 10)]
         throttled = await _login(attacker, d.email, PASSWORD)
-    assert statuses == [401] * limit + [429] * 10
+    assert statuses == [400] * limit + [429] * 10
     assert throttled.status_code == 429
     body = throttled.json()
     assert body["rule"] == "login-throttle" and body["clause"] == "§6.6"
@@ -120,7 +121,7 @@ async def test_the_address_throttle_covers_every_email_and_clears_with_time(clie
     async with from_address(app, "203.0.113.10") as sprayer:
         for i in range(limit):
             email = [p.email, q.email, f"guess{i}@test.kmm"][i % 3]
-            assert (await _login(sprayer, email, WRONG)).status_code == 401
+            assert (await _login(sprayer, email, WRONG)).status_code == 400
         # Every login from that address waits, right password or not, known email or not.
         assert (await _login(sprayer, q.email, PASSWORD)).status_code == 429
         assert (await _login(sprayer, "other@test.kmm", WRONG)).status_code == 429
@@ -138,7 +139,7 @@ async def test_the_throttle_holds_across_workers(client, factory: Factory, app, 
         limit = state.settings.login_address_threshold
         async with from_address(app, "203.0.113.12") as first:
             for _ in range(limit):
-                assert (await _login(first, p.email, WRONG)).status_code == 401
+                assert (await _login(first, p.email, WRONG)).status_code == 400
         async with from_address(other, "203.0.113.12") as second:
             r = await _login(second, p.email, PASSWORD)
         assert r.status_code == 429 and r.json()["rule"] == "login-throttle"
@@ -214,7 +215,7 @@ async def test_concurrent_guesses_cannot_exceed_the_threshold(client, factory: F
     finally:
         for c in clients:
             await c.aclose()
-    assert sorted(r.status_code for r in rs) == [401] * threshold + [429] * 6
+    assert sorted(r.status_code for r in rs) == [400] * threshold + [429] * 6
     assert await _count(state, LoginAttempt.outcome == "failed") == threshold
 
 
@@ -256,7 +257,7 @@ async def test_checks_cut_off_in_flight_stop_counting_after_a_while(client, fact
     monkeypatch.undo()
     async with from_address(app, "10.6.9.1") as c:
         r = await _login(c, p.email, PASSWORD)
-        assert r.status_code == 503 and r.json()["type"].endswith("/login-busy"), r.text
+        assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable", r.text
         clock.advance(seconds=sessions.IN_FLIGHT_SECONDS + 1)
         assert (await _login(c, p.email, PASSWORD)).status_code == 200
     assert await _count(state, LoginAttempt.outcome == "failed") == 0

@@ -75,3 +75,51 @@ async def test_deactivate(client, factory: Factory, state):
     assert [x["active"] for x in listed] == [False]
     r = await client.delete(f"/service-clients/{uuid.uuid4()}", headers=d.headers)
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
+
+
+# -- rotating a secret -------------------------------------------------------------------------
+
+
+def _cc(c: dict, secret: str) -> dict[str, str]:  # type: ignore[type-arg]
+    return {"grant_type": "client_credentials", "client_id": c["client_id"], "client_secret": secret}
+
+
+async def test_a_director_rotates_a_secret_and_the_old_one_stops_at_once(client, factory: Factory, state):
+    d = await factory.user("director")
+    c = (await client.post("/service-clients", json={"name": "c", "scopes": ["reports:read"]},
+                           headers=d.headers)).json()
+    old_token = (await client.post("/auth/token", data=_cc(c, c["client_secret"]))).json()["access_token"]
+    r = await client.post(f"/service-clients/{c['id']}/secret", headers=d.headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["client_id"] == c["client_id"] and body["id"] == c["id"]
+    assert body["client_secret"] != c["client_secret"] and len(body["client_secret"]) >= 40
+    assert r.headers["cache-control"] == "no-store"
+    refused = await client.post("/auth/token", data=_cc(c, c["client_secret"]))
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    # Tokens got with the old secret end too: it may have leaked.
+    stale = await client.get("/reports/monitoring", headers={"Authorization": f"Bearer {old_token}"})
+    assert stale.status_code == 401
+    ok = await client.post("/auth/token", data=_cc(c, body["client_secret"]))
+    assert ok.status_code == 200, ok.text
+    # Shown once: never listed, never in the audit trail.
+    listed = (await client.get("/service-clients", headers=d.headers)).text
+    assert body["client_secret"] not in listed
+    async with state.sessionmaker() as s:
+        events = list((await s.execute(select(AuditEvent).where(AuditEvent.action == "service_client.rotate_secret")))
+                      .scalars())
+        stored = (await s.execute(select(ServiceClient))).scalar_one()
+    assert [(e.actor_id, str(e.resource_id), e.decision) for e in events] == [(d.id, c["id"], "allow")]
+    assert body["client_secret"] not in str(events[0].detail) and body["client_secret"] not in stored.secret_hash
+
+
+async def test_only_a_director_rotates_and_nothing_changes_otherwise(client, factory: Factory, state):
+    d = await factory.user("director")
+    p = await factory.user("colleague", manager=d)
+    c = (await client.post("/service-clients", json={"name": "c", "scopes": []}, headers=d.headers)).json()
+    r = await client.post(f"/service-clients/{c['id']}/secret", headers=p.headers)
+    assert r.status_code == 403 and r.json()["rule"] == "director-only" and r.json()["clause"] == "§4.5"
+    assert "client_secret" not in r.text
+    r = await client.post(f"/service-clients/{uuid.uuid4()}/secret", headers=d.headers)
+    assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
+    assert (await client.post("/auth/token", data=_cc(c, c["client_secret"]))).status_code == 200

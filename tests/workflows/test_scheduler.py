@@ -162,7 +162,8 @@ async def _request(client, clock, person: Person, subject: dict, days_ago: int) 
     r = await client.post("/access-requests", headers=person.headers, json={
         "kind": "subject_access", "subject_id": subject["id"], "requester_subject_id": subject["id"],
         "signed_by": subject["name"], "signatory_capacity": "individual", "in_writing": True,
-        "letter_reference": "L-1", "received_at": (clock.now() - timedelta(days=days_ago)).isoformat()})
+        "letter_reference": f"L-{days_ago}",  # one letter is one request (§3.4)
+        "received_at": (clock.now() - timedelta(days=days_ago)).isoformat()})
     assert r.status_code == 201, r.text
     return dict(r.json())
 
