@@ -33,6 +33,7 @@ DIRECTORS_ONLY: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/service-clients"): DIRECTOR,
     ("GET", "/service-clients"): DIRECTOR,
     ("DELETE", "/service-clients/{client_id}"): DIRECTOR,
+    ("POST", "/service-clients/{client_id}/secret"): DIRECTOR,
     ("POST", "/emergency-grants"): DIRECTOR,
     ("DELETE", "/emergency-grants/{grant_id}"): DIRECTOR,
     ("POST", "/access-requests/{request_id}/decision"): ACCESS_REQUESTS,
