@@ -254,15 +254,20 @@ async def deactivate_client(
         raise not_found("service client")
     client.active = False
     session.add(client)
-    await session.execute(
-        update(AuthSession)
-        .where(col(AuthSession.client_id) == client.id, col(AuthSession.revoked_at).is_(None))
-        .values(revoked_at=now, revoked_reason="deactivated")
-    )
+    await _end_client_sessions(session, client_id=client.id, now=now, reason="deactivated")
     add_event(session, now=now, actor=actor, action="service_client.deactivate",
               resource_type="service_client", resource_id=client.id, decision="allow",
               rule="director", clause="§6.6")
     await session.commit()
+
+
+async def _end_client_sessions(session: AsyncSession, *, client_id: uuid.UUID, now: datetime, reason: str) -> None:
+    """Every live session of the client ends: the tokens it holds fail on their next use."""
+    await session.execute(
+        update(AuthSession)
+        .where(col(AuthSession.client_id) == client_id, col(AuthSession.revoked_at).is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    )
 
 
 async def rotate_client_secret(
@@ -276,11 +281,7 @@ async def rotate_client_secret(
     secret = secrets.token_urlsafe(32)
     client.secret_hash = hash_secret(secret)
     session.add(client)
-    await session.execute(
-        update(AuthSession)
-        .where(col(AuthSession.client_id) == client.id, col(AuthSession.revoked_at).is_(None))
-        .values(revoked_at=now, revoked_reason="secret_rotated")
-    )
+    await _end_client_sessions(session, client_id=client.id, now=now, reason="secret_rotated")
     add_event(session, now=now, actor=actor, action="service_client.rotate_secret",
               resource_type="service_client", resource_id=client.id, decision="allow",
               rule="director", clause="§6.6")
