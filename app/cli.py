@@ -119,7 +119,6 @@ def create_user(
     password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
 ) -> None:
     """Create an account (DESIGN §10)."""
-    from pydantic import ValidationError
     from sqlmodel import select
 
     from app.core.errors import Problem
@@ -150,17 +149,26 @@ def create_user(
             return await accounts.create_user(session, data=data, passwords=state.passwords,
                                               now=state.clock.now(), actor=None)
 
+    user = _refusing_bad_input(_create)
+    typer.echo(f"created {user.role} {user.email} ({user.id})")
+
+
+def _refusing_bad_input(work):  # type: ignore[no-untyped-def]
+    """Run ``work`` with the service's state; bad input or a refusal exits 2 with a message that
+    names the field and the rule, never the value given."""
+    from pydantic import ValidationError
+
+    from app.core.errors import Problem
+
     try:
-        user = run_with_state(_create)
+        return run_with_state(work)
     except ValidationError as exc:
-        # The messages name the field and the rule, never the value given.
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         typer.secho(f"invalid input: {problems}", fg="red", err=True)
         raise typer.Exit(2) from exc
     except Problem as exc:
         typer.secho(f"refused: {exc.detail}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"created {user.role} {user.email} ({user.id})")
 
 
 @cli.command("create-client")
@@ -169,9 +177,7 @@ def create_client(
     scope: Annotated[list[str] | None, typer.Option(help="a scope it holds; repeat for more")] = None,
 ) -> None:
     """Create a service client and print its secret, this once (only its hash is kept)."""
-    from pydantic import ValidationError
 
-    from app.core.errors import Problem
     from app.models.accounts import ServiceClientCreate
     from app.workflows import accounts
 
@@ -180,15 +186,7 @@ def create_client(
             data = ServiceClientCreate.model_validate({"name": name, "scopes": scope or []})
             return await accounts.create_client(session, data=data, now=state.clock.now(), actor=None)
 
-    try:
-        created = run_with_state(_create)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        typer.secho(f"invalid input: {problems}", fg="red", err=True)
-        raise typer.Exit(2) from exc
-    except Problem as exc:
-        typer.secho(f"refused: {exc.detail}", fg="red", err=True)
-        raise typer.Exit(2) from exc
+    created = _refusing_bad_input(_create)
     typer.echo(f"created service client {created.name} ({created.id})")
     typer.echo(f"client_id: {created.client_id}")
     typer.echo(f"client_secret: {created.client_secret}")
