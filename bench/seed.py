@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 
 from app.core.crypto import Keyring, encrypt
+from app.core.encrypted import row_aad, seal
 from app.workflows.records.content import aad as _aad
 
 # The share of records in each classification (roughly how a small charity's files fall).
@@ -169,8 +170,8 @@ def seed_org(
 
 RECORD_COLUMNS = (
     "id", "subject_id", "classification", "purpose", "custodian_id", "access_requester_id", "consent_status",
-    "consent_purpose_explained", "retention_until", "review_due", "legal_hold", "version", "created_by",
-    "created_at", "updated_at",
+    "consent_purpose_explained", "consent_refusal_reason", "retention_until", "review_due", "legal_hold", "version",
+    "created_by", "created_at", "updated_at",
 )
 CONTENT_COLUMNS = ("record_id", "key_id", "wrapped_key", "title_ct", "content_ct")
 
@@ -222,8 +223,12 @@ def seed_records(
                 grants.append((uuid.uuid4(), rng.choice(holders).id, *target, "out-of-hours crisis call", expires,
                                rng.choice(directors).id, issued, revoked))
             created = now - timedelta(days=rng.randint(0, 2000), seconds=rng.randint(0, 86_400))
+            consent = rng.choice(CONSENT)
+            # a refusal records why, bound to its row (§1.3, §6.6), as the service writes it
+            reason = seal(keyring, "did not want the referral shared", row_aad("records", "consent_refusal_reason",
+                                                                               [rid])) if consent == "refused" else None
             records.append((
-                rid, subject_id, cls, purpose, custodian, requester, rng.choice(CONSENT), rng.random() < 0.5,
+                rid, subject_id, cls, purpose, custodian, requester, consent, rng.random() < 0.5, reason,
                 now + timedelta(days=6 * 365), now + timedelta(days=365),
                 False, 1, custodian, created, created,
             ))

@@ -84,6 +84,9 @@ async def test_seeded_organisation_is_readable_by_the_service(settings: Settings
                 by_class = dict(cur.fetchall())
                 cur.execute("SELECT count(*) FROM subjects WHERE user_id IS NOT NULL")
                 (linked,) = cur.fetchone()  # type: ignore[misc]
+                cur.execute("SELECT id FROM records WHERE consent_status = 'refused' "
+                            "AND classification IN ('general', 'confidential') LIMIT 1")
+                (refused,) = cur.fetchone()  # type: ignore[misc]
         assert counts["records"] == 300 and sum(by_class.values()) == 300
         assert set(by_class) == {"general", "confidential", "sensitive", "personnel"}
         assert len(org.staff) == 30 and len(org.directors) >= 1 and linked == len(org.employee_subjects) > 0
@@ -99,6 +102,8 @@ async def test_seeded_organisation_is_readable_by_the_service(settings: Settings
                 assert got.status_code == 200, got.text
                 assert got.json()["title"].startswith("Case note ") and got.json()["content"]
                 assert got.json()["access"]["rule"] in {"general", "custodian", "director"}
+            got = await c.get(f"/records/{refused}", headers=headers)  # a refusal's reason opens on its row
+            assert got.status_code == 200 and got.json()["consent"]["refusal_reason"], got.text
         await app.state.kmm.engine.dispose()
     finally:
         with admin.connect() as conn:

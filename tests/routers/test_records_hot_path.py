@@ -243,3 +243,18 @@ async def test_a_waiter_that_goes_away_does_not_stop_the_batch(client, state):
         n = (await session.execute(
             select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "test.cancel"))).scalar_one()
     assert n == 4  # the event of the request that went away stands too
+
+
+async def test_a_refused_consent_is_read_on_the_hot_path_with_its_reason(client, factory: Factory, state):
+    """A refusal's reason is encrypted text bound to its row (§1.3, §6.6): the hot path opens
+    it itself, so such a read costs one query and one insert like any other."""
+    alice = await factory.user("colleague")
+    subject = await factory.subject(by=alice)
+    record = await factory.record(by=alice, subject=subject,
+                                  consent={"status": "refused", "refusal_reason": "refusal-marker"})
+    with statements(state) as seen:
+        r = await client.get(f"/records/{record['id']}", headers=alice.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["consent"]["refusal_reason"] == "refusal-marker"
+    assert _sent(seen) == ["SELECT", "INSERT"]
+    assert r.json() == await _general(state, record["id"], alice)

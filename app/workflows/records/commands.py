@@ -101,7 +101,8 @@ async def create_record(
               resource_id=record.id, decision="allow", rule="custodian", clause="§4.2",
               detail={"classification": record.classification, "purpose": record.purpose})
     await session.commit()
-    return to_public(record, title=data.title, content=data.content, entitled=[], decision=None)
+    return to_public(record, title=data.title, content=data.content, entitled=[], decision=None,
+                     refusal_reason=data.consent.refusal_reason)
 
 
 # -- update ----------------------------------------------------------------------
@@ -192,7 +193,8 @@ async def update_record(
     await session.refresh(record)
     entitled = await entitled_ids(session, record)
     await session.commit()
-    return to_public(record, title=title, content=content, entitled=entitled, decision=decision)
+    return to_public(record, title=title, content=content, entitled=entitled, decision=decision,
+                     refusal_reason=record.consent_refusal_reason)
 
 
 _NOT_NULL = ("title", "content", "classification", "purpose", "custodian_id", "retention_until", "review_due")

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Select, Table, bindparam
+from sqlalchemy import BindParameter, Select, Table, Text, bindparam, type_coerce
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -30,7 +30,8 @@ RECORDS = cast(Table, Record.__table__)  # type: ignore[attr-defined]
 CONTENTS = cast(Table, RecordContent.__table__)  # type: ignore[attr-defined]
 _ACTOR_FIELDS = ("role", "active", "line_manager_id", "staff_type")
 # The record columns a read shows (to_public), none of them encrypted: the hot path's rows
-# are converted by the driver alone.
+# are converted by the driver alone; the one encrypted column it shows, a refusal's reason,
+# comes as stored (``sealed_refusal_reason``) and is opened by the hot path.
 # A row of the hot path's statement (app.core.db.Rows): a Core row or a named tuple, with
 # the columns of Record and RecordContent by name.
 ReadRow = Any
@@ -63,7 +64,9 @@ def record_statement(*, with_actor: bool, core: bool = False) -> Select[Any]:
     record_cols: tuple[Any, ...] = (Record, RecordContent)
     actor_cols: tuple[Any, ...] = (User, col(AuthSession.revoked_at))
     if core:
-        record_cols = (*(RECORDS.c[name] for name in _READ_FIELDS), *CONTENTS.c)  # no name is in both
+        record_cols = (*(RECORDS.c[name] for name in _READ_FIELDS), *CONTENTS.c,  # no name is in both
+                       # stored as it is: the hot path opens it with the row's associated data (§6.6)
+                       type_coerce(RECORDS.c.consent_refusal_reason, Text()).label("sealed_refusal_reason"))
         # Named as sessions.row_actor reads them (no record or content column has these names).
         actor_cols = (*(col(getattr(User, f)) for f in _ACTOR_FIELDS), col(AuthSession.revoked_at))
     columns = (*record_cols, col(custodian.line_manager_id).label("custodian_lm"),

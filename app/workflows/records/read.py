@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.crypto import Keyring, decrypt
 from app.core.db import RowSource
+from app.core.encrypted import Sealed, open_value
 from app.core.errors import not_found
 from app.core.pagination import CursorCodec, Page, page_of
 from app.core.security import TokenClaims
@@ -80,8 +81,6 @@ async def read_record_fast(
             raise not_found("record")
         if row.record_id is None or row.destroyed_at is not None:
             return None  # destroyed: the general path audits the read and answers 410
-        if row.consent_status == ConsentStatus.refused:
-            return None  # its reason is encrypted text (EncryptedText), which the general path decrypts
         entitled = await conn.scalars(ENTITLED, {"record_id": row.id}) if row.classification == "sensitive" else []
     facts = RecordFacts(
         classification=row.classification, custodian_id=row.custodian_id,
@@ -94,10 +93,17 @@ async def read_record_fast(
     if not decision.allowed:
         return None
     title, content = open_content(keyring, row)
+    reason = None
+    if row.consent_status == ConsentStatus.refused:  # bound to its row and column (§6.6)
+        reason = open_value(keyring, _sealed(row.sealed_refusal_reason), "records", "consent_refusal_reason", [row.id])
     await audit.write(event_row(now=now, actor=actor, action="record.read", resource_type="record",
                                 resource_id=row.id, decision="allow", rule=decision.rule, clause=decision.clause,
                                 **allow_flags(decision, row.classification)))
-    return to_public(row, title=title, content=content, entitled=entitled, decision=decision)
+    return to_public(row, title=title, content=content, entitled=entitled, decision=decision, refusal_reason=reason)
+
+
+def _sealed(stored: str | None) -> Sealed | None:
+    return None if stored is None else Sealed(stored)
 
 
 async def _read_loaded(
@@ -110,7 +116,8 @@ async def _read_loaded(
     title, content = open_content(keyring, loaded.content)
     entitled = await entitled_ids(session, loaded.record)
     await session.commit()
-    return to_public(loaded.record, title=title, content=content, entitled=entitled, decision=decision)
+    return to_public(loaded.record, title=title, content=content, entitled=entitled, decision=decision,
+                     refusal_reason=loaded.record.consent_refusal_reason)
 
 
 async def list_records(

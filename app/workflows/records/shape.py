@@ -36,7 +36,7 @@ def summary_fields(r: Record | ReadRow) -> dict[str, Any]:
 
 def to_public(
     record: Record | ReadRow, *, title: str | None, content: str | None, entitled: list[uuid.UUID],
-    decision: Decision | None,
+    decision: Decision | None, refusal_reason: str | None,
 ) -> RecordPublic:
     return RecordPublic(
         **summary_fields(record),
@@ -46,9 +46,7 @@ def to_public(
         entitled_user_ids=entitled,
         consent=Consent(status=record.consent_status, obtained_at=record.consent_obtained_at,
                         purpose_explained=record.consent_purpose_explained,
-                        # the hot path never shows a refusal (read_record_fast), so its rows need no reason
-                        refusal_reason=record.consent_refusal_reason
-                        if record.consent_status == ConsentStatus.refused else None),
+                        refusal_reason=refusal_reason if record.consent_status == ConsentStatus.refused else None),
         last_verified_at=record.last_verified_at,
         destroyed_at=record.destroyed_at,
         access=AccessNote(rule=decision.rule, clause=decision.clause, emergency=decision.emergency,
