@@ -122,8 +122,8 @@ def create_user(
     from sqlmodel import select
 
     from app.core.errors import Problem
-    from app.models.accounts import User, UserCreate
-    from app.workflows import accounts
+    from app.models.users import User, UserCreate
+    from app.workflows import users
 
     if password_stdin:
         if password:
@@ -146,7 +146,7 @@ def create_user(
             data = UserCreate.model_validate({"email": email, "full_name": name, "role": role,
                                               "staff_type": staff_type, "line_manager_id": manager_id,
                                               "password": password})
-            return await accounts.create_user(session, data=data, passwords=state.passwords,
+            return await users.create_user(session, data=data, passwords=state.passwords,
                                               now=state.clock.now(), actor=None)
 
     user = _refusing_bad_input(_create)
@@ -178,13 +178,13 @@ def create_client(
 ) -> None:
     """Create a service client and print its secret, this once (only its hash is kept)."""
 
-    from app.models.accounts import ServiceClientCreate
-    from app.workflows import accounts
+    from app.models.service_clients import ServiceClientCreate
+    from app.workflows import service_clients
 
     async def _create(state):  # type: ignore[no-untyped-def]
         async with state.sessionmaker() as session:
             data = ServiceClientCreate.model_validate({"name": name, "scopes": scope or []})
-            return await accounts.create_client(session, data=data, now=state.clock.now(), actor=None)
+            return await service_clients.create_client(session, data=data, now=state.clock.now(), actor=None)
 
     created = _refusing_bad_input(_create)
     typer.echo(f"created service client {created.name} ({created.id})")
@@ -229,7 +229,7 @@ def audit_verify(
 
     from app.core import progress
     from app.models.audit import AuditEvent
-    from app.workflows.audit_chain import verify_chain
+    from app.workflows.audit.chain import verify_chain
 
     expected = _head(expect_head)
 

@@ -21,8 +21,8 @@ from app.core.security import InvalidToken, TokenClaims
 from app.core.state import AppState
 from app.policy.actor import Actor
 from app.policy.scopes import SCOPES
-from app.workflows.audit_trail import add_event
-from app.workflows.sessions import load_actor, unauthorized
+from app.workflows.audit.trail import add_event
+from app.workflows.auth import load_actor, unauthorized
 
 
 class BearerToken(OAuth2):

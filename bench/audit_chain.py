@@ -22,9 +22,9 @@ from app.core.audit_keys import AuditKeys, install_audit_keys
 from app.core.config import Settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.migrations import upgrade
-from app.models.accounts import User
-from app.workflows.audit_chain import seal_all, verify_chain
-from app.workflows.audit_trail import add_event
+from app.models.users import User
+from app.workflows.audit.chain import seal_all, verify_chain
+from app.workflows.audit.trail import add_event
 
 BULK_INSERT = """
 INSERT INTO audit_events (at, actor_id, actor_kind, actor_role, action, resource_type, resource_id,

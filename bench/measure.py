@@ -54,7 +54,7 @@ class VerifyResult:
 
 
 def _find(name: str) -> Callable[..., Any] | None:
-    for module in ("app.workflows.audit_trail", "app.workflows.audit_chain"):
+    for module in ("app.workflows.audit.trail", "app.workflows.audit.chain"):
         try:
             fn = getattr(importlib.import_module(module), name, None)
         except ImportError:

@@ -30,8 +30,9 @@ from app.core.clock import FrozenClock
 from app.core.config import Settings
 from app.core.migrations import upgrade
 from app.main import create_app
-from app.models.accounts import User
-from app.models.records import Record, RecordContent, RecordNamedAccess, RecordShare, Subject
+from app.models.records import Record, RecordContent, RecordNamedAccess, RecordShare
+from app.models.subjects import Subject
+from app.models.users import User
 from app.workflows.records.content import seal_content
 
 MIX = [("general", 0.15), ("confidential", 0.55), ("sensitive", 0.15), ("personnel", 0.15)]

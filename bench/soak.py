@@ -8,7 +8,7 @@ At the end it checks, and prints with the numbers:
 
 - no response was a 5xx (or a transport error);
 - every accepted update is visible: successful PATCHes == sum over records of (version - 1);
-- the audit chain verifies (app.workflows.audit_chain.verify_chain).
+- the audit chain verifies (app.workflows.audit.chain.verify_chain).
 
 Loopback only; every loop is bounded by the deadline and every request by a timeout.
 Exit status 0 when clean, 1 otherwise. Not part of CI.
@@ -36,8 +36,8 @@ import psycopg
 from app.core.config import Settings
 from app.core.migrations import upgrade
 from app.core.state import AppState
-from app.models.accounts import UserCreate
-from app.workflows import accounts
+from app.models.users import UserCreate
+from app.workflows.users import create_user
 from bench.__main__ import DEFAULT_URL, bench_schema, libpq_url, write_secrets
 from bench.service import Service
 
@@ -84,7 +84,7 @@ async def seed_director(settings: Settings) -> str:
     state = AppState.build(settings)
     try:
         async with state.sessionmaker() as session:
-            await accounts.create_user(
+            await create_user(
                 session, data=UserCreate(email=email, full_name="Soak Director", role="director",
                                          staff_type="employee", password=PASSWORD),
                 passwords=state.passwords, now=state.clock.now(), actor=None)
@@ -220,7 +220,7 @@ def version_increments(url: str, schema: str) -> tuple[int, int]:
 
 async def verify_audit_chain(settings: Settings) -> Any:
     try:
-        chain = importlib.import_module("app.workflows.audit_chain")
+        chain = importlib.import_module("app.workflows.audit.chain")
     except ImportError:
         return None
     state = AppState.build(settings)

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from app.core.state import AppState
-from app.models.accounts import User, UserCreate
-from app.workflows import accounts
+from app.models.users import User, UserCreate
+from app.workflows import users
 
 PASSWORD = "correct horse battery staple"
 
@@ -73,7 +73,7 @@ class Factory:
         email = f"{role}{self._n}-{_unique()}@test.kmm"
         manager_id = manager.id if manager is not None else None
         async with self.state.sessionmaker() as session:
-            user = await accounts.create_user(
+            user = await users.create_user(
                 session,
                 data=UserCreate(email=email, full_name=name or f"{role.title()} {self._n}",
                                 role=role, staff_type=staff_type if role != "trustee" else None,

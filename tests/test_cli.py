@@ -16,7 +16,7 @@ from app.cli import cli
 from app.core.config import Settings
 from app.core.migrations import head_revisions
 from app.demo import PEOPLE, email_for
-from app.models.accounts import User
+from app.models.users import User
 from tests.conftest import PROJECT_ROOT
 from tests.databases import env_for, fresh_database, sync_engine
 
@@ -200,7 +200,7 @@ def test_serve_migrates_first_then_runs_uvicorn(db, monkeypatch):
 
 
 def test_create_client_prints_the_secret_once(db):
-    from app.models.accounts import ServiceClient
+    from app.models.service_clients import ServiceClient
 
     assert kmm(db, "migrate").exit_code == 0
     r = kmm(db, "create-client", "--name", "Funder reports", "--scope", "reports:read", "--scope", "subjects:read")
@@ -217,7 +217,7 @@ def test_create_client_prints_the_secret_once(db):
 
 
 def test_create_client_refuses_an_unknown_scope(db):
-    from app.models.accounts import ServiceClient
+    from app.models.service_clients import ServiceClient
 
     assert kmm(db, "migrate").exit_code == 0
     r = kmm(db, "create-client", "--name", "X", "--scope", "records:destroy")

@@ -46,8 +46,8 @@ from app.core.config import Settings
 from app.core.migrations import upgrade
 from app.core.state import AppState
 from app.main import create_app
-from app.models.accounts import UserCreate
-from app.workflows import accounts
+from app.models.users import UserCreate
+from app.workflows import users
 from tests.databases import fresh_database
 from tests.factory import PASSWORD
 
@@ -114,7 +114,7 @@ def seed_users(s: Settings, *roles: str) -> dict[str, str]:
             manager_id = None
             async with state.sessionmaker() as session:
                 for role in roles:
-                    user = await accounts.create_user(
+                    user = await users.create_user(
                         session,
                         data=UserCreate(email=emails[role], full_name=f"Fuzz {role}", role=role,
                                         staff_type="employee" if role != "trustee" else None,

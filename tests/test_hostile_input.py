@@ -178,7 +178,7 @@ def all_unbounded_inputs(doc: dict[str, Any]) -> list[str]:
     return unbounded
 
 
-# Reported, outside the plumbing (app/models/accounts.py ServiceClientBase.scopes: list[str]).
+# Reported, outside the plumbing (app/models/service_clients.py ServiceClientBase.scopes: list[str]).
 KNOWN_UNBOUNDED: set[str] = set()
 
 

@@ -25,17 +25,44 @@ def _workflows_used(router: str) -> set[str]:
     return used
 
 
-@pytest.mark.parametrize("router", ["records", "emergency_grants", "retention", "compliance", "reports"])
+# Every router of a resource; the others serve the service itself (health, docs, the
+# OpenAPI operation table, problem responses, the benchmark's baseline).
+RESOURCES = sorted(p.stem for p in (APP / "routers").glob("*.py")
+                   if p.stem not in {"__init__", "bench", "docs", "health", "operations", "responses"})
+# Shared by several routers: every creating POST's Idempotency-Key handling; a record's
+# access log is read from the audit trail, beside it (audit/access.py).
+SHARED = {"idempotency"}
+ALSO = {"records": {"audit"}}
+
+
+def _models_used(router: str) -> set[str]:
+    tree = ast.parse((APP / "routers" / f"{router}.py").read_text())
+    return {node.module.split(".")[2] for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("app.models.")}
+
+
+def test_every_resource_router_is_listed():
+    assert {"users", "service_clients", "auth", "audit", "subjects", "records"} <= set(RESOURCES)
+
+
+@pytest.mark.parametrize("router", RESOURCES)
 def test_a_router_is_served_by_the_workflow_of_its_name(router):
-    # A record's access log is read from the audit trail, beside it (audit_access); every
-    # creating POST shares the Idempotency-Key handling (idempotency).
-    assert _workflows_used(router) - {"audit_access", "idempotency"} == {router}
+    assert _workflows_used(router) - SHARED - ALSO.get(router, set()) == {router}
     assert (APP / "workflows" / f"{router}.py").exists() or (APP / "workflows" / router).is_dir()
+
+
+@pytest.mark.parametrize("router", RESOURCES)
+def test_a_router_shows_the_models_of_its_name(router):
+    # Legal holds and accuracy reviews are records' lifecycle (app/models/lifecycle.py).
+    assert _models_used(router) <= {router} | ({"lifecycle"} if router == "records" else set())
+    assert _models_used(router) == set() or (APP / "models" / f"{router}.py").exists()
 
 
 def test_no_router_or_workflow_gathers_unrelated_resources():
     for gone in ("routers/data_protection.py", "routers/record_lifecycle.py", "workflows/sharing.py",
-                 "workflows/records.py", "workflows/record_access.py", "workflows/accuracy.py"):
+                 "workflows/records.py", "workflows/record_access.py", "workflows/accuracy.py",
+                 "workflows/accounts.py", "workflows/sessions.py", "workflows/passwords.py", "models/accounts.py",
+                 "workflows/audit_trail.py", "workflows/audit_chain.py", "workflows/audit_access.py"):
         assert not (APP / gone).exists(), gone
 
 
@@ -68,9 +95,9 @@ def test_the_workflow_is_given_the_expected_version_not_the_header():
 
 
 def test_the_access_log_sits_beside_the_audit_trail():
-    from app.workflows import audit_access
+    from app.workflows.audit import access
 
-    assert callable(audit_access.access_log) and callable(audit_access.record_accesses)
+    assert callable(access.access_log) and callable(access.record_accesses)
 
 
 @pytest.mark.parametrize(("module", "names"), [

@@ -93,8 +93,9 @@ def test_records_without_dates_get_the_schedule_s(tmp_path):
     from alembic.script import ScriptDirectory
     from sqlalchemy import insert, select
 
-    from app.models.accounts import User
-    from app.models.records import Record, Subject
+    from app.models.records import Record
+    from app.models.subjects import Subject
+    from app.models.users import User
 
     with fresh_database(tmp_path, retention_days={"service_delivery": 10, "funder_reporting": 20}) as settings:
         before = ScriptDirectory.from_config(alembic_config(settings)).get_revision("0010").down_revision
@@ -152,8 +153,9 @@ def test_unbound_encrypted_text_is_bound_to_its_row_and_back(tmp_path):
 
     from app.core.crypto import Keyring
     from app.core.encrypted import decrypt_text, encrypt_text, row_aad, unseal
-    from app.models.accounts import User
-    from app.models.records import Record, RecordShare, Subject
+    from app.models.records import Record, RecordShare
+    from app.models.subjects import Subject
+    from app.models.users import User
 
     with fresh_database(tmp_path) as settings:
         before = ScriptDirectory.from_config(alembic_config(settings)).get_revision("0014").down_revision

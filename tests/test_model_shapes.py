@@ -17,14 +17,17 @@ from sqlmodel import SQLModel
 
 from app.core.pagination import Page
 from app.models import access_requests as ar
-from app.models import accounts, audit, breach_reports, disclosures, emergency_grants, records, webhooks
+from app.models import audit, breach_reports, disclosures, emergency_grants, records, service_clients, users, webhooks
+from app.models import subjects as subject_models
 from app.workflows import access_requests as ar_flow
-from app.workflows import accounts as accounts_flow
-from app.workflows import audit_access, audit_trail, subjects
 from app.workflows import breach_reports as breach_flow
 from app.workflows import disclosures as disclosures_flow
 from app.workflows import emergency_grants as grants_flow
+from app.workflows import service_clients as service_clients_flow
+from app.workflows import subjects as subjects_flow
+from app.workflows import users as users_flow
 from app.workflows import webhooks as webhooks_flow
+from app.workflows.audit import access, trail
 from app.workflows.records import read
 
 
@@ -33,10 +36,10 @@ def _base(module: Any, name: str) -> Any:
 
 
 TABLES_AND_BASES = [
-    (records.Subject, _base(records, "SubjectBase")),
+    (subject_models.Subject, _base(subject_models, "SubjectBase")),
     (records.Record, _base(records, "RecordBase")),
-    (accounts.User, _base(accounts, "UserBase")),
-    (accounts.ServiceClient, _base(accounts, "ServiceClientBase")),
+    (users.User, _base(users, "UserBase")),
+    (service_clients.ServiceClient, _base(service_clients, "ServiceClientBase")),
     (audit.AuditEvent, _base(audit, "AuditEventBase")),
     (ar.AccessRequest, _base(ar, "AccessRequestBase")),
     (disclosures.Disclosure, _base(disclosures, "DisclosureBase")),
@@ -58,7 +61,7 @@ def test_each_table_inherits_its_base(table, base):
 
 
 @pytest.mark.parametrize(("public", "base"), [
-    (records.SubjectPublic, _base(records, "SubjectBase")), (accounts.UserPublic, _base(accounts, "UserBase")),
+    (subject_models.SubjectPublic, _base(subject_models, "SubjectBase")), (users.UserPublic, _base(users, "UserBase")),
     (ar.AccessRequestPublic, _base(ar, "AccessRequestBase")),
     (disclosures.DisclosurePublic, _base(disclosures, "DisclosureBase")),
     (emergency_grants.GrantPublic, _base(emergency_grants, "GrantBase")),
@@ -69,13 +72,13 @@ def test_public_models_inherit_the_same_base(public, base):
 
 
 ENUM_COLUMNS = [
-    (records.Subject, "kind", records.SubjectKind, 16),
-    (records.Subject, "category", records.SubjectCategory, 32),
+    (subject_models.Subject, "kind", subject_models.SubjectKind, 16),
+    (subject_models.Subject, "category", subject_models.SubjectCategory, 32),
     (records.Record, "classification", records.Classification, 16),
     (records.Record, "purpose", records.Purpose, 40),
     (records.Record, "consent_status", records.ConsentStatus, 16),
-    (accounts.User, "role", accounts.Role, 16),
-    (accounts.User, "staff_type", accounts.StaffType, 16),
+    (users.User, "role", users.Role, 16),
+    (users.User, "staff_type", users.StaffType, 16),
     (ar.AccessRequest, "kind", ar.AccessRequestKind, 24),
     (ar.AccessRequest, "signatory_capacity", ar.SignatoryCapacity, 24),
     (ar.AccessRequest, "status", ar.AccessRequestStatus, 16),
@@ -126,15 +129,15 @@ def test_every_enum_column_is_listed():
 
 LIST_WORKFLOWS: list[tuple[Callable[..., Any], Any]] = [
     (read.list_records, records.RecordSummary),
-    (subjects.list_subjects, records.SubjectPublic),
-    (accounts_flow.list_users, accounts.UserPublic),
-    (accounts_flow.list_clients, accounts.ServiceClientPublic),
+    (subjects_flow.list_subjects, subject_models.SubjectPublic),
+    (users_flow.list_users, users.UserPublic),
+    (service_clients_flow.list_clients, service_clients.ServiceClientPublic),
     (ar_flow.list_requests, ar.AccessRequestPublic),
     (disclosures_flow.list_disclosures, disclosures.DisclosurePublic),
     (breach_flow.list_reports, breach_reports.BreachReportPublic | breach_reports.BreachReportStatusView),
     (grants_flow.list_grants, emergency_grants.GrantPublic),
-    (audit_trail.list_events, audit.AuditEventPublic),
-    (audit_access.access_log, records.AccessLogEntry),
+    (trail.list_events, audit.AuditEventPublic),
+    (access.access_log, records.AccessLogEntry),
     (webhooks_flow.list_webhooks, webhooks.WebhookPublic),
     (webhooks_flow.list_deliveries, webhooks.DeliveryPublic),
 ]
@@ -153,7 +156,8 @@ def test_every_list_workflow_returns_a_page_of_public_items(workflow, item):
 
 def test_page_is_the_only_page_shape():
     # Every model with items and next_cursor is a Page.
-    for module in (records, ar, accounts, audit, disclosures, breach_reports, emergency_grants, webhooks):
+    for module in (records, subject_models, ar, users, service_clients, audit, disclosures, breach_reports,
+                   emergency_grants, webhooks):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, BaseModel) and value is not SQLModel:
                 fields = getattr(value, "model_fields", {})

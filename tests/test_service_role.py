@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.core.db import make_engine
 from app.models.audit import AuditEvent, AuditSeal
-from app.workflows.audit_chain import seal_all, verify_chain
+from app.workflows.audit.chain import seal_all, verify_chain
 from tests.audit_helpers import count
 
 pytestmark = pytest.mark.postgres_only

@@ -1,6 +1,6 @@
 """The group commit of audit events that go with no change of their own (DESIGN §11).
 
-``AppState`` holds one writer per process; app/workflows/audit_trail.py builds the rows.
+``AppState`` holds one writer per process; app/workflows/audit/trail.py builds the rows.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 
 from app.core.errors import field_error
-from app.models.accounts import MIN_PASSWORD
+from app.models.users import MIN_PASSWORD
 
 SERVICE_WORDS = frozenset({
     "kmm", "kmmrecords", "kmmservices", "kmmservicescoltd", "confidential", "confidentiality",

@@ -19,8 +19,8 @@ from sqlmodel import select
 from app.core import progress
 from app.core.files import read_private, write_private
 from app.core.state import AppState
-from app.models.accounts import Role, StaffType, User, UserCreate
-from app.workflows import accounts
+from app.models.users import Role, StaffType, User, UserCreate
+from app.workflows.users import create_user
 
 DEMO_DOMAIN = "demo.kmm.org.uk"
 
@@ -71,7 +71,7 @@ async def seed_accounts(state: AppState) -> dict[str, User]:
                 users[key] = existing
                 continue
             passwords[key] = passwords.get(key) or secrets.token_urlsafe(12)
-            users[key] = await accounts.create_user(
+            users[key] = await create_user(
                 session,
                 data=UserCreate(email=email_for(key), full_name=name, role=role,
                                 staff_type=staff_type,

@@ -12,8 +12,8 @@ from sqlmodel import col, select
 
 from app.core.state import AppState
 from app.models.access_requests import AccessDecision, AccessRequest, AccessRequestCreate, AccessWithdrawal
-from app.models.accounts import User
-from app.models.records import Subject
+from app.models.subjects import Subject
+from app.models.users import User
 from app.policy.actor import Actor
 from app.workflows import access_requests
 

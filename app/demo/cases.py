@@ -9,10 +9,10 @@ from datetime import timedelta
 from sqlmodel import select
 
 from app.core.state import AppState
-from app.models.accounts import User
 from app.models.breach_reports import BreachFinding, BreachReportCreate
 from app.models.disclosures import Disclosure, DisclosureCreate, DisclosureReport, SubjectInformed
-from app.models.records import Subject
+from app.models.subjects import Subject
+from app.models.users import User
 from app.policy.actor import Actor
 from app.workflows import breach_reports, disclosures
 

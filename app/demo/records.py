@@ -9,15 +9,10 @@ from datetime import timedelta
 from sqlmodel import select
 
 from app.core.state import AppState
-from app.models.accounts import User
 from app.models.emergency_grants import EmergencyGrant
-from app.models.records import (
-    NamedAccessCreate,
-    RecordCreate,
-    ShareCreate,
-    Subject,
-    SubjectCreate,
-)
+from app.models.records import NamedAccessCreate, RecordCreate, ShareCreate
+from app.models.subjects import Subject, SubjectCreate
+from app.models.users import User
 from app.policy.actor import Actor
 from app.workflows import subjects
 from app.workflows.records import commands, shares

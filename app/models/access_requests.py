@@ -12,7 +12,8 @@ from sqlalchemy import CheckConstraint, Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel
 
 from app.models.base import created_at_field, enum_field, utc_column, uuid_pk
-from app.models.records import NAME_MAX, Classification, Purpose, Tombstone
+from app.models.records import Classification, Purpose, Tombstone
+from app.models.subjects import NAME_MAX
 
 
 class AccessRequestKind(StrEnum):

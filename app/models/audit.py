@@ -1,4 +1,4 @@
-"""Audit events (DESIGN §6): append-only; chained by hash by the sealer (app/workflows/audit_chain.py)."""
+"""Audit events (DESIGN §6): append-only; chained by hash by the sealer (app/workflows/audit/chain.py)."""
 
 from __future__ import annotations
 

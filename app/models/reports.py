@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from app.models.records import Classification, Purpose, SubjectCategory
+from app.models.records import Classification, Purpose
+from app.models.subjects import SubjectCategory
 
 THRESHOLD = 5
 SUPPRESSED: Literal["<5"] = "<5"

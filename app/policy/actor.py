@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from app.models.accounts import User
+    from app.models.users import User
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,15 +12,10 @@ from typing import Any
 from sqlalchemy import BindParameter, ColumnElement, and_, false, func, not_, or_, true
 from sqlmodel import col, select
 
-from app.models.accounts import User
 from app.models.emergency_grants import EmergencyGrant
-from app.models.records import (
-    Classification,
-    Record,
-    RecordNamedAccess,
-    RecordShare,
-    Subject,
-)
+from app.models.records import Classification, Record, RecordNamedAccess, RecordShare
+from app.models.subjects import Subject
+from app.models.users import User
 from app.policy.actor import Actor
 from app.policy.rules import (
     DENIAL,

@@ -11,7 +11,7 @@ from app.core.pagination import Page
 from app.deps import DirectorUser, LimitDep, NowDep, SessionDep, StateDep
 from app.models.audit import AuditEventFilter, AuditEventPublic, ChainReport
 from app.routers.responses import problem_responses
-from app.workflows import audit_chain, audit_trail
+from app.workflows.audit import chain, trail
 
 router = APIRouter(prefix="/audit-events", tags=["audit"])
 
@@ -29,7 +29,7 @@ async def list_events(
     if filters.since is not None and filters.until is not None and filters.since >= filters.until:
         raise Problem(422, "since must be before until", type="validation-error",
                       errors=[{"loc": ["query", "until"], "msg": "must be after since", "type": "value_error"}])
-    return await audit_trail.list_events(session, actor=actor, filters=filters, cursors=state.cursors, cursor=cursor,
+    return await trail.list_events(session, actor=actor, filters=filters, cursors=state.cursors, cursor=cursor,
                                          limit=limit)
 
 
@@ -39,4 +39,4 @@ async def verify(actor: DirectorUser, session: SessionDep, state: StateDep, now:
     # Verify runs its own transactions: end the login check's first (on SQLite it holds
     # the single write lock the sealer needs).
     await session.commit()
-    return await audit_chain.verify_chain(state.engine, now)
+    return await chain.verify_chain(state.engine, now)

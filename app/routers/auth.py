@@ -23,9 +23,9 @@ from starlette.exceptions import HTTPException
 
 from app.core.errors import Problem
 from app.deps import CurrentActor, NowDep, SessionDep, StateDep
-from app.models.accounts import TokenPair
+from app.models.auth import TokenPair
 from app.routers.responses import AUTH_ERRORS
-from app.workflows import sessions
+from app.workflows import auth
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -158,7 +158,7 @@ async def token(
     if grant_type in (None, "password"):
         if not username or not password:
             raise _missing("username", "password")
-        return await sessions.login_with_password(session, state=state, email=username, password=password,
+        return await auth.login_with_password(session, state=state, email=username, password=password,
                                                   now=now, scope=scope,
                                                   address=request.client.host if request.client else None)
     if grant_type == "client_credentials":
@@ -167,12 +167,12 @@ async def token(
             client_id, client_secret = basic
         if not client_id or not client_secret:
             raise _missing("client_id", "client_secret")
-        return await sessions.login_client(session, state=state, client_id=client_id,
+        return await auth.login_client(session, state=state, client_id=client_id,
                                            client_secret=client_secret, now=now, scope=scope)
     if grant_type == "refresh_token":
         if not refresh_token:
             raise _missing("refresh_token")
-        return await sessions.refresh(session, state=state, token=refresh_token, now=now, scope=scope)
+        return await auth.refresh(session, state=state, token=refresh_token, now=now, scope=scope)
     raise Problem(400, "grant_type must be password, client_credentials or refresh_token",
                   type="unsupported-grant-type")
 
@@ -180,7 +180,7 @@ async def token(
 @tokens.post("/refresh", response_model=TokenPair, responses=_oauth_responses(400),
              summary="The refresh_token grant with a JSON body (as POST /auth/token)")
 async def refresh(body: RefreshIn, session: SessionDep, state: StateDep, now: NowDep) -> TokenPair:
-    return await sessions.refresh(session, state=state, token=body.refresh_token, now=now)
+    return await auth.refresh(session, state=state, token=body.refresh_token, now=now)
 
 
 router.include_router(tokens)
@@ -188,5 +188,5 @@ router.include_router(tokens)
 
 @router.post("/logout", status_code=204, responses=AUTH_ERRORS)
 async def logout(actor: CurrentActor, session: SessionDep, now: NowDep) -> Response:
-    await sessions.logout(session, actor=actor, now=now)
+    await auth.logout(session, actor=actor, now=now)
     return Response(status_code=204)

@@ -45,7 +45,8 @@ from app.models.records import (
 )
 from app.policy.actor import Actor
 from app.routers.responses import problem_responses, protect
-from app.workflows import audit_access, idempotency
+from app.workflows import idempotency
+from app.workflows.audit import access
 from app.workflows.records import commands, lifecycle, read, shares
 
 router = APIRouter(prefix="/records", tags=["records"])
@@ -131,7 +132,7 @@ async def access_log(
     cursor: str | None = Query(default=None, max_length=512),
 ) -> AccessLog:
     """Who read this record, when and by which rule; emergency reads are flagged (DESIGN §6)."""
-    return await audit_access.access_log(session, record_id=record_id, actor=actor, now=now, cursors=state.cursors,
+    return await access.access_log(session, record_id=record_id, actor=actor, now=now, cursors=state.cursors,
                                          limit=limit, cursor=cursor)
 
 

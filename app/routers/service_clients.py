@@ -8,13 +8,9 @@ from fastapi import APIRouter, Query, Response
 
 from app.core.pagination import Page
 from app.deps import DirectorUser, LimitDep, NowDep, SessionDep, StateDep
-from app.models.accounts import (
-    ServiceClientCreate,
-    ServiceClientCreated,
-    ServiceClientPublic,
-)
+from app.models.service_clients import ServiceClientCreate, ServiceClientCreated, ServiceClientPublic
 from app.routers.responses import problem_responses
-from app.workflows import accounts
+from app.workflows import service_clients
 
 router = APIRouter(prefix="/service-clients", tags=["service clients"])
 
@@ -25,7 +21,7 @@ async def create_client(
     body: ServiceClientCreate, actor: DirectorUser, session: SessionDep, now: NowDep
 ) -> ServiceClientCreated:
     """Create a client. The secret is in this response only; the service keeps its hash."""
-    return await accounts.create_client(session, data=body, now=now, actor=actor)
+    return await service_clients.create_client(session, data=body, now=now, actor=actor)
 
 
 @router.get("", response_model=Page[ServiceClientPublic],
@@ -34,7 +30,7 @@ async def list_clients(
     actor: DirectorUser, session: SessionDep, state: StateDep, limit: LimitDep,
     cursor: str | None = Query(default=None, max_length=512),
 ) -> Page[ServiceClientPublic]:
-    return await accounts.list_clients(session, cursors=state.cursors, limit=limit, cursor=cursor)
+    return await service_clients.list_clients(session, cursors=state.cursors, limit=limit, cursor=cursor)
 
 
 @router.post("/{client_id}/secret", response_model=ServiceClientCreated,
@@ -44,12 +40,12 @@ async def rotate_secret(
 ) -> ServiceClientCreated:
     """A new secret, in this response only. The old one, and every token got with it, stop
     working at once."""
-    return await accounts.rotate_client_secret(session, client_id=client_id, now=now, actor=actor)
+    return await service_clients.rotate_client_secret(session, client_id=client_id, now=now, actor=actor)
 
 
 @router.delete("/{client_id}", status_code=204, responses=problem_responses(401, 403, 404, 422))
 async def deactivate_client(
     client_id: uuid.UUID, actor: DirectorUser, session: SessionDep, now: NowDep
 ) -> Response:
-    await accounts.deactivate_client(session, client_id=client_id, now=now, actor=actor)
+    await service_clients.deactivate_client(session, client_id=client_id, now=now, actor=actor)
     return Response(status_code=204)

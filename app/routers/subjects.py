@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from app.core.errors import PolicyDenied
 from app.core.pagination import Page
 from app.deps import CurrentActor, LimitDep, NowDep, SessionDep, StateDep, refuse
-from app.models.records import Subject, SubjectCategory, SubjectCreate, SubjectPublic
+from app.models.subjects import Subject, SubjectCategory, SubjectCreate, SubjectPublic
 from app.policy.actor import Actor
 from app.routers.responses import problem_responses
 from app.workflows import subjects

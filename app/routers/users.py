@@ -8,16 +8,16 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.core.pagination import Page
 from app.deps import CurrentUser, DirectorUser, LimitDep, NowDep, SessionDep, StateDep
-from app.models.accounts import PasswordChange, PasswordReset, User, UserCreate, UserPublic, UserUpdate
+from app.models.users import PasswordChange, PasswordReset, User, UserCreate, UserPublic, UserUpdate
 from app.routers.responses import problem_responses
-from app.workflows import accounts, passwords
+from app.workflows import users
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 
 @router.get("/me", response_model=UserPublic, responses=problem_responses(401, 403))
 async def me(actor: CurrentUser, session: SessionDep) -> User:
-    return await accounts.get_user(session, actor.id)
+    return await users.get_user(session, actor.id)
 
 
 @router.post("/me/password", status_code=204, responses=problem_responses(401, 403, 422, 429),
@@ -25,7 +25,7 @@ async def me(actor: CurrentUser, session: SessionDep) -> User:
 async def change_password(
     body: PasswordChange, request: Request, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep
 ) -> Response:
-    await passwords.change_own_password(session, state=state, actor=actor, current=body.current_password,
+    await users.change_own_password(session, state=state, actor=actor, current=body.current_password,
                                         new=body.new_password, now=now,
                                         address=request.client.host if request.client else None)
     return Response(status_code=204)
@@ -36,7 +36,7 @@ async def change_password(
 async def create_user(
     body: UserCreate, actor: DirectorUser, session: SessionDep, state: StateDep, now: NowDep
 ) -> User:
-    return await accounts.create_user(session, data=body, passwords=state.passwords, now=now,
+    return await users.create_user(session, data=body, passwords=state.passwords, now=now,
                                       actor=actor)
 
 
@@ -49,13 +49,13 @@ async def list_users(
     cursor: str | None = Query(default=None, max_length=512),
     active: bool | None = None,
 ) -> Page[UserPublic]:
-    return await accounts.list_users(session, cursors=state.cursors, limit=limit, cursor=cursor,
+    return await users.list_users(session, cursors=state.cursors, limit=limit, cursor=cursor,
                                      active=active)
 
 
 @router.get("/{user_id}", response_model=UserPublic, responses=problem_responses(401, 403, 404, 422))
 async def get_user(user_id: uuid.UUID, actor: DirectorUser, session: SessionDep) -> User:
-    return await accounts.get_user(session, user_id)
+    return await users.get_user(session, user_id)
 
 
 @router.patch("/{user_id}", response_model=UserPublic,
@@ -63,7 +63,7 @@ async def get_user(user_id: uuid.UUID, actor: DirectorUser, session: SessionDep)
 async def update_user(
     user_id: uuid.UUID, body: UserUpdate, actor: DirectorUser, session: SessionDep, now: NowDep
 ) -> User:
-    return await accounts.update_user(session, user_id=user_id, data=body, now=now, actor=actor)
+    return await users.update_user(session, user_id=user_id, data=body, now=now, actor=actor)
 
 
 @router.post("/{user_id}/password", status_code=204, responses=problem_responses(401, 403, 404, 422),
@@ -71,7 +71,7 @@ async def update_user(
 async def reset_password(
     user_id: uuid.UUID, body: PasswordReset, actor: DirectorUser, session: SessionDep, state: StateDep, now: NowDep
 ) -> Response:
-    await passwords.reset_password(session, state=state, actor=actor, user_id=user_id, new=body.new_password,
+    await users.reset_password(session, state=state, actor=actor, user_id=user_id, new=body.new_password,
                                    now=now)
     return Response(status_code=204)
 
@@ -80,5 +80,5 @@ async def reset_password(
              summary="A director lifts a lock from failed logins")
 async def unlock(user_id: uuid.UUID, actor: DirectorUser, session: SessionDep, state: StateDep,
                  now: NowDep) -> Response:
-    await passwords.unlock(session, state=state, actor=actor, user_id=user_id, now=now)
+    await users.unlock(session, state=state, actor=actor, user_id=user_id, now=now)
     return Response(status_code=204)

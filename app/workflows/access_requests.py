@@ -42,11 +42,12 @@ from app.models.access_requests import (
     PackageRecord,
     SignatoryCapacity,
 )
-from app.models.records import Classification, Record, RecordContent, Subject, SubjectCategory, SubjectKind
+from app.models.records import Classification, Record, RecordContent
+from app.models.subjects import Subject, SubjectCategory, SubjectKind
 from app.policy.actor import Actor
 from app.workflows import packages, webhooks
-from app.workflows.audit_access import record_accesses
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.access import record_accesses
+from app.workflows.audit.trail import add_event
 from app.workflows.records.content import open_content
 from app.workflows.records.shape import label_for, tombstone
 

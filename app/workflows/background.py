@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 
 from app.core.state import AppState
-from app.workflows import audit_chain, scheduler, webhooks
+from app.workflows import scheduler, webhooks
+from app.workflows.audit import chain
 
 # Each entry: a coroutine function taking the AppState and running until cancelled.
 TASKS: list = [
-    audit_chain.run_sealer,
+    chain.run_sealer,
     webhooks.run_deliveries,
     scheduler.run_scheduler,
 ]

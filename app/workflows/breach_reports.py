@@ -43,7 +43,6 @@ from sqlmodel import col, select
 from app.core.config import Settings
 from app.core.errors import Conflict, PolicyDenied, field_error, not_found
 from app.core.pagination import CursorCodec, Page, next_cursor, page_query
-from app.models.accounts import User
 from app.models.audit import AuditEvent
 from app.models.breach_reports import (
     KIND_CLAUSE,
@@ -60,9 +59,10 @@ from app.models.breach_reports import (
     Outcome,
 )
 from app.models.records import Classification, Record
+from app.models.users import User
 from app.policy.actor import Actor
 from app.workflows import webhooks
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 
 log = logging.getLogger("kmm.breach_reports")
 

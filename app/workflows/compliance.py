@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.models.accounts import User
 from app.models.records import ConsentStatus, Record
+from app.models.users import User
 from app.policy.actor import Actor
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 from app.workflows.retention import past_retention
 
 # (session, now, settings) -> ids needing attention

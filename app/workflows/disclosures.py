@@ -32,11 +32,12 @@ from app.models.disclosures import (
     DisclosureStatus,
     SubjectInformed,
 )
-from app.models.records import Record, Subject
+from app.models.records import Record
+from app.models.subjects import Subject
 from app.policy.actor import Actor
 from app.policy.decide import records_filter
 from app.workflows import webhooks
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 
 RESOURCE = "disclosure"
 

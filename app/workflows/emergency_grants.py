@@ -13,9 +13,10 @@ from sqlmodel import col, select
 from app.core.errors import Conflict, PolicyDenied, field_error, not_found
 from app.core.pagination import CursorCodec, Page, page_of
 from app.models.emergency_grants import EmergencyGrant, GrantCreate, GrantPublic
-from app.models.records import Record, Subject
+from app.models.records import Record
+from app.models.subjects import Subject
 from app.policy.actor import Actor
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 from app.workflows.records.checks import check_active_user
 
 MAX_GRANT = timedelta(hours=72)

@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from app.models.access_requests import AccessPackageItem, AccessPackageSealed
 from app.policy.actor import Actor
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 
 RESOURCE = "access_request"
 RULE, CLAUSE = "retention", "§6.5"

@@ -22,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import PolicyDenied
-from app.models.records import Classification, Purpose, Record, Subject, SubjectCategory
+from app.models.records import Classification, Purpose, Record
 from app.models.reports import SUPPRESSED, THRESHOLD, CategoryCount, Count, MonitoringReport, PurposeClassCount
+from app.models.subjects import Subject, SubjectCategory
 from app.policy.actor import Actor
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 
 RULE, CLAUSE = "monitoring-report", "§2.3"
 

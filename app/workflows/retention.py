@@ -22,7 +22,7 @@ from app.models.records import Record
 from app.models.retention import SweepResult
 from app.policy.actor import Actor
 from app.workflows import packages, webhooks
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 from app.workflows.records.commands import shred
 
 log = logging.getLogger("kmm.retention")

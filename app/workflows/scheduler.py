@@ -44,7 +44,7 @@ from app.models.records import Record
 from app.models.webhooks import ScheduledJob, WebhookEvent, WebhookEventKind
 from app.workflows import retention, webhooks
 from app.workflows.access_requests import OPEN_STATUSES
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 
 log = logging.getLogger("kmm.scheduler")
 

@@ -10,10 +10,10 @@ from sqlmodel import col, select
 
 from app.core.errors import field_error, not_found
 from app.core.pagination import CursorCodec, Page, page_of
-from app.models.accounts import User
-from app.models.records import Subject, SubjectCategory, SubjectCreate, SubjectPublic
+from app.models.subjects import Subject, SubjectCategory, SubjectCreate, SubjectPublic
+from app.models.users import User
 from app.policy.actor import Actor
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 
 
 async def get_subject(session: AsyncSession, subject_id: uuid.UUID) -> Subject:

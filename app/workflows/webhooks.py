@@ -49,7 +49,7 @@ from app.core.encrypted import IntegrityFailure, open_value
 from app.core.errors import field_error, not_found
 from app.core.pagination import CursorCodec, Page, next_cursor, page_of, page_query
 from app.core.state import AppState
-from app.models.accounts import User
+from app.models.users import User
 from app.models.webhooks import (
     AttemptPublic,
     DeliveryPublic,
@@ -64,7 +64,7 @@ from app.models.webhooks import (
     WebhookPublic,
 )
 from app.policy.actor import Actor
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 
 log = logging.getLogger("kmm.webhooks")
 

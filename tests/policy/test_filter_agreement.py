@@ -22,15 +22,10 @@ from hypothesis import strategies as st
 from sqlalchemy import bindparam
 from sqlmodel import col, select
 
-from app.models.accounts import User
 from app.models.emergency_grants import EmergencyGrant
-from app.models.records import (
-    Classification,
-    Record,
-    RecordNamedAccess,
-    RecordShare,
-    Subject,
-)
+from app.models.records import Classification, Record, RecordNamedAccess, RecordShare
+from app.models.subjects import Subject
+from app.models.users import User
 from app.policy.actor import Actor
 from app.policy.decide import Decision, RecordFacts, decide, records_filter
 from app.policy.rules import Action

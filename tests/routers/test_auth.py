@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 from sqlalchemy import func, select
 
-from app.models.accounts import AuthSession, ServiceClient
 from app.models.audit import AuditEvent
+from app.models.auth import AuthSession
+from app.models.service_clients import ServiceClient
 from tests.factory import PASSWORD, Factory, Person
 from tests.oauth import assert_token_error
 

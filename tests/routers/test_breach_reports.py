@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from app.models.accounts import User
 from app.models.audit import AuditEvent
 from app.models.breach_reports import BreachReport
+from app.models.users import User
 from app.workflows import compliance
 from tests.factory import Factory, Person
 

@@ -169,7 +169,7 @@ async def test_the_audit_predicate_is_null_safe_for_any_actor(client, state, fac
     from anyone who may not know of it, including one the service raised (no reporter)."""
     from app.models.audit import AuditEventFilter
     from app.policy.actor import Actor
-    from app.workflows import audit_trail
+    from app.workflows.audit import trail
 
     boss, other, alice, bob = org["boss"], org["other"], org["alice"], org["bob"]
     subject_id = (await factory.subject(by=alice, name="Sid Side-Door"))["id"]
@@ -183,7 +183,7 @@ async def test_the_audit_predicate_is_null_safe_for_any_actor(client, state, fac
 
     async def report_events(person: Person) -> set[str]:
         async with state.sessionmaker() as s:
-            events = await audit_trail.list_events(s, actor=Actor.for_user(person.user),
+            events = await trail.list_events(s, actor=Actor.for_user(person.user),
                                                    filters=AuditEventFilter(resource_type="breach_report"),
                                                    cursors=state.cursors, cursor=None, limit=200)
         return {e.action + ":" + str(e.rule) for e in events.items}

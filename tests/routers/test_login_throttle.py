@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from app.main import create_app
-from app.models.accounts import AuthSession, LoginAttempt
 from app.models.audit import AuditEvent
-from app.workflows import sessions
+from app.models.auth import AuthSession, LoginAttempt
+from app.workflows import auth
 from tests.factory import PASSWORD, Factory, Person
 
 PROBLEM = "application/problem+json"
@@ -227,7 +227,7 @@ async def test_a_database_error_during_login_is_503_and_counts_nothing(client, f
         raise OperationalError("INSERT", {}, ConnectionError("server closed the connection"))
 
     # The database goes away after the password is checked: the outcome is never written.
-    monkeypatch.setattr(sessions, "add_event", database_gone)
+    monkeypatch.setattr(auth, "add_event", database_gone)
     cut_off = state.settings.login_address_threshold - 1
     for password in ([PASSWORD, WRONG] * cut_off)[:cut_off]:
         r = await _login(client, p.email, password)
@@ -249,7 +249,7 @@ async def test_checks_cut_off_in_flight_stop_counting_after_a_while(client, fact
     def database_gone(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OperationalError("INSERT", {}, ConnectionError("server closed the connection"))
 
-    monkeypatch.setattr(sessions, "add_event", database_gone)
+    monkeypatch.setattr(auth, "add_event", database_gone)
     per_address = state.settings.login_address_threshold - 1
     for i in range(state.settings.lockout_threshold):
         async with from_address(app, f"10.6.{i // per_address}.1") as c:
@@ -258,7 +258,7 @@ async def test_checks_cut_off_in_flight_stop_counting_after_a_while(client, fact
     async with from_address(app, "10.6.9.1") as c:
         r = await _login(c, p.email, PASSWORD)
         assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable", r.text
-        clock.advance(seconds=sessions.IN_FLIGHT_SECONDS + 1)
+        clock.advance(seconds=auth.IN_FLIGHT_SECONDS + 1)
         assert (await _login(c, p.email, PASSWORD)).status_code == 200
     assert await _count(state, LoginAttempt.outcome == "failed") == 0
 

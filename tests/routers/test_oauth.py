@@ -10,8 +10,8 @@ import pytest
 from jose import jwt
 from sqlalchemy import func, select
 
-from app.models.accounts import AuthSession
 from app.models.audit import AuditEvent
+from app.models.auth import AuthSession
 from tests.factory import PASSWORD, Factory, Person
 from tests.oauth import assert_token_error
 

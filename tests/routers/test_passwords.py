@@ -13,8 +13,9 @@ import pytest
 from jose import jwt
 from sqlalchemy import func, select
 
-from app.models.accounts import LoginAttempt, User
 from app.models.audit import AuditEvent
+from app.models.auth import LoginAttempt
+from app.models.users import User
 from tests.factory import PASSWORD, Factory, Person
 from tests.routers.test_login_throttle import spread_failures
 

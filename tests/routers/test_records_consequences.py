@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 
-from app.models.records import Record, RecordNamedAccess, RecordShare, Subject
+from app.models.records import Record, RecordNamedAccess, RecordShare
+from app.models.subjects import Subject
 from tests.factory import Factory, Person
 from tests.policy.org import count, db_record, events
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.core.db import EngineRowSource
 from app.models.audit import AuditEvent
-from app.workflows.audit_trail import AuditWriter, event_row
+from app.workflows.audit.trail import AuditWriter, event_row
 from app.workflows.records import read as records
 from tests.factory import Factory
 from tests.policy.org import events

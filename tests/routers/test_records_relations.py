@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 
 from app.core.clock import FrozenClock
-from app.models.accounts import User
 from app.models.emergency_grants import EmergencyGrant
 from app.models.records import Record
+from app.models.users import User
 from tests.factory import Factory, Person
 from tests.policy.org import count, db_record, events
 from tests.routers.test_records_hot_path import _general

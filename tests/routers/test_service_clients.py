@@ -7,8 +7,8 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from app.models.accounts import ServiceClient
 from app.models.audit import AuditEvent
+from app.models.service_clients import ServiceClient
 from tests.factory import Factory
 
 PROBLEM = "application/problem+json"

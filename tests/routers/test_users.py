@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.models.accounts import User
 from app.models.audit import AuditEvent
+from app.models.users import User
 from tests.factory import PASSWORD, Factory, Person
 
 PROBLEM = "application/problem+json"

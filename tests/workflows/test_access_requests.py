@@ -14,7 +14,7 @@ from app.core.crypto import DecryptionError
 from app.core.errors import Problem
 from app.demo import seed_demo
 from app.models.access_requests import AccessDecision, AccessPackageSealed, AccessRequest
-from app.models.accounts import User
+from app.models.users import User
 from app.policy.actor import Actor
 from app.workflows import access_requests
 from app.workflows.compliance import checks

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import insert, select
 
 from app.models.audit import GENESIS_HASH, AuditEvent, AuditSeal
-from app.workflows import audit_chain
-from app.workflows.audit_chain import (
+from app.workflows.audit import chain
+from app.workflows.audit.chain import (
     GAP_GRACE,
     AuditKeys,
     canonical_event,
@@ -57,11 +57,11 @@ async def _canonical(state, event_id: int) -> str:
 
 def test_the_mac_is_hmac_sha256_over_the_link_and_a_recorded_gap():
     at = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
-    mac = audit_chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
+    mac = chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
     assert mac == hmac.new(KEY_A, f"{GENESIS_HASH}v1|1|x".encode(), hashlib.sha256).hexdigest()
-    assert mac != audit_chain.link_mac(KEY_B, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
+    assert mac != chain.link_mac(KEY_B, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
     # A seal that records missing ids covers where they begin, and when it was written.
-    gap = audit_chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=7)
+    gap = chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=7)
     assert gap == hmac.new(KEY_A, f"{GENESIS_HASH}v1|1|x|7|{_us(at)}".encode(), hashlib.sha256).hexdigest()
 
 
@@ -212,7 +212,7 @@ async def test_the_key_is_never_stored_in_the_database(client, state):
     await _events_with_ids(state, 1)
     await seal_all(state.engine, state.clock.now())
     (seal,) = await _seals(state)
-    for key in audit_chain.installed_keys().secrets():
+    for key in chain.installed_keys().secrets():
         assert key.hex() not in seal.model_dump_json()
     assert await count(state, AuditSeal) == 1
 

@@ -12,11 +12,12 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.core.db import make_engine
-from app.models.accounts import User, UserCreate, UserUpdate
 from app.models.audit import GENESIS_HASH, AuditEvent, AuditSeal
+from app.models.users import User, UserCreate, UserUpdate
 from app.policy.actor import Actor
-from app.workflows import accounts, audit_chain, background
-from app.workflows.audit_chain import (
+from app.workflows import background
+from app.workflows.audit import chain
+from app.workflows.audit.chain import (
     SEALS,
     AuditKeys,
     canonical_event,
@@ -26,7 +27,8 @@ from app.workflows.audit_chain import (
     seal_pending,
     verify_chain,
 )
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
+from app.workflows.users import create_user, update_user
 from tests.audit_helpers import count, event_ids, tamper
 from tests.databases import IS_POSTGRES
 from tests.factory import PASSWORD, Factory
@@ -74,7 +76,7 @@ async def test_an_event_commits_with_its_change(client, state, factory: Factory)
     director = await factory.user("director")
     before = await count(state, AuditEvent)
     async with state.sessionmaker() as session:
-        user = await accounts.create_user(
+        user = await create_user(
             session, data=UserCreate(email="new@test.kmm", full_name="New", role="colleague",
                                      staff_type="employee", password=PASSWORD),
             passwords=state.passwords, now=state.clock.now(), actor=_actor(director.user))
@@ -89,10 +91,10 @@ async def test_a_failure_after_the_change_leaves_neither_change_nor_event(client
         add_event(session, **kwargs)
         raise RuntimeError("forced failure after the change and its event")
 
-    monkeypatch.setattr(accounts, "add_event", add_then_fail)
+    monkeypatch.setattr("app.workflows.users.add_event", add_then_fail)
     with pytest.raises(RuntimeError):
         async with state.sessionmaker() as session:
-            await accounts.create_user(
+            await create_user(
                 session, data=UserCreate(email="ghost@test.kmm", full_name="Ghost", role="colleague",
                                          staff_type="employee", password=PASSWORD),
                 passwords=state.passwords, now=state.clock.now(), actor=None)
@@ -126,7 +128,7 @@ async def test_event_detail_names_fields_never_values(client, state, factory: Fa
     colleague = await factory.user("colleague")
     secret_name = "Marker-7f3c Unique Name"
     async with state.sessionmaker() as session:
-        await accounts.update_user(session, user_id=colleague.id, data=UserUpdate(full_name=secret_name),
+        await update_user(session, user_id=colleague.id, data=UserUpdate(full_name=secret_name),
                                    now=state.clock.now(), actor=_actor(director.user))
     async with state.sessionmaker() as session:
         events = list((await session.execute(select(AuditEvent))).scalars())
@@ -292,7 +294,7 @@ async def _events_with_ids(state, *ids: int) -> None:
 
 
 async def test_verify_seals_a_late_commit_far_below_the_newest_seal(client, state, monkeypatch):
-    monkeypatch.setattr(audit_chain, "LOOKBACK_IDS", 3)
+    monkeypatch.setattr(chain, "LOOKBACK_IDS", 3)
     await _events_with_ids(state, *range(100, 110))
     assert await seal_all(state.engine, state.clock.now()) == 10
     await _events_with_ids(state, 5)  # committed late, with an id the cheap pass does not look at
@@ -302,9 +304,9 @@ async def test_verify_seals_a_late_commit_far_below_the_newest_seal(client, stat
 
 
 async def test_verify_skips_the_full_pass_only_while_the_chain_is_whole(client, state, monkeypatch):
-    monkeypatch.setattr(audit_chain, "LOOKBACK_IDS", 3)
+    monkeypatch.setattr(chain, "LOOKBACK_IDS", 3)
     calls: list[str] = []
-    real_pass, real_walk = audit_chain.seal_pending, audit_chain._walk
+    real_pass, real_walk = chain.seal_pending, chain._walk
 
     async def seal_spy(*args, **kwargs):
         calls.append("full" if kwargs["full"] else "cheap")
@@ -316,8 +318,8 @@ async def test_verify_skips_the_full_pass_only_while_the_chain_is_whole(client, 
 
     await _events_with_ids(state, *range(100, 105))
     await seal_all(state.engine, state.clock.now())
-    monkeypatch.setattr(audit_chain, "seal_pending", seal_spy)
-    monkeypatch.setattr(audit_chain, "_walk", walk_spy)
+    monkeypatch.setattr(chain, "seal_pending", seal_spy)
+    monkeypatch.setattr(chain, "_walk", walk_spy)
     assert (await verify_chain(state.engine, state.clock.now())).ok
     assert calls == ["cheap", "walk"]  # as many events as seals: no anti-join over the whole trail
     # An event deleted under its seal, and a late commit far below: as many events as seals
@@ -338,7 +340,7 @@ async def test_verify_skips_the_full_pass_only_while_the_chain_is_whole(client, 
 
 async def test_verify_of_a_broken_chain_with_nothing_to_seal_walks_once(client, state, monkeypatch):
     calls: list[str] = []
-    real_pass, real_walk = audit_chain.seal_pending, audit_chain._walk
+    real_pass, real_walk = chain.seal_pending, chain._walk
 
     async def seal_spy(*args, **kwargs):
         calls.append("full" if kwargs["full"] else "cheap")
@@ -351,8 +353,8 @@ async def test_verify_of_a_broken_chain_with_nothing_to_seal_walks_once(client, 
     ids = await _sealed_events(state, 4)
     await tamper(state, "UPDATE audit_events SET action = 'x' WHERE id = :id", {"id": ids[1]},
                  table="audit_events")
-    monkeypatch.setattr(audit_chain, "seal_pending", seal_spy)
-    monkeypatch.setattr(audit_chain, "_walk", walk_spy)
+    monkeypatch.setattr(chain, "seal_pending", seal_spy)
+    monkeypatch.setattr(chain, "_walk", walk_spy)
     report = await verify_chain(state.engine, state.clock.now())
     # The counts agree but the chain is not whole: the full pass runs after the walk, finds
     # nothing to seal, and the walk's report stands.
@@ -446,7 +448,7 @@ async def test_the_guard_refuses_even_a_statement_that_matches_nothing(client, s
 
 
 async def test_the_background_sealer_chains_events_and_stops_cleanly(client, state, monkeypatch, caplog):
-    real = audit_chain.seal_pending
+    real = chain.seal_pending
     calls = 0
     sealed = asyncio.Event()
 
@@ -460,7 +462,7 @@ async def test_the_background_sealer_chains_events_and_stops_cleanly(client, sta
             sealed.set()
         return n
 
-    monkeypatch.setattr(audit_chain, "seal_pending", flaky)
+    monkeypatch.setattr(chain, "seal_pending", flaky)
     monkeypatch.setattr(state.settings, "audit_seal_interval_seconds", 0.01)
     async with state.sessionmaker() as session:
         for i in range(3):
@@ -484,7 +486,7 @@ async def test_the_background_sealer_chains_events_and_stops_cleanly(client, sta
 async def test_the_background_full_pass_looks_only_at_recent_events_and_verify_at_all(client, state):
     from datetime import timedelta
 
-    from app.workflows.audit_chain import FULL_SWEEP_HORIZON
+    from app.workflows.audit.chain import FULL_SWEEP_HORIZON
 
     now = state.clock.now()
     async with state.sessionmaker() as session:

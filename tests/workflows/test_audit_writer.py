@@ -7,7 +7,7 @@ import asyncio
 from sqlmodel import col, select
 
 from app.models.audit import AuditEvent
-from app.workflows.audit_trail import AuditWriter, event_row
+from app.workflows.audit.trail import AuditWriter, event_row
 
 
 async def _actions(state) -> list[str]:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from app.models.breach_reports import BreachReport, BreachReportEvent
 from app.models.records import Record
 from app.policy.actor import Actor
 from app.workflows import breach_reports
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 from tests.factory import Factory, Person
 
 

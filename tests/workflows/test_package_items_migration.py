@@ -18,7 +18,7 @@ from app.core.migrations import alembic_config, upgrade
 from app.core.state import AppState
 from app.demo import seed_demo
 from app.models.access_requests import AccessPackageSealed, AccessRequest
-from app.models.accounts import User
+from app.models.users import User
 from app.policy.actor import Actor
 from app.workflows import access_requests
 from tests import dataprot as dp

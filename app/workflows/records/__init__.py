@@ -10,5 +10,5 @@
 - shares: shares (§3.1) and named access (§3.2)
 - lifecycle: legal holds (§6.5) and accuracy reviews (§6.4)
 
-Who accessed a record is read from the audit trail (app/workflows/audit_access.py).
+Who accessed a record is read from the audit trail (app/workflows/audit/access.py).
 """

@@ -9,8 +9,9 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Invalid, PolicyDenied, field_error
-from app.models.accounts import User
-from app.models.records import Classification, Consent, ConsentStatus, Subject
+from app.models.records import Classification, Consent, ConsentStatus
+from app.models.subjects import Subject
+from app.models.users import User
 from app.policy.actor import Actor
 from app.policy.retention import RETENTION_RULE, may_choose_retention
 

@@ -30,15 +30,15 @@ from app.models.records import (
     RecordPublic,
     RecordShare,
     RecordUpdate,
-    Subject,
     Tombstone,
 )
+from app.models.subjects import Subject
 from app.policy.actor import Actor
 from app.policy.decide import RecordFacts
 from app.policy.retention import schedule_date
 from app.policy.rules import Action
 from app.workflows import packages, webhooks
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 from app.workflows.records.checks import (
     check_consent,
     check_custodian,

@@ -28,7 +28,7 @@ from app.models.records import Record
 from app.policy.actor import Actor
 from app.policy.decide import Decision, decide
 from app.policy.rules import Action
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 from app.workflows.records.content import aad
 from app.workflows.records.queries import load_record
 from app.workflows.records.shape import gone

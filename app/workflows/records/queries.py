@@ -20,11 +20,13 @@ from sqlmodel import col, select
 
 from app.core.errors import not_found
 from app.core.security import TokenClaims
-from app.models.accounts import AuthSession, User
-from app.models.records import Classification, Record, RecordContent, RecordNamedAccess, Subject
+from app.models.auth import AuthSession
+from app.models.records import Classification, Record, RecordContent, RecordNamedAccess
+from app.models.subjects import Subject
+from app.models.users import User
 from app.policy.actor import Actor
 from app.policy.decide import RecordFacts, facts_columns, records_filter
-from app.workflows.sessions import session_actor
+from app.workflows.auth import session_actor
 
 RECORDS = cast(Table, Record.__table__)  # type: ignore[attr-defined]
 CONTENTS = cast(Table, RecordContent.__table__)  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.crypto import Keyring, decrypt
 from app.core.db import RowSource
-from app.core.encrypted import Sealed, open_value
+from app.core.encrypted import Sealed, installed_keyring, open_value
 from app.core.errors import not_found
 from app.core.pagination import CursorCodec, Page, page_of
 from app.core.security import TokenClaims
@@ -22,7 +22,8 @@ from app.models.records import ConsentStatus, RecordPublic, RecordSummary
 from app.policy.actor import Actor
 from app.policy.decide import RecordFacts, decide
 from app.policy.rules import Action
-from app.workflows.audit_trail import AuditWriter, event_row
+from app.workflows.audit.trail import AuditWriter, event_row
+from app.workflows.auth import load_actor, row_actor
 from app.workflows.records.content import aad, open_content
 from app.workflows.records.decisions import allow_flags, authorize
 from app.workflows.records.queries import (
@@ -36,7 +37,6 @@ from app.workflows.records.queries import (
     record_statement,
 )
 from app.workflows.records.shape import gone, summary_fields, to_public
-from app.workflows.sessions import load_actor, row_actor
 
 
 async def read_record(
@@ -94,8 +94,9 @@ async def read_record_fast(
         return None
     title, content = open_content(keyring, row)
     reason = None
-    if row.consent_status == ConsentStatus.refused:  # bound to its row and column (§6.6)
-        reason = open_value(keyring, _sealed(row.sealed_refusal_reason), "records", "consent_refusal_reason", [row.id])
+    if row.consent_status == ConsentStatus.refused:  # bound to its row and column, as EncryptedText opens it (§6.6)
+        reason = open_value(installed_keyring(), _sealed(row.sealed_refusal_reason), "records",
+                            "consent_refusal_reason", [row.id])
     await audit.write(event_row(now=now, actor=actor, action="record.read", resource_type="record",
                                 resource_id=row.id, decision="allow", rule=decision.rule, clause=decision.clause,
                                 **allow_flags(decision, row.classification)))

@@ -20,7 +20,7 @@ from app.models.records import (
 )
 from app.policy.actor import Actor
 from app.policy.rules import Action
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 from app.workflows.records.checks import check_active_user
 from app.workflows.records.decisions import authorize
 from app.workflows.records.queries import LoadedRecord, load_record

@@ -22,17 +22,12 @@ from app.core.db import RowSource
 from app.core.errors import Busy, Invalid, Locked, Unauthenticated
 from app.core.security import InvalidToken, TokenClaims, hash_secret, secrets_equal
 from app.core.state import AppState
-from app.models.accounts import (
-    AuthSession,
-    LoginAttempt,
-    RefreshToken,
-    ServiceClient,
-    TokenPair,
-    User,
-)
+from app.models.auth import AuthSession, LoginAttempt, RefreshToken, TokenPair
+from app.models.service_clients import ServiceClient
+from app.models.users import User
 from app.policy.actor import Actor
 from app.policy.scopes import requested_scopes
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 
 
 def unauthorized(detail: str) -> Unauthenticated:
@@ -416,3 +411,18 @@ async def logout(session: AsyncSession, *, actor: Actor, now: datetime) -> None:
     add_event(session, now=now, actor=actor, action="auth.logout", resource_type="session",
               resource_id=actor.session_id, decision="allow", rule="credentials", clause="§6.6")
     await session.commit()
+
+
+async def end_sessions(
+    session: AsyncSession, *, now: datetime, reason: str, user_id: uuid.UUID | None = None,
+    client_id: uuid.UUID | None = None, keep: uuid.UUID | None = None,
+) -> None:
+    """Every live session of one account or one service client ends at once (but ``keep``):
+    the tokens it holds fail on their next use (§7.2)."""
+    if (user_id is None) == (client_id is None):
+        raise ValueError("end_sessions takes an account or a client")
+    owner = col(AuthSession.user_id) == user_id if user_id is not None else col(AuthSession.client_id) == client_id
+    query = update(AuthSession).where(owner, col(AuthSession.revoked_at).is_(None))
+    if keep is not None:
+        query = query.where(col(AuthSession.id) != keep)
+    await session.execute(query.values(revoked_at=now, revoked_reason=reason))

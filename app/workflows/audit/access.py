@@ -24,13 +24,13 @@ from sqlmodel import col
 
 from app.core.errors import PolicyDenied
 from app.core.pagination import CursorCodec, page_of
-from app.models.accounts import User
 from app.models.audit import AuditEvent, AuditEventRecord
 from app.models.records import AccessLog, AccessLogEntry
+from app.models.users import User
 from app.policy.actor import Actor
 from app.policy.decide import decide
 from app.policy.rules import Action
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
 from app.workflows.records.queries import load_record
 
 # Events about one record that show it to someone.

@@ -1,10 +1,12 @@
-"""Managing accounts and service clients (DESIGN §2): line management, roles,
-deactivation (§7.2), client secrets shown once and stored hashed."""
+"""Managing accounts (DESIGN §2): line management, roles, deactivation (§7.2); passwords
+and locks (§6.6): an account changes its own password (its other sessions end); a director
+resets one (every session of the account ends, and it must be changed at the next login)
+or unlocks an account locked by failed logins. Each is an audit event that never holds a
+password."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -17,21 +19,13 @@ from sqlmodel import col, select
 from app.core.errors import PolicyDenied, field_error, not_found
 from app.core.pagination import CursorCodec, Page, page_of
 from app.core.password_rules import check_new_password
-from app.core.security import Passwords, hash_secret
-from app.models.accounts import (
-    AuthSession,
-    ServiceClient,
-    ServiceClientCreate,
-    ServiceClientCreated,
-    ServiceClientPublic,
-    User,
-    UserCreate,
-    UserPublic,
-    UserUpdate,
-)
+from app.core.security import Passwords
+from app.core.state import AppState
+from app.models.auth import LoginAttempt
+from app.models.users import User, UserCreate, UserPublic, UserUpdate
 from app.policy.actor import Actor
-from app.policy.scopes import SCOPES
-from app.workflows.audit_trail import add_event
+from app.workflows.audit.trail import add_event
+from app.workflows.auth import begin_password_check, email_key, end_sessions, finish_password_check
 
 MAX_DEPTH = 1000
 
@@ -170,11 +164,7 @@ async def update_user(
         if not user.active:
             user.deactivated_at = now
             # A former colleague's sessions end at once (§7.2).
-            await session.execute(
-                update(AuthSession)
-                .where(col(AuthSession.user_id) == user.id, col(AuthSession.revoked_at).is_(None))
-                .values(revoked_at=now, revoked_reason="deactivated")
-            )
+            await end_sessions(session, user_id=user.id, now=now, reason="deactivated")
         else:
             user.deactivated_at = None
     session.add(user)
@@ -203,88 +193,66 @@ async def _refuse_self_as_line_manager(
                        "that change", rule="line-manager-change", clause="§4.5, §3.2")
 
 
-# -- service clients ------------------------------------------------------------
+# -- passwords and locks (§6.6) ----------------------------------------------------
 
 
-async def create_client(
-    session: AsyncSession, *, data: ServiceClientCreate, now: datetime, actor: Actor | None
-) -> ServiceClientCreated:
-    """A new client (by a director, or by ``kmm create-client`` with no actor); its secret is
-    returned this once and only its hash is kept."""
-    unknown = sorted(set(data.scopes) - set(SCOPES))
-    if unknown:
-        raise field_error("scopes", f"unknown scopes: {', '.join(unknown)} (known: {', '.join(SCOPES)})")
-    secret = secrets.token_urlsafe(32)
-    client = ServiceClient(
-        client_id="kmm-" + secrets.token_hex(8),
-        name=data.name,
-        scopes=sorted(set(data.scopes)),
-        secret_hash=hash_secret(secret),
-        created_by=actor.id if actor else None,
-        created_at=now,
-    )
-    session.add(client)
-    await session.flush()
-    add_event(session, now=now, actor=actor, action="service_client.create",
-              resource_type="service_client", resource_id=client.id, decision="allow",
-              rule="director", clause="§6.6", detail={"scopes": client.scopes})
-    await session.commit()
-    return ServiceClientCreated(**ServiceClientPublic.model_validate(client).model_dump(),
-                                client_secret=secret)
-
-
-async def list_clients(
-    session: AsyncSession, *, cursors: CursorCodec, limit: int, cursor: str | None
-) -> Page[ServiceClientPublic]:
-    query = select(ServiceClient).order_by(col(ServiceClient.client_id)).limit(limit + 1)
-    if cursor:
-        (after,) = cursors.decode("service-clients", cursor)
-        query = query.where(col(ServiceClient.client_id) > str(after))
-    rows = list((await session.execute(query)).scalars())
-    return page_of(rows, ServiceClientPublic.model_validate, cursors=cursors, scope="service-clients", limit=limit,
-                   key=lambda last: [last.client_id])
-
-
-async def deactivate_client(
-    session: AsyncSession, *, client_id: uuid.UUID, now: datetime, actor: Actor
+async def change_own_password(
+    session: AsyncSession, *, state: AppState, actor: Actor, current: str, new: str, now: datetime,
+    address: str | None,
 ) -> None:
-    """The client can no longer log in, and the tokens it holds fail on their next use."""
-    client = await session.get(ServiceClient, client_id)
-    if client is None:
-        raise not_found("service client")
-    client.active = False
-    session.add(client)
-    await _end_client_sessions(session, client_id=client.id, now=now, reason="deactivated")
-    add_event(session, now=now, actor=actor, action="service_client.deactivate",
-              resource_type="service_client", resource_id=client.id, decision="allow",
-              rule="director", clause="§6.6")
-    await session.commit()
-
-
-async def _end_client_sessions(session: AsyncSession, *, client_id: uuid.UUID, now: datetime, reason: str) -> None:
-    """Every live session of the client ends: the tokens it holds fail on their next use."""
+    """The current password is checked like a login (throttled, and a wrong one counts as a
+    failed login); the new one must be acceptable. The caller's session goes on."""
+    me = await get_user(session, actor.id)
+    check_new_password(new, field="new_password", email=me.email, full_name=me.full_name, current=current)
+    email = me.email
+    await session.rollback()  # no transaction stays open across the hash checks
+    user, attempt = await begin_password_check(session, state=state, email=email, address=address, now=now)
+    assert user is not None
+    ok = await asyncio.to_thread(state.passwords.verify, current, user.password_hash)
+    if not ok:
+        await finish_password_check(session, state=state, attempt=attempt, user=user, outcome="failed", now=now)
+        add_event(session, now=now, actor=actor, action="account.password_change_failed", resource_type="user",
+                  resource_id=user.id, decision="deny", rule="credentials", clause="§6.6")
+        await session.commit()
+        raise PolicyDenied("the current password is incorrect", rule="credentials", clause="§6.6")
+    hashed = await asyncio.to_thread(state.passwords.hash, new)
+    await finish_password_check(session, state=state, attempt=attempt, user=user, outcome="success", now=now)
     await session.execute(
-        update(AuthSession)
-        .where(col(AuthSession.client_id) == client_id, col(AuthSession.revoked_at).is_(None))
-        .values(revoked_at=now, revoked_reason=reason)
+        update(User).where(col(User.id) == user.id).values(password_hash=hashed, must_change_password=False)
     )
-
-
-async def rotate_client_secret(
-    session: AsyncSession, *, client_id: uuid.UUID, now: datetime, actor: Actor
-) -> ServiceClientCreated:
-    """A new secret, returned this once; the old one stops working at once, and so do the
-    tokens got with it (the old secret may have leaked)."""
-    client = await session.get(ServiceClient, client_id, with_for_update=True)
-    if client is None:
-        raise not_found("service client")
-    secret = secrets.token_urlsafe(32)
-    client.secret_hash = hash_secret(secret)
-    session.add(client)
-    await _end_client_sessions(session, client_id=client.id, now=now, reason="secret_rotated")
-    add_event(session, now=now, actor=actor, action="service_client.rotate_secret",
-              resource_type="service_client", resource_id=client.id, decision="allow",
-              rule="director", clause="§6.6")
+    await end_sessions(session, user_id=user.id, now=now, reason="password_change", keep=actor.session_id)
+    add_event(session, now=now, actor=actor, action="account.password_change", resource_type="user",
+              resource_id=user.id, decision="allow", rule="own-password", clause="§6.6")
     await session.commit()
-    return ServiceClientCreated(**ServiceClientPublic.model_validate(client).model_dump(),
-                                client_secret=secret)
+
+
+async def reset_password(
+    session: AsyncSession, *, state: AppState, actor: Actor, user_id: uuid.UUID, new: str, now: datetime
+) -> None:
+    """A director sets a password for another account: every session of that account ends,
+    its lock is lifted, and it must change the password at its next login."""
+    if user_id == actor.id:
+        raise PolicyDenied("a director changes their own password with the current one (POST /users/me/password)",
+                           rule="own-password", clause="§6.6")
+    user = await get_user(session, user_id)
+    check_new_password(new, field="new_password", email=user.email, full_name=user.full_name)
+    email = user.email
+    await session.rollback()  # no transaction stays open across the hash
+    hashed = await asyncio.to_thread(state.passwords.hash, new)
+    await session.execute(
+        update(User).where(col(User.id) == user_id).values(password_hash=hashed, must_change_password=True)
+    )
+    session.add(LoginAttempt(user_id=user_id, email_key=email_key(state, email), at=now, outcome="unlocked"))
+    await end_sessions(session, user_id=user_id, now=now, reason="password_reset")
+    add_event(session, now=now, actor=actor, action="account.password_reset", resource_type="user",
+              resource_id=user_id, decision="allow", rule="director", clause="§6.6")
+    await session.commit()
+
+
+async def unlock(session: AsyncSession, *, state: AppState, actor: Actor, user_id: uuid.UUID, now: datetime) -> None:
+    """Lift a lock from failed logins at once: the count starts again from here."""
+    user = await get_user(session, user_id)
+    session.add(LoginAttempt(user_id=user.id, email_key=email_key(state, user.email), at=now, outcome="unlocked"))
+    add_event(session, now=now, actor=actor, action="account.unlock", resource_type="user", resource_id=user.id,
+              decision="allow", rule="director", clause="§6.6")
+    await session.commit()
