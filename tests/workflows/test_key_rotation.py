@@ -89,7 +89,7 @@ async def test_rotation_rewraps_keys_only_and_every_process_keeps_reading(  # ty
     assert len(secrets["master_keys"]) == 2 and "jwt_secret" in secrets
 
     # the running process has never seen the new key: it reloads on meeting it
-    dp.install_keyring(running_state.keyring)  # as in that process
+    running_state.install_keys()  # as in that process
     assert new_key not in running_state.keyring
     readers = [(alice, rid) for rid in ids]
     assert await _read_all(running, readers) == [f"content {i}" for i in range(5)]
