@@ -9,7 +9,7 @@ from typing import cast
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Table, Text, literal, text, update
+from sqlalchemy import Table, Text, literal, select, text, update
 from sqlmodel import SQLModel
 
 from app.core.config import ConfigurationError
@@ -235,8 +235,6 @@ async def test_a_data_key_that_does_not_open_stops_the_rotation_at_its_row(  # t
     import dataclasses
     import os
 
-    from tests.routers.test_encrypted_row_binding import _copy
-
     own = dp.settings_with(settings, secrets_file=dp.copy_secrets(settings, tmp_path))
     state = AppState.build(own)
     try:
@@ -244,9 +242,12 @@ async def test_a_data_key_that_does_not_open_stops_the_rotation_at_its_row(  # t
         subj = await factory.subject(by=alice)
         intact, copied = [await factory.record(by=alice, subject=subj, content=c) for c in ("one", "two")]
         first = state.keyring.current_id
-        for column in ("key_id", "wrapped_key"):
-            await _copy(state, "record_contents", column, {"record_id": rec_id(intact)},
-                        {"record_id": rec_id(copied)})
+        contents = cast(Table, SQLModel.metadata.tables["record_contents"])
+        async with state.engine.begin() as conn:  # the intact record's wrapped key, onto the other
+            kid, wrapped = (await conn.execute(select(contents.c.key_id, contents.c.wrapped_key)
+                                               .where(contents.c.record_id == rec_id(intact)))).one()
+            await conn.execute(update(contents).where(contents.c.record_id == rec_id(copied))
+                               .values(key_id=kid, wrapped_key=wrapped))
 
         with pytest.raises(key_rotation.RotationStopped) as failed:
             await key_rotation.rotate_key(state, batch_size=1, retire=True)
