@@ -7,11 +7,14 @@ import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from app.core.config import ConfigurationError, Settings, get_settings
+
+if TYPE_CHECKING:
+    from app.workflows.key_rotation import RotationStopped
 
 # Plain tracebacks: rich ones print local variables, which may hold secrets.
 cli = typer.Typer(help="KMM Confidential Records Service", no_args_is_help=True,
@@ -290,7 +293,9 @@ def rotate_key(
 ) -> None:
     """Make a new master key current and re-wrap every data key under it (§6.6).
 
-    Content is never re-encrypted. The service keeps serving throughout.
+    Content is never re-encrypted. The service keeps serving throughout. A value that does
+    not open under its own row stops the command (exit code 1): it names the column and
+    row, prints what was done so far, rolls nothing back and retires no key.
     """
     import json as _json
 
@@ -320,7 +325,31 @@ def rotate_key(
     except ConfigurationError as exc:
         typer.secho(f"refused: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
+    except key_rotation.RotationStopped as exc:
+        _rotation_stopped(exc)
+        raise typer.Exit(1) from exc
     typer.echo(_json.dumps(report.as_dict(), indent=2))
+
+
+def _rotation_stopped(exc: RotationStopped) -> None:
+    """What a stopped rotation did and what the operator does next (§6.6): the column and row,
+    never content. Committed batches stay under the new key; nothing is rolled back."""
+    import json as _json
+
+    report = exc.report
+    assert report is not None
+    typer.echo(_json.dumps(report.as_dict(), indent=2))  # standard output: the result so far
+    values = sum(report.values_reencrypted.values())
+    typer.secho(f"rotate-key stopped at {exc}.", fg="red", err=True)
+    typer.echo(
+        f"Done before it stopped, under master key id {report.current_key_id}: "
+        f"{report.data_keys_rewrapped} data key(s) re-wrapped, {values} value(s) re-encrypted; "
+        "nothing was rolled back and no key was retired. Every other stored value opens with the "
+        f"keys listed ({', '.join(report.key_ids)}): keep all of them. Once that value opens again "
+        "(restored from a backup, or its master key put back), run `kmm rotate-key --rewrap-only` "
+        "to re-wrap the rest.",
+        err=True,
+    )
 
 
 def main() -> None:

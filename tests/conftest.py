@@ -1,6 +1,6 @@
 """Test harness: the whole app over HTTP (httpx ASGI transport) on SQLite, or on
 Postgres when KMM_TEST_BACKEND=postgres and TEST_DATABASE_URL are set (`make test`
-runs both). Each test starts from empty tables and a clock it controls."""
+runs both). Each test starts from empty tables, the service's own keys and a clock it controls."""
 
 from __future__ import annotations
 
@@ -114,11 +114,19 @@ async def reset_database(app) -> None:  # type: ignore[no-untyped-def]
             # An empty sqlite_sequence entry is harmless; ids stay monotonic.
 
 
+def use_service_keys(app) -> None:  # type: ignore[no-untyped-def]
+    """EncryptedText columns and audit seals use the process-wide keys, which every AppState
+    built installs (a test of the configuration, the CLI, another replica): a test starts
+    with the service's own again, the keys its ``state`` wraps and re-wraps with."""
+    app.state.kmm.install_keys()
+
+
 @pytest.fixture
 async def client(app, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     clock.set(datetime.now(UTC).replace(microsecond=0))
+    use_service_keys(app)
     await reset_database(app)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
@@ -127,6 +135,7 @@ async def client(app, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:  
 
 @pytest.fixture
 def state(app):  # type: ignore[no-untyped-def]
+    use_service_keys(app)
     return app.state.kmm
 
 

@@ -12,7 +12,6 @@ from sqlalchemy import text
 from sqlmodel import SQLModel, col, select
 
 from app.core.config import Settings
-from app.core.encrypted import install_keyring
 from app.core.state import AppState
 from app.models.audit import AuditEvent
 
@@ -81,7 +80,7 @@ def restore_keyring(state: AppState) -> Iterator[None]:
     try:
         yield
     finally:
-        install_keyring(state.keyring)
+        state.install_keys()
 
 
 def key_rotation_decode(text_key: str) -> bytes:

@@ -30,6 +30,7 @@ class AppState:
     passwords: Passwords
     cursors: CursorCodec
     keyring: Keyring
+    audit_keys: AuditKeys
     # The hot path's reads (GET /records/{id}) and its group-committed audit events.
     rows: RowSource
     audit: AuditWriter
@@ -40,10 +41,9 @@ class AppState:
         engine = make_engine(settings)
         # Reloads from its source when it meets a key id it lacks (see `kmm rotate-key`).
         keyring = Keyring(settings.keyring, source=settings.read_keyring)
-        install_keyring(keyring)
-        install_audit_keys(AuditKeys(settings.audit_key_list, unkeyed_allowed=settings.audit_unkeyed_seals))
+        audit_keys = AuditKeys(settings.audit_key_list, unkeyed_allowed=settings.audit_unkeyed_seals)
         rows = row_source(settings, engine)
-        return cls(
+        state = cls(
             settings=settings,
             engine=engine,
             sessionmaker=make_sessionmaker(engine),
@@ -52,6 +52,15 @@ class AppState:
             passwords=Passwords(settings),
             cursors=CursorCodec(settings.signing_key),
             keyring=keyring,
+            audit_keys=audit_keys,
             rows=rows,
             audit=AuditWriter(rows),
         )
+        state.install_keys()
+        return state
+
+    def install_keys(self) -> None:
+        """Make this state's keys the process's: EncryptedText columns and audit seals use the
+        installed ones, which must be the keys this state wraps and re-wraps with (§6.6)."""
+        install_keyring(self.keyring)
+        install_audit_keys(self.audit_keys)

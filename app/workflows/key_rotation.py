@@ -6,6 +6,14 @@ column found in the metadata. Work goes in batches, one transaction each, so rea
 are never blocked for long and a failure leaves every row readable (each row is under
 either its old key or the new one, and the ring holds both).
 
+A value that does not open under its own row's associated data (altered, copied from
+another row, or under a key the ring lacks) is never re-encrypted: the rotation stops
+there with ``RotationStopped``, which names the table.column and the row's key (never
+content) and carries the report of what the committed batches did. Nothing is rolled
+back: undoing the committed batches would be a second rotation that can fail in turn,
+while leaving them costs nothing, since the ring keeps every old key and a second run
+takes up only the values not yet under the current key.
+
 Where the keys live decides who can change them:
 
 * the local secrets file (the embedded default): ``rotate_key`` prepends the new key to
@@ -35,8 +43,8 @@ from sqlmodel import SQLModel
 
 from app.core import progress
 from app.core.config import ConfigurationError, Settings
-from app.core.crypto import DecryptionError, encrypt
-from app.core.encrypted import encrypted_columns, key_prefix, row_aad, seal, unseal
+from app.core.crypto import DecryptionError, Keyring, encrypt
+from app.core.encrypted import encrypted_columns, key_prefix, row_aad, seal, stored_key_id, unseal
 from app.core.files import read_private, write_private
 from app.core.state import AppState
 from app.models.access_requests import AccessPackageSealed
@@ -68,9 +76,11 @@ class RotationReport:
     passes: int = 0
     retired_key_ids: list[str] = field(default_factory=list)
     key_ids: list[str] = field(default_factory=list)
+    # Where a stopped rotation stopped: {"column": "table.column", "row": [key values]}.
+    stopped_at: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        done = {
             "current_key_id": self.current_key_id,
             "data_keys_rewrapped": self.data_keys_rewrapped,
             "values_reencrypted": self.values_reencrypted,
@@ -78,6 +88,34 @@ class RotationReport:
             "retired_key_ids": self.retired_key_ids,
             "key_ids": self.key_ids,
         }
+        if self.stopped_at is not None:
+            done["stopped_at"] = self.stopped_at
+        return done
+
+    @property
+    def rows_done(self) -> int:
+        return self.data_keys_rewrapped + sum(self.values_reencrypted.values())
+
+
+class RotationStopped(DecryptionError):
+    """A stored value does not open under its own row's associated data (§6.6): the rotation
+    stops at it. ``report`` says what the batches committed before it did."""
+
+    def __init__(self, column: str, row: list[str], reason: str) -> None:
+        super().__init__(f"{column}, row {', '.join(row)}: {reason}")
+        self.column = column
+        self.row = row
+        self.report: RotationReport | None = None
+
+
+def _unopened(keyring: Keyring, kid: str | None, column: str, row: list[str]) -> RotationStopped:
+    """Why a value under master key ``kid`` did not open: a key the ring lacks (removed too
+    early), or a value that is not this row's (altered, or copied from another row)."""
+    if kid is not None and kid not in keyring:
+        reason = f"the value is under master key id {kid}, which this process does not hold"
+    else:
+        reason = "the value fails its integrity check (altered, or copied from another row)"
+    return RotationStopped(column, row, reason)
 
 
 class KeysInEnvironment(ConfigurationError):
@@ -161,15 +199,9 @@ def _contents() -> Table:
     return WRAPPED_KEY_TABLES[0].table
 
 
-async def _rewrap_data_keys(state: AppState, kid: str, key: bytes, batch_size: int) -> int:
-    """One pass over every wrapped-key table in id order; returns rows re-wrapped."""
-    done = 0
-    for wrapped_keys in WRAPPED_KEY_TABLES:
-        done += await _rewrap_table(state, wrapped_keys, kid, key, batch_size)
-    return done
-
-
-async def _rewrap_table(state: AppState, wk: WrappedKeys, kid: str, key: bytes, batch_size: int) -> int:
+async def _rewrap_table(state: AppState, wk: WrappedKeys, kid: str, key: bytes, batch_size: int,
+                        report: RotationReport) -> None:
+    """One pass over a wrapped-key table in id order, counted in ``report`` batch by batch."""
     table = wk.table
     id_col = table.c[wk.id_column]
     stmt = (
@@ -177,7 +209,6 @@ async def _rewrap_table(state: AppState, wk: WrappedKeys, kid: str, key: bytes, 
         .where(id_col == bindparam("b_id"), table.c.key_id == bindparam("b_old"))
         .values(key_id=bindparam("b_kid"), wrapped_key=bindparam("b_wrapped"))
     )
-    done = 0
     last: uuid.UUID | None = None
     while True:
         async with state.sessionmaker() as session:
@@ -191,30 +222,34 @@ async def _rewrap_table(state: AppState, wk: WrappedKeys, kid: str, key: bytes, 
                 query = query.where(id_col > last)
             rows = (await session.execute(query)).all()
             if not rows:
-                return done
-            params = [
-                {"b_id": rid, "b_old": old, "b_kid": kid,
-                 "b_wrapped": encrypt(key, state.keyring.unwrap(old, wrapped, aad=wk.aad(rid, "key")),
-                                      wk.aad(rid, "key"))}
-                for rid, old, wrapped in rows
-            ]
+                return
+            params = []
+            for rid, old, wrapped in rows:
+                try:
+                    data_key = state.keyring.unwrap(old, wrapped, aad=wk.aad(rid, "key"))
+                except DecryptionError as exc:  # altered, or copied from another row: not re-wrapped
+                    raise _unopened(state.keyring, old, f"{table.name}.wrapped_key", [str(rid)]) from exc
+                params.append({"b_id": rid, "b_old": old, "b_kid": kid,
+                               "b_wrapped": encrypt(key, data_key, wk.aad(rid, "key"))})
             await session.execute(stmt, params)
             await session.commit()
-        done += len(rows)
+        report.data_keys_rewrapped += len(rows)
         progress.advance(len(rows))
         last = rows[-1][0]
 
 
-async def _reencrypt_column(state: AppState, table: Table, column: Column[str], kid: str, batch_size: int) -> int:
-    """One pass over one EncryptedText column: values not under ``kid`` are re-encrypted."""
+async def _reencrypt_column(state: AppState, table: Table, column: Column[str], kid: str, batch_size: int,
+                            report: RotationReport) -> None:
+    """One pass over one EncryptedText column: values not under ``kid`` are re-encrypted,
+    counted in ``report`` batch by batch."""
     raw: ColumnElement[str] = type_coerce(column, Text())
     pk = list(table.primary_key.columns)
+    name = f"{table.name}.{column.name}"
     stmt = (
         update(table)
         .where(*(c == bindparam(f"b_pk{i}") for i, c in enumerate(pk)), raw == bindparam("b_old", type_=Text()))
         .values({column.name: bindparam("b_new", type_=Text())})
     )
-    done = 0
     last: tuple[Any, ...] | None = None
     while True:
         async with state.sessionmaker() as session:
@@ -228,41 +263,55 @@ async def _reencrypt_column(state: AppState, table: Table, column: Column[str], 
                 query = query.where(tuple_(*pk) > tuple_(*last))
             rows = (await session.execute(query)).all()
             if not rows:
-                return done
+                return
             params = []
             for row in rows:
                 aad = row_aad(table.name, column.name, row[: len(pk)])
                 try:
                     value = seal(state.keyring, unseal(state.keyring, row[-1], aad), aad)
                 except DecryptionError as exc:  # altered, or copied from another row: not re-encrypted
-                    raise DecryptionError(f"a value in {table.name}.{column.name} fails its integrity check "
-                                          f"(row {', '.join(map(str, row[: len(pk)]))})") from exc
+                    try:
+                        old: str | None = stored_key_id(row[-1])
+                    except DecryptionError:
+                        old = None
+                    raise _unopened(state.keyring, old, name, [str(v) for v in row[: len(pk)]]) from exc
                 params.append({**{f"b_pk{i}": row[i] for i in range(len(pk))}, "b_old": row[-1], "b_new": value})
             await session.execute(stmt, params)
             await session.commit()
-        done += len(rows)
+        report.values_reencrypted[name] = report.values_reencrypted.get(name, 0) + len(rows)
         progress.advance(len(rows))
         last = tuple(rows[-1][: len(pk)])
 
 
 async def rewrap_all(state: AppState, *, batch_size: int = 1000) -> RotationReport:
-    """Re-wrap every data key and re-encrypt every EncryptedText value under the current key."""
+    """Re-wrap every data key and re-encrypt every EncryptedText value under the current key.
+
+    Raises RotationStopped, with the report of what was done, at the first value that does
+    not open under its own row's associated data; every value stays readable under the ring.
+    """
     kid, key = state.keyring.current()
     report = RotationReport(current_key_id=kid)
     columns = list(encrypted_columns(SQLModel.metadata))
     if progress.active():  # `kmm rotate-key` shows how far it is
         progress.set_total(await references(state, kid, under=False))
-    for _ in range(MAX_PASSES):
-        report.passes += 1
-        n = await _rewrap_data_keys(state, kid, key, batch_size)
-        report.data_keys_rewrapped += n
-        for table, column in columns:
-            m = await _reencrypt_column(state, table, column, kid, batch_size)
-            name = f"{table.name}.{column.name}"
-            report.values_reencrypted[name] = report.values_reencrypted.get(name, 0) + m
-            n += m
-        if n == 0:
-            break
+    try:
+        for _ in range(MAX_PASSES):
+            report.passes += 1
+            before = report.rows_done
+            for wrapped_keys in WRAPPED_KEY_TABLES:
+                await _rewrap_table(state, wrapped_keys, kid, key, batch_size, report)
+            for table, column in columns:
+                name = f"{table.name}.{column.name}"
+                report.values_reencrypted.setdefault(name, 0)
+                await _reencrypt_column(state, table, column, kid, batch_size, report)
+            if report.rows_done == before:
+                break
+    except RotationStopped as stopped:
+        report.key_ids = state.keyring.key_ids
+        report.stopped_at = {"column": stopped.column, "row": stopped.row}
+        stopped.report = report
+        log.error("master key rotation stopped at a value it cannot open", extra=report.as_dict())
+        raise
     report.key_ids = state.keyring.key_ids
     log.info("master key rotation re-wrapped", extra=report.as_dict())
     return report
@@ -343,6 +392,7 @@ __all__ = [
     "ENVIRONMENT_STEPS",
     "KeysInEnvironment",
     "RotationReport",
+    "RotationStopped",
     "rewrap_all",
     "rotate_key",
     "verify_master_keys",

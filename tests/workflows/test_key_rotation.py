@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import cast
 
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import Table, Text, literal, select, text, update
+from sqlmodel import SQLModel
 
 from app.core.config import ConfigurationError
 from app.core.crypto import Keyring, key_id
@@ -89,7 +91,7 @@ async def test_rotation_rewraps_keys_only_and_every_process_keeps_reading(  # ty
     assert len(secrets["master_keys"]) == 2 and "jwt_secret" in secrets
 
     # the running process has never seen the new key: it reloads on meeting it
-    dp.install_keyring(running_state.keyring)  # as in that process
+    running_state.install_keys()  # as in that process
     assert new_key not in running_state.keyring
     readers = [(alice, rid) for rid in ids]
     assert await _read_all(running, readers) == [f"content {i}" for i in range(5)]
@@ -223,3 +225,140 @@ async def test_rotation_rewraps_access_packages_too(client, factory, settings, c
         await app.state.kmm.engine.dispose()
     finally:
         await state.engine.dispose()
+
+
+async def test_a_data_key_that_does_not_open_stops_the_rotation_at_its_row(  # type: ignore[no-untyped-def]
+    client, factory, settings, clock, tmp_path, keep_keyring
+) -> None:
+    """A wrapped data key copied onto another record (bound to its record, §6.6) stops the
+    rotation, named by table and row; a key the ring lacks is named as such."""
+    import dataclasses
+    import os
+
+    own = dp.settings_with(settings, secrets_file=dp.copy_secrets(settings, tmp_path))
+    state = AppState.build(own)
+    try:
+        alice = await factory.user("colleague")
+        subj = await factory.subject(by=alice)
+        intact, copied = [await factory.record(by=alice, subject=subj, content=c) for c in ("one", "two")]
+        first = state.keyring.current_id
+        contents = cast(Table, SQLModel.metadata.tables["record_contents"])
+        async with state.engine.begin() as conn:  # the intact record's wrapped key, onto the other
+            kid, wrapped = (await conn.execute(select(contents.c.key_id, contents.c.wrapped_key)
+                                               .where(contents.c.record_id == rec_id(intact)))).one()
+            await conn.execute(update(contents).where(contents.c.record_id == rec_id(copied))
+                               .values(key_id=kid, wrapped_key=wrapped))
+
+        with pytest.raises(key_rotation.RotationStopped) as failed:
+            await key_rotation.rotate_key(state, batch_size=1, retire=True)
+        message = str(failed.value)
+        assert message == (f"record_contents.wrapped_key, row {copied['id']}: "
+                           "the value fails its integrity check (altered, or copied from another row)")
+        report = failed.value.report
+        assert report is not None and report.stopped_at == {"column": "record_contents.wrapped_key",
+                                                            "row": [copied["id"]]}
+        assert report.data_keys_rewrapped == int(rec_id(intact) < rec_id(copied))
+        assert report.key_ids == [report.current_key_id, first] == state.keyring.key_ids  # nothing retired
+        service = create_app(dp.settings_with(own), clock=clock, configure_logs=False)  # the keys the file lists
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service), base_url="http://test") as c:
+            r = await c.get(f"/records/{intact['id']}", headers=alice.headers)
+        assert r.status_code == 200 and r.json()["content"] == "one"
+        await service.state.kmm.engine.dispose()
+
+        # a ring without the key a data key is under: the key is named, not an integrity failure
+        k = os.urandom(32)
+        lacking = dataclasses.replace(state, keyring=Keyring({key_id(k): k}))
+        with pytest.raises(key_rotation.RotationStopped, match=r"^record_contents\.wrapped_key, row .*: the value "
+                           r"is under master key id [0-9a-f]{16}, which this process does not hold$"):
+            await key_rotation.rewrap_all(lacking)
+    finally:
+        await state.engine.dispose()
+
+
+async def test_kmm_rotate_key_stops_at_a_copied_value_and_says_how_far_it_got(  # type: ignore[no-untyped-def]
+    client, factory, state, settings, clock, tmp_path, keep_keyring
+) -> None:
+    """`kmm rotate-key` meeting a value that does not open under its own row (§6.6) stops with
+    exit code 1, names the column and row (never content), prints what the committed batches
+    did, rolls nothing back and keeps every key; once the value is restored, `--rewrap-only`
+    finishes the rotation."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from tests.databases import env_for
+    from tests.routers.test_encrypted_row_binding import MARK_A, MARK_B, _copy
+
+    own = dp.settings_with(settings, secrets_file=dp.copy_secrets(settings, tmp_path))
+    director = await factory.user("director")
+    alice = await factory.user("colleague", manager=director)
+    subj = await factory.subject(by=alice)
+    rec = await factory.record(by=alice, subject=subj, content="kept",
+                               consent={"status": "refused", "refusal_reason": "asked not to"})
+    made = []
+    for summary in (MARK_A, MARK_B):
+        r = await client.post("/disclosures", headers=alice.headers,
+                              json={"subject_id": subj["id"], "category": "child_abuse", "summary": summary})
+        assert r.status_code == 201, r.text
+        made.append(r.json()["id"])
+    original = {str(d["id"]).replace("-", ""): d["summary"] for d in await dp.raw_rows(state, "disclosures")}
+    await _copy(state, "disclosures", "summary", {"id": uuid.UUID(made[0])}, {"id": uuid.UUID(made[1])})
+    intact_first = uuid.UUID(made[0]) < uuid.UUID(made[1])
+    first = state.keyring.current_id
+
+    def kmm(*args: str):  # type: ignore[no-untyped-def]
+        # in a thread: the command runs an event loop of its own
+        return asyncio.to_thread(CliRunner().invoke, cli, list(args), env=env_for(own))
+
+    r = await kmm("rotate-key", "--batch-size", "1")
+    state.install_keys()
+    assert r.exit_code == 1, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)  # a message, not a traceback
+    report = json.loads(r.stdout)
+    new = report["current_key_id"]
+    assert report["key_ids"] == [new, first] and report["retired_key_ids"] == []
+    assert report["stopped_at"] == {"column": "disclosures.summary", "row": [made[1]]}
+    assert report["data_keys_rewrapped"] == 1
+    assert report["values_reencrypted"]["disclosures.summary"] == int(intact_first)
+    assert "records.consent_refusal_reason" not in report["values_reencrypted"]  # not reached
+    assert (f"rotate-key stopped at disclosures.summary, row {made[1]}: the value fails its integrity check"
+            in r.stderr)
+    assert f"1 data key(s) re-wrapped, {int(intact_first)} value(s) re-encrypted" in r.stderr
+    assert "nothing was rolled back" in r.stderr and "kmm rotate-key --rewrap-only" in r.stderr
+    for shown in (r.stdout, r.stderr):
+        assert made[0] not in shown and MARK_A not in shown and MARK_B not in shown and "kmm2:" not in shown
+    listed = [key_id(dp.key_rotation_decode(k)) for k in json.loads(own.secrets_file.read_text())["master_keys"]]
+    assert listed == [new, first]
+
+    # the service, with the keys the file lists, reads every value but the copied one
+    service = create_app(dp.settings_with(own), clock=clock, configure_logs=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service), base_url="http://test") as c:
+        r = await c.get(f"/records/{rec['id']}", headers=director.headers)
+        assert r.status_code == 200 and r.json()["content"] == "kept", r.text
+        assert r.json()["consent"]["refusal_reason"] == "asked not to"
+        r = await c.get(f"/disclosures/{made[0]}", headers=director.headers)
+        assert r.status_code == 200 and r.json()["summary"] == MARK_A
+        assert (await c.get(f"/disclosures/{made[1]}", headers=director.headers)).status_code == 409
+    await service.state.kmm.engine.dispose()
+    state.install_keys()
+
+    # restored (from a backup), the value opens again and the rotation finishes the rest
+    table = cast(Table, SQLModel.metadata.tables["disclosures"])
+    async with state.engine.begin() as conn:
+        await conn.execute(update(table).where(table.c.id == uuid.UUID(made[1]))
+                           .values(summary=literal(original[made[1].replace("-", "")], Text())))
+    r = await kmm("rotate-key", "--rewrap-only", "--batch-size", "1")
+    state.install_keys()
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["current_key_id"] == new and "stopped_at" not in report
+    assert report["values_reencrypted"]["disclosures.summary"] == 2 - int(intact_first)
+    assert report["values_reencrypted"]["records.consent_refusal_reason"] == 1 and report["data_keys_rewrapped"] == 0
+    assert await key_rotation.references(state, first) == 0
+    service = create_app(dp.settings_with(own), clock=clock, configure_logs=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service), base_url="http://test") as c:
+        for rid, mark in zip(made, (MARK_A, MARK_B), strict=True):
+            r = await c.get(f"/disclosures/{rid}", headers=director.headers)
+            assert r.status_code == 200 and r.json()["summary"] == mark, r.text
+    await service.state.kmm.engine.dispose()
