@@ -33,6 +33,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Column, MetaData, Table, Text, event
@@ -123,17 +124,26 @@ class IntegrityFailure(Conflict):
         super().__init__("a stored value of this resource fails its integrity check and is not shown", clause="§6.6")
 
 
+@contextmanager
+def opening(table: str, column: str, key: Sequence[Any]) -> Iterator[None]:
+    """Open stored ciphertext of ``table.column`` of the row ``key`` inside: a value that does not
+    open (altered, copied from another row, or under a key not held) is an IntegrityFailure,
+    logged by column and row without content (§6.6)."""
+    try:
+        yield
+    except DecryptionError:
+        log.error("an encrypted value fails its integrity check: it was altered or copied from another row",
+                  extra={"column": f"{table}.{column}", "row": [str(k) for k in key]})
+        raise IntegrityFailure() from None
+
+
 def open_value(keyring: Keyring, value: Sealed | str | None, table: str, column: str, key: Sequence[Any]) -> str | None:
     """The text of a value read from ``table.column`` of the row ``key``; IntegrityFailure if it
     is not that row's (copied from elsewhere, or altered), logged without content."""
     if value is None or not isinstance(value, Sealed):
         return value
-    try:
+    with opening(table, column, key):
         return unseal(keyring, value.stored, row_aad(table, column, key))
-    except DecryptionError:
-        log.error("an encrypted value fails its integrity check: it was altered or copied from another row",
-                  extra={"column": f"{table}.{column}", "row": [str(k) for k in key]})
-        raise IntegrityFailure() from None
 
 
 # -- the unbound format (migrations) -------------------------------------------------

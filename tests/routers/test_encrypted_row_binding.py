@@ -299,3 +299,25 @@ async def test_a_webhook_secret_copied_from_another_subscription_never_signs(cli
     assert webhooks.verify_signature(hooks[0]["secret"], got.headers["x-kmm-signature"], got.body, now=now)
     assert any(getattr(r, "column", None) == "webhook_subscriptions.secret" for r in caplog.records)
     assert not any(h["secret"] in str(r.__dict__) for r in caplog.records for h in hooks)
+
+
+@pytest.mark.parametrize("column", ["wrapped_key", "title_ct", "content_ct"])
+async def test_a_record_content_copied_from_another_record_does_not_open(client, factory: Factory, state, column):
+    """A record's data key and its title and content are bound to the record (§6.6): copied onto
+    another record they do not open, and the read (and the list that shows the title) is a 409
+    ``integrity-error`` without content, never a 500."""
+    alice = await factory.user("colleague")
+    subj = await factory.subject(by=alice)
+    a = await factory.record(by=alice, subject=subj, title=MARK_A, content=MARK_A)
+    b = await factory.record(by=alice, subject=subj, title=MARK_B, content=MARK_B)
+    contents = cast(Table, SQLModel.metadata.tables["record_contents"])
+    async with state.engine.begin() as conn:
+        value = (await conn.execute(select(contents.c[column])
+                                    .where(contents.c.record_id == uuid.UUID(a["id"])))).scalar_one()
+        await conn.execute(update(contents).where(contents.c.record_id == uuid.UUID(b["id"]))
+                           .values({column: value}))
+    _refused(await client.get(f"/records/{b['id']}", headers=alice.headers), MARK_A, MARK_B)
+    if column != "content_ct":  # a list shows titles only
+        _refused(await client.get("/records", headers=alice.headers), MARK_A, MARK_B)
+    r = await client.get(f"/records/{a['id']}", headers=alice.headers)
+    assert r.status_code == 200 and r.json()["content"] == MARK_A

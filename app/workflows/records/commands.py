@@ -46,7 +46,7 @@ from app.workflows.records.checks import (
     check_requester,
     check_retention,
 )
-from app.workflows.records.content import aad, open_content, seal_content
+from app.workflows.records.content import aad, data_key, open_content, seal_content
 from app.workflows.records.decisions import authorize
 from app.workflows.records.queries import RECORDS, LoadedRecord, entitled_ids, load_record
 from app.workflows.records.shape import gone, to_public, tombstone
@@ -178,11 +178,11 @@ async def update_record(
     if "title" in changes or "content" in changes:
         title = changes.get("title", title)
         content = changes.get("content", content)
-        data_key = keyring.unwrap(loaded.content.key_id, loaded.content.wrapped_key, aad=aad(record.id, "key"))
+        record_key = data_key(keyring, loaded.content)
         await session.execute(
             update(RecordContent).where(col(RecordContent.record_id) == record.id).values(
-                title_ct=encrypt(data_key, (title or "").encode(), aad(record.id, "title")),
-                content_ct=encrypt(data_key, (content or "").encode(), aad(record.id, "content")),
+                title_ct=encrypt(record_key, (title or "").encode(), aad(record.id, "title")),
+                content_ct=encrypt(record_key, (content or "").encode(), aad(record.id, "content")),
             )
         )
     add_event(session, now=now, actor=actor, action="record.update", resource_type="record",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from app.core.crypto import Keyring, decrypt, encrypt
+from app.core.encrypted import opening
 from app.models.records import RecordContent
 from app.workflows.records.queries import ReadRow
 
@@ -31,8 +32,16 @@ def seal_content(keyring: Keyring, record_id: uuid.UUID, *, title: str, content:
 
 def open_content(keyring: Keyring, rc: RecordContent | ReadRow, *, with_content: bool = True,
                  ) -> tuple[str, str | None]:
-    """Title and content of a content row (an entity, or its columns as read by the hot path)."""
-    key = keyring.unwrap(rc.key_id, rc.wrapped_key, aad=aad(rc.record_id, "key"))
-    title = decrypt(key, rc.title_ct, aad(rc.record_id, "title")).decode()
-    content = decrypt(key, rc.content_ct, aad(rc.record_id, "content")).decode() if with_content else None
+    """Title and content of a content row (an entity, or its columns as read by the hot path);
+    IntegrityFailure if they do not open as this record's (§6.6)."""
+    with opening("record_contents", "content", [rc.record_id]):
+        key = data_key(keyring, rc)
+        title = decrypt(key, rc.title_ct, aad(rc.record_id, "title")).decode()
+        content = decrypt(key, rc.content_ct, aad(rc.record_id, "content")).decode() if with_content else None
     return title, content
+
+
+def data_key(keyring: Keyring, rc: RecordContent | ReadRow) -> bytes:
+    """The record's data key, unwrapped; IntegrityFailure if it is not this record's (§6.6)."""
+    with opening("record_contents", "wrapped_key", [rc.record_id]):
+        return keyring.unwrap(rc.key_id, rc.wrapped_key, aad=aad(rc.record_id, "key"))

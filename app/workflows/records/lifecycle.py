@@ -29,7 +29,7 @@ from app.policy.actor import Actor
 from app.policy.decide import Decision, decide
 from app.policy.rules import Action
 from app.workflows.audit.trail import add_event
-from app.workflows.records.content import aad
+from app.workflows.records.content import aad, data_key
 from app.workflows.records.queries import load_record
 from app.workflows.records.shape import gone
 
@@ -91,9 +91,8 @@ async def review_record(
     review = RecordReview(record_id=record.id, reviewed_by=actor.id, reviewed_at=now)
     if note is not None:
         # Under the record's own data key: shredding the record shreds the note (§4.6).
-        rc = loaded.content
-        data_key = keyring.unwrap(rc.key_id, rc.wrapped_key, aad=aad(record.id, "key"))
-        review.note_ct = encrypt(data_key, note.encode(), aad(record.id, f"review:{review.id}"))
+        record_key = data_key(keyring, loaded.content)
+        review.note_ct = encrypt(record_key, note.encode(), aad(record.id, f"review:{review.id}"))
     due = now + timedelta(days=settings.review_interval_days)
     result = await session.execute(
         update(Record)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.crypto import Keyring, decrypt
 from app.core.db import RowSource
-from app.core.encrypted import Sealed, installed_keyring, open_value
+from app.core.encrypted import Sealed, installed_keyring, open_value, opening
 from app.core.errors import not_found
 from app.core.pagination import CursorCodec, Page, page_of
 from app.core.security import TokenClaims
@@ -141,8 +141,9 @@ async def list_records(
     def summary(row: Any) -> RecordSummary:
         title = None
         if row.wrapped_key is not None:
-            key = keyring.unwrap(row.key_id, row.wrapped_key, aad=aad(row.id, "key"))
-            title = decrypt(key, row.title_ct, aad(row.id, "title")).decode()
+            with opening("record_contents", "title_ct", [row.id]):  # bound to its record (§6.6)
+                key = keyring.unwrap(row.key_id, row.wrapped_key, aad=aad(row.id, "key"))
+                title = decrypt(key, row.title_ct, aad(row.id, "title")).decode()
         return RecordSummary(**summary_fields(row), title=title)
 
     page = page_of(found, summary, cursors=cursors, scope="records", limit=limit, key=lambda last: [str(last.id)])
