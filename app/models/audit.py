@@ -1,4 +1,4 @@
-"""Audit events (DESIGN §6): append-only; chained by hash by the sealer (app/workflows/audit/chain.py)."""
+"""Audit events (DESIGN §6): append-only; chained by hash by the sealer (app/workflows/audit/seal.py)."""
 
 from __future__ import annotations
 
