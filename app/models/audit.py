@@ -123,6 +123,21 @@ class AuditEventFilter(BaseModel):
         return v
 
 
+class RecordAccess(BaseModel):
+    """An access to a record as the audit trail tells it (app/workflows/audit/access.py): when,
+    how (``record.read``, ``record.list``, ``record.export``), by whom and by which rule; never
+    what was seen. A record's access log and an access package's history each show it with
+    fields of their own (DESIGN §5, §6)."""
+
+    at: datetime
+    action: str
+    actor_id: uuid.UUID | None
+    actor_role: str | None
+    rule: str | None
+    clause: str | None
+    emergency: bool
+
+
 class ChainReport(BaseModel):
     """What ``verify_chain`` found."""
 
