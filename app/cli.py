@@ -232,7 +232,7 @@ def audit_verify(
 
     from app.core import progress
     from app.models.audit import AuditEvent
-    from app.workflows.audit.chain import verify_chain
+    from app.workflows.audit.verify import verify_chain
 
     expected = _head(expect_head)
 

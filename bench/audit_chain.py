@@ -23,8 +23,9 @@ from app.core.config import Settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.migrations import upgrade
 from app.models.users import User
-from app.workflows.audit.chain import seal_all, verify_chain
+from app.workflows.audit.seal import seal_all
 from app.workflows.audit.trail import add_event
+from app.workflows.audit.verify import verify_chain
 
 BULK_INSERT = """
 INSERT INTO audit_events (at, actor_id, actor_kind, actor_role, action, resource_type, resource_id,

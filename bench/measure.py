@@ -54,7 +54,7 @@ class VerifyResult:
 
 
 def _find(name: str) -> Callable[..., Any] | None:
-    for module in ("app.workflows.audit.trail", "app.workflows.audit.chain"):
+    for module in ("app.workflows.audit.seal", "app.workflows.audit.verify"):
         try:
             fn = getattr(importlib.import_module(module), name, None)
         except ImportError:

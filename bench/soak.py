@@ -8,7 +8,7 @@ At the end it checks, and prints with the numbers:
 
 - no response was a 5xx (or a transport error);
 - every accepted update is visible: successful PATCHes == sum over records of (version - 1);
-- the audit chain verifies (app.workflows.audit.chain.verify_chain).
+- the audit chain verifies (app.workflows.audit.verify.verify_chain).
 
 Loopback only; every loop is bounded by the deadline and every request by a timeout.
 Exit status 0 when clean, 1 otherwise. Not part of CI.
@@ -220,12 +220,12 @@ def version_increments(url: str, schema: str) -> tuple[int, int]:
 
 async def verify_audit_chain(settings: Settings) -> Any:
     try:
-        chain = importlib.import_module("app.workflows.audit.chain")
+        verify = importlib.import_module("app.workflows.audit.verify")
     except ImportError:
         return None
     state = AppState.build(settings)
     try:
-        return await chain.verify_chain(state.engine, datetime.now(UTC))
+        return await verify.verify_chain(state.engine, datetime.now(UTC))
     finally:
         await state.engine.dispose()
 

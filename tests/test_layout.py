@@ -62,14 +62,18 @@ def test_no_router_or_workflow_gathers_unrelated_resources():
     for gone in ("routers/data_protection.py", "routers/record_lifecycle.py", "workflows/sharing.py",
                  "workflows/records.py", "workflows/record_access.py", "workflows/accuracy.py",
                  "workflows/accounts.py", "workflows/sessions.py", "workflows/passwords.py", "models/accounts.py",
-                 "workflows/audit_trail.py", "workflows/audit_chain.py", "workflows/audit_access.py"):
+                 "workflows/audit_trail.py", "workflows/audit_chain.py", "workflows/audit_access.py",
+                 "workflows/audit/chain.py"):
         assert not (APP / gone).exists(), gone
 
 
-def test_the_records_workflow_is_a_package_of_small_files_named_for_what_they_hold():
-    package = APP / "workflows" / "records"
-    files = {p.name: len(p.read_text().splitlines()) for p in package.glob("*.py")}
-    assert {"__init__.py", "content.py", "queries.py", "read.py", "commands.py"} <= set(files)
+@pytest.mark.parametrize(("package", "named"), [
+    ("records", {"content", "queries", "read", "commands"}),
+    ("audit", {"trail", "canonical", "links", "seal", "verify", "access"}),
+])
+def test_a_workflow_package_is_small_files_named_for_what_they_hold(package, named):
+    files = {p.stem: len(p.read_text().splitlines()) for p in (APP / "workflows" / package).glob("*.py")}
+    assert {"__init__", *named} <= set(files)
     assert all(lines < 450 for lines in files.values()), files
 
 

@@ -71,6 +71,14 @@ def test_public_models_inherit_the_same_base(public, base):
     assert issubclass(public, base)
 
 
+@pytest.mark.parametrize("shape", [records.AccessLogEntry, ar.AccessHistoryEntry], ids=lambda t: t.__name__)
+def test_an_access_to_a_record_is_declared_once_and_shown_in_the_shape_of_each_view(shape):
+    access = _base(audit, "RecordAccess")
+    assert issubclass(shape, access)
+    again = set(access.model_fields) & set(shape.__annotations__)
+    assert access.model_fields and not again, f"{shape.__name__} declares again: {again}"
+
+
 ENUM_COLUMNS = [
     (subject_models.Subject, "kind", subject_models.SubjectKind, 16),
     (subject_models.Subject, "category", subject_models.SubjectCategory, 32),

@@ -12,7 +12,8 @@ from sqlalchemy.exc import DBAPIError
 
 from app.core.db import make_engine
 from app.models.audit import AuditEvent, AuditSeal
-from app.workflows.audit.chain import seal_all, verify_chain
+from app.workflows.audit.seal import seal_all
+from app.workflows.audit.verify import verify_chain
 from tests.audit_helpers import count
 
 pytestmark = pytest.mark.postgres_only

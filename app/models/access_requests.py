@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import CheckConstraint, Index, LargeBinary
 from sqlmodel import Column, Field, SQLModel
 
+from app.models.audit import RecordAccess
 from app.models.base import created_at_field, enum_field, utc_column, uuid_pk
 from app.models.records import Classification, Purpose, Tombstone
 from app.models.subjects import NAME_MAX
@@ -166,19 +167,12 @@ class PackageRecord(BaseModel):
     updated_at: datetime
 
 
-class AccessHistoryEntry(BaseModel):
+class AccessHistoryEntry(RecordAccess):
     """One access to a record in the package: who, when, how (read, list, export), by which
     rule. Never what was seen."""
 
     record_id: uuid.UUID
-    at: datetime
-    action: str
-    actor_id: uuid.UUID | None
     actor_name: str | None
-    actor_role: str | None
-    rule: str | None
-    clause: str | None
-    emergency: bool
 
 
 class AccessPackage(BaseModel):

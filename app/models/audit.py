@@ -1,4 +1,4 @@
-"""Audit events (DESIGN §6): append-only; chained by hash by the sealer (app/workflows/audit/chain.py)."""
+"""Audit events (DESIGN §6): append-only; chained by hash by the sealer (app/workflows/audit/seal.py)."""
 
 from __future__ import annotations
 
@@ -121,6 +121,21 @@ class AuditEventFilter(BaseModel):
         if isinstance(v, int | float) or (isinstance(v, str) and _NUMBER.fullmatch(v.strip())):
             raise ValueError("give a date-time such as 2026-11-26T09:00:00Z, not a number")
         return v
+
+
+class RecordAccess(BaseModel):
+    """An access to a record as the audit trail tells it (app/workflows/audit/access.py): when,
+    how (``record.read``, ``record.list``, ``record.export``), by whom and by which rule; never
+    what was seen. A record's access log and an access package's history each show it with
+    fields of their own (DESIGN §5, §6)."""
+
+    at: datetime
+    action: str
+    actor_id: uuid.UUID | None
+    actor_role: str | None
+    rule: str | None
+    clause: str | None
+    emergency: bool
 
 
 class ChainReport(BaseModel):

@@ -13,6 +13,7 @@ from sqlmodel import Column, Field, SQLModel
 
 from app.core.encrypted import EncryptedText
 from app.core.pagination import Page
+from app.models.audit import RecordAccess
 from app.models.base import created_at_field, enum_field, utc_column, uuid_pk
 
 # -- vocabularies --------------------------------------------------------------
@@ -120,18 +121,11 @@ class RecordPublic(RecordSummary):
     access: AccessNote | None = None
 
 
-class AccessLogEntry(BaseModel):
+class AccessLogEntry(RecordAccess):
     """One access to a record: who, when, how (``record.read``, ``record.list``,
     ``record.export``) and by which rule (no content)."""
 
     event_id: int
-    at: datetime
-    action: str
-    actor_id: uuid.UUID | None
-    actor_role: str | None
-    rule: str | None
-    clause: str | None
-    emergency: bool
 
 
 class AccessLog(Page[AccessLogEntry]):

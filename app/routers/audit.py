@@ -11,7 +11,8 @@ from app.core.pagination import Page
 from app.deps import DirectorUser, LimitDep, NowDep, SessionDep, StateDep
 from app.models.audit import AuditEventFilter, AuditEventPublic, ChainReport
 from app.routers.responses import problem_responses
-from app.workflows.audit import chain, trail
+from app.workflows.audit import trail
+from app.workflows.audit.verify import verify_chain
 
 router = APIRouter(prefix="/audit-events", tags=["audit"])
 
@@ -39,4 +40,4 @@ async def verify(actor: DirectorUser, session: SessionDep, state: StateDep, now:
     # Verify runs its own transactions: end the login check's first (on SQLite it holds
     # the single write lock the sealer needs).
     await session.commit()
-    return await chain.verify_chain(state.engine, now)
+    return await verify_chain(state.engine, now)

@@ -397,12 +397,7 @@ async def build_package(
 
 async def _access_history(session: AsyncSession, record_ids: list[uuid.UUID]) -> list[AccessHistoryEntry]:
     """Who accessed the released records (read, listed, exported), when and by which rule."""
-    return [
-        AccessHistoryEntry(record_id=a.record_id, at=a.at, action=a.action, actor_id=a.actor_id,
-                           actor_name=a.actor_name, actor_role=a.actor_role, rule=a.rule, clause=a.clause,
-                           emergency=a.emergency)
-        for a in await record_accesses(session, record_ids, newest_first=False)
-    ]
+    return await record_accesses(session, record_ids, AccessHistoryEntry, newest_first=False)
 
 
 def _aad(request_id: uuid.UUID, part: str) -> bytes:

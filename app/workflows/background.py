@@ -7,11 +7,11 @@ import contextlib
 
 from app.core.state import AppState
 from app.workflows import scheduler, webhooks
-from app.workflows.audit import chain
+from app.workflows.audit import seal
 
 # Each entry: a coroutine function taking the AppState and running until cancelled.
 TASKS: list = [
-    chain.run_sealer,
+    seal.run_sealer,
     webhooks.run_deliveries,
     scheduler.run_scheduler,
 ]

@@ -1,6 +1,6 @@
 """audit seals and append-only triggers
 
-The sealer (app/workflows/audit_chain.py) chains events by writing one audit_seals row
+The sealer (app/workflows/audit/seal.py) chains events by writing one audit_seals row
 per event. On PostgreSQL both tables refuse UPDATE, DELETE and TRUNCATE: a statement
 trigger raises, so not even the service's own role can change the trail. (A database
 owner can still drop the trigger; the hash chain is what detects that.)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from app import cli
 from app.models.audit import AuditEvent
-from app.workflows.audit.chain import seal_all
+from app.workflows.audit.seal import seal_all
 from app.workflows.audit.trail import add_event
 from tests.audit_helpers import count, event_ids, tamper
 from tests.factory import Factory

@@ -8,7 +8,8 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from app.models.audit import AuditEvent
-from app.workflows.audit.chain import seal_all, verify_chain
+from app.workflows.audit.seal import seal_all
+from app.workflows.audit.verify import verify_chain
 from tests.factory import Factory
 
 MARKER = "Zq-Marker-41c7-Content"

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import BigInteger, ColumnElement, DateTime, String, case, func, insert, literal_column, select, text
 from sqlalchemy import cast as sql_cast
 
-from app.workflows.audit.chain import EVENTS, canonical_event
+from app.workflows.audit.canonical import EVENTS, canonical_event
 from tests.databases import IS_POSTGRES
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -27,7 +27,7 @@ FREE = ("actor_kind", "actor_role", "action", "resource_type", "resource_id", "d
 
 
 def _canonical_as_first_written(dialect: str) -> ColumnElement[str]:
-    """app.workflows.audit.chain.canonical_event as first committed (frozen: do not edit)."""
+    """app.workflows.audit.canonical.canonical_event as first committed (frozen: do not edit)."""
 
     def _text(sql: str) -> ColumnElement[str]:
         return literal_column(sql, String)
@@ -189,10 +189,10 @@ async def test_the_time_in_microseconds_is_exact_on_many_values(client, state):
     weeks of the window and every minute around the epoch, each with 0, 1, 500000 and 999999
     microseconds.
     """
-    from app.workflows.audit.chain import _epoch_us_pg
+    from app.workflows.audit.canonical import epoch_us_pg
 
     at = literal_column("t.at")
-    fast = _epoch_us_pg(at)  # type: ignore[arg-type]
+    fast = epoch_us_pg(at)  # type: ignore[arg-type]
     exact = sql_cast(func.extract("epoch", at) * 1_000_000, BigInteger)
     us = literal_column("t.us")
     sample = text("""

@@ -10,17 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select
 
+from app.core.audit_keys import AuditKeys, installed_keys
 from app.models.audit import GENESIS_HASH, AuditEvent, AuditSeal
-from app.workflows.audit import chain
-from app.workflows.audit.chain import (
-    GAP_GRACE,
-    AuditKeys,
-    canonical_event,
-    installed_keys,
-    link_hash,
-    seal_all,
-    verify_chain,
-)
+from app.workflows.audit.canonical import canonical_event
+from app.workflows.audit.links import link_hash, link_mac
+from app.workflows.audit.seal import seal_all
+from app.workflows.audit.verify import GAP_GRACE, verify_chain
 from tests.audit_helpers import count, event_ids, tamper
 
 KEY_A = bytes(range(32))
@@ -57,11 +52,11 @@ async def _canonical(state, event_id: int) -> str:
 
 def test_the_mac_is_hmac_sha256_over_the_link_and_a_recorded_gap():
     at = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
-    mac = chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
+    mac = link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
     assert mac == hmac.new(KEY_A, f"{GENESIS_HASH}v1|1|x".encode(), hashlib.sha256).hexdigest()
-    assert mac != chain.link_mac(KEY_B, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
+    assert mac != link_mac(KEY_B, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=None)
     # A seal that records missing ids covers where they begin, and when it was written.
-    gap = chain.link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=7)
+    gap = link_mac(KEY_A, GENESIS_HASH, "v1|1|x", sealed_at=at, gap_from=7)
     assert gap == hmac.new(KEY_A, f"{GENESIS_HASH}v1|1|x|7|{_us(at)}".encode(), hashlib.sha256).hexdigest()
 
 
@@ -212,7 +207,7 @@ async def test_the_key_is_never_stored_in_the_database(client, state):
     await _events_with_ids(state, 1)
     await seal_all(state.engine, state.clock.now())
     (seal,) = await _seals(state)
-    for key in chain.installed_keys().secrets():
+    for key in installed_keys().secrets():
         assert key.hex() not in seal.model_dump_json()
     assert await count(state, AuditSeal) == 1
 

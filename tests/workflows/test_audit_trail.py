@@ -11,23 +11,18 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from app.core.audit_keys import AuditKeys
 from app.core.db import make_engine
 from app.models.audit import GENESIS_HASH, AuditEvent, AuditSeal
 from app.models.users import User, UserCreate, UserUpdate
 from app.policy.actor import Actor
 from app.workflows import background
-from app.workflows.audit import chain
-from app.workflows.audit.chain import (
-    SEALS,
-    AuditKeys,
-    canonical_event,
-    link_hash,
-    link_mac,
-    seal_all,
-    seal_pending,
-    verify_chain,
-)
+from app.workflows.audit import seal, verify
+from app.workflows.audit.canonical import canonical_event
+from app.workflows.audit.links import SEALS, link_hash, link_mac
+from app.workflows.audit.seal import seal_all, seal_pending
 from app.workflows.audit.trail import add_event
+from app.workflows.audit.verify import verify_chain
 from app.workflows.users import create_user, update_user
 from tests.audit_helpers import count, event_ids, tamper
 from tests.databases import IS_POSTGRES
@@ -294,7 +289,7 @@ async def _events_with_ids(state, *ids: int) -> None:
 
 
 async def test_verify_seals_a_late_commit_far_below_the_newest_seal(client, state, monkeypatch):
-    monkeypatch.setattr(chain, "LOOKBACK_IDS", 3)
+    monkeypatch.setattr(seal, "LOOKBACK_IDS", 3)
     await _events_with_ids(state, *range(100, 110))
     assert await seal_all(state.engine, state.clock.now()) == 10
     await _events_with_ids(state, 5)  # committed late, with an id the cheap pass does not look at
@@ -304,9 +299,9 @@ async def test_verify_seals_a_late_commit_far_below_the_newest_seal(client, stat
 
 
 async def test_verify_skips_the_full_pass_only_while_the_chain_is_whole(client, state, monkeypatch):
-    monkeypatch.setattr(chain, "LOOKBACK_IDS", 3)
+    monkeypatch.setattr(seal, "LOOKBACK_IDS", 3)
     calls: list[str] = []
-    real_pass, real_walk = chain.seal_pending, chain._walk
+    real_pass, real_walk = seal.seal_pending, verify._walk
 
     async def seal_spy(*args, **kwargs):
         calls.append("full" if kwargs["full"] else "cheap")
@@ -318,8 +313,8 @@ async def test_verify_skips_the_full_pass_only_while_the_chain_is_whole(client, 
 
     await _events_with_ids(state, *range(100, 105))
     await seal_all(state.engine, state.clock.now())
-    monkeypatch.setattr(chain, "seal_pending", seal_spy)
-    monkeypatch.setattr(chain, "_walk", walk_spy)
+    monkeypatch.setattr(seal, "seal_pending", seal_spy)
+    monkeypatch.setattr(verify, "_walk", walk_spy)
     assert (await verify_chain(state.engine, state.clock.now())).ok
     assert calls == ["cheap", "walk"]  # as many events as seals: no anti-join over the whole trail
     # An event deleted under its seal, and a late commit far below: as many events as seals
@@ -340,7 +335,7 @@ async def test_verify_skips_the_full_pass_only_while_the_chain_is_whole(client, 
 
 async def test_verify_of_a_broken_chain_with_nothing_to_seal_walks_once(client, state, monkeypatch):
     calls: list[str] = []
-    real_pass, real_walk = chain.seal_pending, chain._walk
+    real_pass, real_walk = seal.seal_pending, verify._walk
 
     async def seal_spy(*args, **kwargs):
         calls.append("full" if kwargs["full"] else "cheap")
@@ -353,8 +348,8 @@ async def test_verify_of_a_broken_chain_with_nothing_to_seal_walks_once(client, 
     ids = await _sealed_events(state, 4)
     await tamper(state, "UPDATE audit_events SET action = 'x' WHERE id = :id", {"id": ids[1]},
                  table="audit_events")
-    monkeypatch.setattr(chain, "seal_pending", seal_spy)
-    monkeypatch.setattr(chain, "_walk", walk_spy)
+    monkeypatch.setattr(seal, "seal_pending", seal_spy)
+    monkeypatch.setattr(verify, "_walk", walk_spy)
     report = await verify_chain(state.engine, state.clock.now())
     # The counts agree but the chain is not whole: the full pass runs after the walk, finds
     # nothing to seal, and the walk's report stands.
@@ -448,7 +443,7 @@ async def test_the_guard_refuses_even_a_statement_that_matches_nothing(client, s
 
 
 async def test_the_background_sealer_chains_events_and_stops_cleanly(client, state, monkeypatch, caplog):
-    real = chain.seal_pending
+    real = seal.seal_pending
     calls = 0
     sealed = asyncio.Event()
 
@@ -462,7 +457,7 @@ async def test_the_background_sealer_chains_events_and_stops_cleanly(client, sta
             sealed.set()
         return n
 
-    monkeypatch.setattr(chain, "seal_pending", flaky)
+    monkeypatch.setattr(seal, "seal_pending", flaky)
     monkeypatch.setattr(state.settings, "audit_seal_interval_seconds", 0.01)
     async with state.sessionmaker() as session:
         for i in range(3):
@@ -486,7 +481,7 @@ async def test_the_background_sealer_chains_events_and_stops_cleanly(client, sta
 async def test_the_background_full_pass_looks_only_at_recent_events_and_verify_at_all(client, state):
     from datetime import timedelta
 
-    from app.workflows.audit.chain import FULL_SWEEP_HORIZON
+    from app.workflows.audit.seal import FULL_SWEEP_HORIZON
 
     now = state.clock.now()
     async with state.sessionmaker() as session:

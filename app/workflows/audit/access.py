@@ -6,16 +6,16 @@ access request (``record.export``), or a list that showed it (``record.list``). 
 exports are events about the record itself, found by the events' resource index; a list
 event names every record it showed in its detail, and ``audit_event_records`` indexes those
 ids (written by the database with the event), so neither question scans events' JSON.
-Only ids, actors, rules and times come back: never anything a record says.
+Only ids, actors, rules and times come back: never anything a record says. Each caller
+asks in the shape it shows (app/models/audit.py, ``RecordAccess``).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, union_all
 from sqlalchemy import select as sa_select
@@ -24,7 +24,7 @@ from sqlmodel import col
 
 from app.core.errors import PolicyDenied
 from app.core.pagination import CursorCodec, page_of
-from app.models.audit import AuditEvent, AuditEventRecord
+from app.models.audit import AuditEvent, AuditEventRecord, RecordAccess
 from app.models.records import AccessLog, AccessLogEntry
 from app.models.users import User
 from app.policy.actor import Actor
@@ -36,19 +36,7 @@ from app.workflows.records.queries import load_record
 # Events about one record that show it to someone.
 SHOWING = ("record.read", "record.export")
 
-
-@dataclass(frozen=True, slots=True)
-class RecordAccess:
-    event_id: int
-    record_id: uuid.UUID
-    at: datetime
-    action: str
-    actor_id: uuid.UUID | None
-    actor_name: str | None
-    actor_role: str | None
-    rule: str | None
-    clause: str | None
-    emergency: bool
+A = TypeVar("A", bound=RecordAccess)
 
 
 def _branches(ids: list[str], *, before: int | None, limit: int | None) -> list[Select[Any]]:
@@ -70,10 +58,11 @@ def _branches(ids: list[str], *, before: int | None, limit: int | None) -> list[
 
 
 async def record_accesses(
-    session: AsyncSession, record_ids: Sequence[uuid.UUID], *, newest_first: bool, limit: int | None = None,
-    before: int | None = None,
-) -> list[RecordAccess]:
-    """Every access to any of ``record_ids``, one entry per record and event.
+    session: AsyncSession, record_ids: Sequence[uuid.UUID], shape: type[A], *, newest_first: bool,
+    limit: int | None = None, before: int | None = None,
+) -> list[A]:
+    """Every access to any of ``record_ids``, one entry per record and event, in ``shape``
+    (which takes what it shows of event_id, record_id, actor_name and the access).
 
     Newest first (by event id; ``before`` and ``limit`` page it), or oldest first by time.
     """
@@ -83,8 +72,8 @@ async def record_accesses(
     accessed = union_all(*_branches(ids, before=before, limit=limit)).subquery("accessed")
     query = (
         sa_select(accessed.c.event_id, accessed.c.record_id, col(AuditEvent.at), col(AuditEvent.action),
-                  col(AuditEvent.actor_id), col(User.full_name), col(AuditEvent.actor_role), col(AuditEvent.rule),
-                  col(AuditEvent.clause), col(AuditEvent.emergency))
+                  col(AuditEvent.actor_id), col(User.full_name).label("actor_name"), col(AuditEvent.actor_role),
+                  col(AuditEvent.rule), col(AuditEvent.clause), col(AuditEvent.emergency))
         .join(AuditEvent, col(AuditEvent.id) == accessed.c.event_id)
         .outerjoin(User, col(User.id) == AuditEvent.actor_id)
     )
@@ -94,10 +83,7 @@ async def record_accesses(
         query = query.order_by(col(AuditEvent.at), accessed.c.event_id, accessed.c.record_id)
     if limit is not None:
         query = query.limit(limit)
-    rows = (await session.execute(query)).all()
-    return [RecordAccess(event_id=r[0], record_id=uuid.UUID(str(r[1])), at=r[2], action=r[3], actor_id=r[4],
-                         actor_name=r[5], actor_role=r[6], rule=r[7], clause=r[8], emergency=bool(r[9]))
-            for r in rows]
+    return [shape.model_validate(row, from_attributes=True) for row in (await session.execute(query)).all()]
 
 
 async def access_log(
@@ -119,11 +105,10 @@ async def access_log(
         await session.commit()
         raise PolicyDenied("only those answerable for a record, and directors, see who read it",
                            rule=decision.rule, clause=decision.clause)
-    rows = await record_accesses(session, [record_id], newest_first=True, limit=limit + 1, before=before)
-    page = page_of(rows, lambda r: AccessLogEntry(event_id=r.event_id, at=r.at, action=r.action, actor_id=r.actor_id,
-                                                  actor_role=r.actor_role, rule=r.rule, clause=r.clause,
-                                                  emergency=r.emergency),
-                   cursors=cursors, scope="access-log", limit=limit, key=lambda last: [last.event_id])
+    rows = await record_accesses(session, [record_id], AccessLogEntry, newest_first=True, limit=limit + 1,
+                                 before=before)
+    page = page_of(rows, lambda r: r, cursors=cursors, scope="access-log", limit=limit,
+                   key=lambda last: [last.event_id])
     add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
               resource_id=record_id, decision="allow", rule="director" if not decision.allowed else decision.rule,
               clause="§3.1, §3.4" if not decision.allowed else decision.clause)

@@ -3,7 +3,7 @@
 An event is queued on the caller's session and inserted by its commit, so it commits
 (or rolls back) with the change it records. Events never carry record content: only ids, rules and decisions.
 Nothing here (or anywhere in the service) updates or deletes an event; the sealer in
-app/workflows/audit/chain.py chains them after they commit. Events that go with no change of
+app/workflows/audit/seal.py chains them after they commit. Events that go with no change of
 their own (an allowed read) are written by the group-committing ``AuditWriter`` (app/core).
 """
 
