@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.workflows.webhooks import verify_signature
+from app.workflows.webhooks.signing import verify_signature
 from tests.webhook_receiver import Receiver
 
 PASSWORD = "correct horse battery staple"
