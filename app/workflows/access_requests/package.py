@@ -152,4 +152,4 @@ async def load_package(session: AsyncSession, keyring: Keyring, request_id: uuid
         select(AccessPackageItem, Record).join(Record, col(Record.id) == AccessPackageItem.record_id)
         .where(col(AccessPackageItem.request_id) == request_id)
     )
-    return open_package(keyring, sealed, [(item, record) for item, record in rows.tuples()])
+    return open_package(keyring, sealed, [(item, record) for item, record in rows])  # a Row unpacks as a tuple
