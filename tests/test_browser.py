@@ -1,4 +1,4 @@
-"""The docs explorer in a real browser (issue 8 §6).
+"""The docs explorer in a real browser.
 
 `kmm serve` (uvicorn, the production command) runs in a subprocess on a free loopback
 port over a fresh SQLite database with the demo organisation seeded. Debian's Chromium,
@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +23,7 @@ import pytest
 
 from app.demo.records import demo_subject_id
 from tests.conftest import PROJECT_ROOT
+from tests.live_server import kmm_env, kmm_serve, run_kmm
 
 pytestmark = pytest.mark.slow  # a live `kmm serve` and headless Chromium
 
@@ -39,12 +36,6 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 UI_TIMEOUT_MS = 30_000
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class LiveServer:
     url: str
@@ -52,55 +43,15 @@ class LiveServer:
     director_password: str
 
 
-def _kmm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=True)
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("browser")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "DATABASE_URL": f"sqlite:///{tmp / 'docs.db'}",
-        "KMM_SECRETS_FILE": str(tmp / "secrets.json"),
-        "KMM_ENV": "test",
-        "KMM_ARGON2_TIME_COST": "1",
-        "KMM_ARGON2_MEMORY_KIB": "1024",
-        "KMM_LOG_LEVEL": "WARNING",
-    }
-    _kmm(env, "migrate")
-    _kmm(env, "seed-demo")
+    env = kmm_env(tmp, "docs.db")
+    run_kmm(env, "migrate")
+    run_kmm(env, "seed-demo")
     logins = json.loads((tmp / ".kmm-demo-logins.json").read_text())
-    port = _free_port()
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):  # bounded: 30 s at most
-            if proc.poll() is not None:
-                pytest.fail(f"kmm serve exited with {proc.returncode}: {(tmp / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail("kmm serve did not become ready in 30 s")
+    with kmm_serve(env, tmp / "server.log") as url:
         yield LiveServer(url=url, director_email="director@demo.kmm.org.uk", director_password=logins["director"])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_served_by_kmm_serve_has_no_server_header(live_server: LiveServer) -> None:

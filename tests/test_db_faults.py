@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from app.core.migrations import upgrade
 from app.main import create_app
 from tests.databases import fresh_database, sync_engine
 from tests.factory import Factory, Person
+from tests.live_server import free_port
 
 pytestmark = pytest.mark.postgres_only
 
@@ -53,12 +53,6 @@ class Outcomes:
         if r.status_code == 503:
             assert r.headers["content-type"] == "application/problem+json"
             assert r.json()["status"] == 503 and r.headers.get("retry-after")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _app_client(settings: Settings) -> tuple[Any, httpx.AsyncClient]:
@@ -260,7 +254,7 @@ async def test_a_database_that_is_not_there_then_comes_back(db: Settings) -> Non
     await direct_app.state.kmm.engine.dispose()
 
     url = make_url(db.database_url)
-    port = _free_port()
+    port = free_port()
     relayed = db.model_copy(update={"database_url": url.set(host="127.0.0.1", port=port).render_as_string(
         hide_password=False)})
     relay = Relay(port, (url.host or "127.0.0.1", url.port or 5432))

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PROJECT_ROOT
-from tests.test_browser import _free_port, _kmm
+from tests.live_server import kmm_env, kmm_serve, run_kmm
 
 pytestmark = pytest.mark.slow
 
@@ -30,49 +28,12 @@ PACKAGE = "kmm_generated_client"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("client")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "DATABASE_URL": f"sqlite:///{tmp / 'client.db'}",
-        "KMM_SECRETS_FILE": str(tmp / "secrets.json"),
-        "KMM_ENV": "test",
-        "KMM_ARGON2_TIME_COST": "1",
-        "KMM_ARGON2_MEMORY_KIB": "1024",
-        "KMM_LOG_LEVEL": "WARNING",
-    }
-    _kmm(env, "migrate")
-    subprocess.run([sys.executable, "-m", "app.cli", "create-user", "--email", EMAIL, "--name", "Alice Client",
-                    "--role", "colleague", "--staff-type", "employee", "--password-stdin"],
-                   input=PASSWORD + "\n", cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
-                   check=True)
-    port = _free_port()
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):  # bounded: 30 s at most
-            if proc.poll() is not None:
-                pytest.fail(f"kmm serve exited with {proc.returncode}: {(tmp / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail("kmm serve did not become ready in 30 s")
+    env = kmm_env(tmp, "client.db")
+    run_kmm(env, "migrate")
+    run_kmm(env, "create-user", "--email", EMAIL, "--name", "Alice Client", "--role", "colleague",
+            "--staff-type", "employee", "--password-stdin", stdin=PASSWORD + "\n")
+    with kmm_serve(env, tmp / "server.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

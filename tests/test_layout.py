@@ -63,7 +63,7 @@ def test_no_router_or_workflow_gathers_unrelated_resources():
                  "workflows/records.py", "workflows/record_access.py", "workflows/accuracy.py",
                  "workflows/accounts.py", "workflows/sessions.py", "workflows/passwords.py", "models/accounts.py",
                  "workflows/audit_trail.py", "workflows/audit_chain.py", "workflows/audit_access.py",
-                 "workflows/audit/chain.py"):
+                 "workflows/audit/chain.py", "workflows/packages.py"):
         assert not (APP / gone).exists(), gone
 
 
@@ -75,6 +75,22 @@ def test_a_workflow_package_is_small_files_named_for_what_they_hold(package, nam
     files = {p.stem: len(p.read_text().splitlines()) for p in (APP / "workflows" / package).glob("*.py")}
     assert {"__init__", *named} <= set(files)
     assert all(lines < 450 for lines in files.values()), files
+
+
+@pytest.mark.parametrize(("package", "expected"), [
+    ("access_requests", {"rules.py", "deadlines.py", "read.py", "intake.py", "transitions.py", "package.py",
+                         "fulfilment.py", "package_retention.py"}),
+    ("breach_reports", {"visibility.py", "routing.py", "reports.py", "investigation.py", "detection.py",
+                        "compliance.py"}),
+    ("webhooks", {"signing.py", "subscriptions.py", "outbox.py", "delivery.py"}),
+])
+def test_the_long_workflows_are_packages_of_small_files_named_for_what_they_hold(package, expected):
+    assert not (APP / "workflows" / f"{package}.py").exists()
+    files = {p.name: len(p.read_text().splitlines()) for p in (APP / "workflows" / package).glob("*.py")}
+    assert {"__init__.py"} | expected <= set(files), files
+    assert all(lines < 450 for lines in files.values()), files
+    docstring = ast.get_docstring(ast.parse((APP / "workflows" / package / "__init__.py").read_text())) or ""
+    assert all(f"- {name.removesuffix('.py')}:" in docstring for name in expected), docstring
 
 
 def test_the_demo_organisation_is_one_package():

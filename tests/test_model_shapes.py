@@ -19,16 +19,16 @@ from app.core.pagination import Page
 from app.models import access_requests as ar
 from app.models import audit, breach_reports, disclosures, emergency_grants, records, service_clients, users, webhooks
 from app.models import subjects as subject_models
-from app.workflows import access_requests as ar_flow
-from app.workflows import breach_reports as breach_flow
 from app.workflows import disclosures as disclosures_flow
 from app.workflows import emergency_grants as grants_flow
 from app.workflows import service_clients as service_clients_flow
 from app.workflows import subjects as subjects_flow
 from app.workflows import users as users_flow
-from app.workflows import webhooks as webhooks_flow
+from app.workflows.access_requests import read as ar_flow
 from app.workflows.audit import access, trail
+from app.workflows.breach_reports import reports as breach_flow
 from app.workflows.records import read
+from app.workflows.webhooks import subscriptions as webhooks_flow
 
 
 def _base(module: Any, name: str) -> Any:

@@ -23,6 +23,7 @@ from app.core.config import ConfigurationError, Settings
 from app.main import create_app
 from tests.conftest import PROJECT_ROOT
 from tests.databases import FAST_ARGON2, env_for, fresh_database
+from tests.live_server import free_port
 
 METRICS_TOKEN = "a-metrics-token-of-some-length-0123456789"
 JWT_SECRET = "jwt-secret-from-a-file-Xq7Lw2Zr9Pk4Vb8Nc3Md6Ft1Hy5Js0Ga"
@@ -53,24 +54,18 @@ def kmm(settings: Settings, *args: str, **env: str):  # type: ignore[no-untyped-
     return CliRunner().invoke(cli, list(args), env={**env_for(settings), **env})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- workers ---------------------------------------------------------------------------
 
 def test_workers_default_to_web_concurrency(db, served):
-    r = kmm(db, "serve", "--port", str(_free_port()), WEB_CONCURRENCY="3")
+    r = kmm(db, "serve", "--port", str(free_port()), WEB_CONCURRENCY="3")
     assert r.exit_code == 0, r.output
     assert served[-1]["workers"] == 3
-    r = kmm(db, "serve", "--port", str(_free_port()), "--workers", "2", WEB_CONCURRENCY="3")
+    r = kmm(db, "serve", "--port", str(free_port()), "--workers", "2", WEB_CONCURRENCY="3")
     assert served[-1]["workers"] == 2  # the flag wins
 
 
 def test_workers_default_to_one_without_web_concurrency(db, served):
-    r = kmm(db, "serve", "--port", str(_free_port()))
+    r = kmm(db, "serve", "--port", str(free_port()))
     assert r.exit_code == 0, r.output
     assert served[-1]["workers"] == 1
 
@@ -111,7 +106,7 @@ def test_make_run_with_a_taken_port_exits_non_zero_with_the_message(tmp_path):
 # -- metrics ---------------------------------------------------------------------------
 
 def test_serve_gives_its_workers_a_clean_metrics_directory(db, served, tmp_path, monkeypatch):
-    r = kmm(db, "serve", "--port", str(_free_port()), "--workers", "2")
+    r = kmm(db, "serve", "--port", str(free_port()), "--workers", "2")
     assert r.exit_code == 0, r.output
     made = served[-1]["multiproc_dir"]
     assert made and not Path(made).exists()  # a fresh directory, removed when serving ends
@@ -120,7 +115,7 @@ def test_serve_gives_its_workers_a_clean_metrics_directory(db, served, tmp_path,
     chosen.mkdir()
     (chosen / "counter_4242.db").write_bytes(b"stale")
     (chosen / "unrelated.txt").write_text("kept")
-    r = kmm(db, "serve", "--port", str(_free_port()), "--workers", "2",
+    r = kmm(db, "serve", "--port", str(free_port()), "--workers", "2",
             PROMETHEUS_MULTIPROC_DIR=str(chosen))
     assert r.exit_code == 0, r.output
     assert served[-1]["multiproc_dir"] == str(chosen)

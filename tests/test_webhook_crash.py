@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,18 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.workflows.webhooks import verify_signature
+from app.workflows.webhooks.signing import verify_signature
+from tests.live_server import free_port
 from tests.webhook_receiver import Receiver
 
 PASSWORD = "correct horse battery staple"
 KMM = str(Path(sys.executable).with_name("kmm"))
 WAIT = 30.0  # seconds, for each thing awaited: far above what each takes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -82,7 +76,7 @@ async def test_a_delivery_in_flight_when_the_service_is_killed_arrives_after_res
     await _run(env, "migrate")
     await _run(env, "create-user", "--email", "boss@crash.kmm", "--name", "The Director", "--role", "director",
                "--password-stdin", stdin=PASSWORD.encode())
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     stall = asyncio.Event()
     async with Receiver(stall=stall) as receiver:

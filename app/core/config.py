@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     # A job's lease: renewed while it runs; a process that dies leaves it to expire.
     scheduler_lease_seconds: float = Field(default=300.0, ge=5)
 
-    # Webhook deliveries (app/workflows/webhooks.py).
+    # Webhook deliveries (app/workflows/webhooks/).
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     webhook_max_attempts: int = Field(default=8, ge=1, le=30)
     webhook_backoff_seconds: float = Field(default=30.0, gt=0)

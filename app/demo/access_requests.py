@@ -15,7 +15,7 @@ from app.models.access_requests import AccessDecision, AccessRequest, AccessRequ
 from app.models.subjects import Subject
 from app.models.users import User
 from app.policy.actor import Actor
-from app.workflows import access_requests
+from app.workflows.access_requests import fulfilment, intake, transitions
 
 # subject name, kind, signed by, capacity, days since the Director received it, what happens next
 DEMO: list[tuple[str, str, str, str, int, str]] = [
@@ -46,14 +46,14 @@ async def seed_access_requests(state: AppState, users: dict[str, User]) -> None:
                 "signatory_capacity": capacity, "in_writing": True, "letter_reference": f"DEMO-SAR-{n:03d}",
                 "received_at": now - timedelta(days=days),
             })
-            made = await access_requests.log_request(session, actor=logger, now=now, data=letter)
+            made = await intake.log_request(session, actor=logger, now=now, data=letter)
             if outcome in ("approved", "refused", "fulfilled"):
                 reason = "identity not confirmed" if outcome == "refused" else "signed by the right person"
-                await access_requests.decide_request(session, request_id=made.id, actor=director, now=now,
-                                                     data=AccessDecision(approve=outcome != "refused", reason=reason))
+                await transitions.decide_request(session, request_id=made.id, actor=director, now=now,
+                                                 data=AccessDecision(approve=outcome != "refused", reason=reason))
             if outcome == "fulfilled":
-                await access_requests.fulfil_request(session, request_id=made.id, actor=director, now=now,
-                                                     keyring=state.keyring, settings=state.settings)
+                await fulfilment.fulfil_request(session, request_id=made.id, actor=director, now=now,
+                                                keyring=state.keyring, settings=state.settings)
             if outcome == "withdrawn":
-                await access_requests.withdraw_request(session, request_id=made.id, actor=director, now=now,
-                                                       data=AccessWithdrawal(reason="the writer asked to stop"))
+                await transitions.withdraw_request(session, request_id=made.id, actor=director, now=now,
+                                                   data=AccessWithdrawal(reason="the writer asked to stop"))

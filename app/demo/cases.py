@@ -14,7 +14,8 @@ from app.models.disclosures import Disclosure, DisclosureCreate, DisclosureRepor
 from app.models.subjects import Subject
 from app.models.users import User
 from app.policy.actor import Actor
-from app.workflows import breach_reports, disclosures
+from app.workflows import disclosures
+from app.workflows.breach_reports import investigation, reports
 
 
 async def seed_cases(state: AppState, users: dict[str, User]) -> None:
@@ -45,16 +46,16 @@ async def seed_cases(state: AppState, users: dict[str, User]) -> None:
             summary="Demo: housing history passed on at the user's request.",
             recipient="Riverside Housing Association", consent_reference="consent form PS-2026-02"))
 
-        await breach_reports.create_report(session, actor=alice, now=now, data=BreachReportCreate(
+        await reports.create_report(session, actor=alice, now=now, data=BreachReportCreate(
             kind="external_complaint", concerned_user_id=users["ben"].id,  # type: ignore[arg-type]
             description="Demo: a visitor complained that Ben discussed a case in the café.",
             complainant_name="A. Visitor", complaint_procedure_advised=True))
-        conduct = await breach_reports.create_report(session, actor=cai, now=now - timedelta(days=1),
-                                                     data=BreachReportCreate(
+        conduct = await reports.create_report(session, actor=cai, now=now - timedelta(days=1),
+                                              data=BreachReportCreate(
             kind="colleague_conduct", concerned_user_id=users["dev"].id,  # type: ignore[arg-type]
             description="Demo: Dev left case files open on a shared desk.",
             evidence="Demo: photographs of the desk, dated."))
-        await breach_reports.record_finding(session, report_id=conduct.id, actor=director, now=now,
-                                            data=BreachFinding(finding="unsubstantiated"))  # type: ignore[arg-type]
-        await breach_reports.create_report(session, actor=dev, now=now, data=BreachReportCreate(
+        await investigation.record_finding(session, report_id=conduct.id, actor=director, now=now,
+                                           data=BreachFinding(finding="unsubstantiated"))  # type: ignore[arg-type]
+        await reports.create_report(session, actor=dev, now=now, data=BreachReportCreate(
             kind="grievance", description="Demo: a grievance about how rotas are set."))  # type: ignore[arg-type]

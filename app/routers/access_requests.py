@@ -20,14 +20,15 @@ from app.models.access_requests import (
 )
 from app.policy.actor import Actor
 from app.routers.responses import labelled, problem_responses, protect
-from app.workflows import access_requests, idempotency
+from app.workflows import idempotency
+from app.workflows.access_requests import fulfilment, intake, read, rules, transitions
 
 router = APIRouter(prefix="/access-requests", tags=["access requests"],
                    # requests name people and packages carry records: never cached (§3.7, §4.4)
                    dependencies=[labelled("confidential")])
 
 # A director decides and fulfils a request (§3.4).
-RequestDirector = Annotated[Actor, Depends(director_only(*access_requests.DIRECTOR_ONLY))]
+RequestDirector = Annotated[Actor, Depends(director_only(*rules.DIRECTOR_ONLY))]
 
 
 @router.post("", status_code=201, response_model=AccessRequestPublic,
@@ -41,8 +42,8 @@ async def log_request(
     outcome = await idempotency.create_once(
         session, key=idempotency_key, actor=actor, endpoint="access-requests", body=body, model=AccessRequest,
         now=now, settings=state.settings,
-        create=lambda: access_requests.log_request(session, data=body, actor=actor, now=now),
-        replay=lambda rid: access_requests.get_request(session, request_id=rid, actor=actor, now=now))
+        create=lambda: intake.log_request(session, data=body, actor=actor, now=now),
+        replay=lambda rid: read.get_request(session, request_id=rid, actor=actor, now=now))
     created = outcome.value
     idempotency.mark(response, outcome)
     response.headers["Location"] = f"/access-requests/{created.id}"
@@ -57,8 +58,8 @@ async def list_requests(
     overdue: bool | None = None,
 ) -> Page[AccessRequestPublic]:
     """By due date. Directors see all; other staff those they logged and their own personnel requests."""
-    page = await access_requests.list_requests(session, actor=actor, now=now, cursors=state.cursors, limit=limit,
-                                               cursor=cursor, status=status, overdue=overdue)
+    page = await read.list_requests(session, actor=actor, now=now, cursors=state.cursors, limit=limit,
+                                    cursor=cursor, status=status, overdue=overdue)
     return page
 
 
@@ -66,7 +67,7 @@ async def list_requests(
 async def get_request(
     request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep
 ) -> AccessRequestPublic:
-    found = await access_requests.get_request(session, request_id=request_id, actor=actor, now=now)
+    found = await read.get_request(session, request_id=request_id, actor=actor, now=now)
     return found
 
 
@@ -76,7 +77,7 @@ async def decide(
     request_id: uuid.UUID, body: AccessDecision, actor: RequestDirector, session: SessionDep, now: NowDep,
 ) -> AccessRequestPublic:
     """A director approves or refuses a received request, with a reason."""
-    decided = await access_requests.decide_request(session, request_id=request_id, data=body, actor=actor, now=now)
+    decided = await transitions.decide_request(session, request_id=request_id, data=body, actor=actor, now=now)
     return decided
 
 
@@ -87,8 +88,8 @@ async def withdraw(
     body: AccessWithdrawal | None = None,
 ) -> AccessRequestPublic:
     """Withdraw an open request: directors, whoever logged it, or the employee it is about."""
-    done = await access_requests.withdraw_request(session, request_id=request_id, data=body or AccessWithdrawal(),
-                                                  actor=actor, now=now)
+    done = await transitions.withdraw_request(session, request_id=request_id, data=body or AccessWithdrawal(),
+                                              actor=actor, now=now)
     return done
 
 
@@ -98,8 +99,8 @@ async def fulfil(
     request_id: uuid.UUID, actor: RequestDirector, session: SessionDep, state: StateDep, now: NowDep
 ) -> AccessRequestPublic:
     """A director fulfils an approved request: the package is built and stored, encrypted."""
-    done = await access_requests.fulfil_request(session, request_id=request_id, actor=actor, now=now,
-                                                keyring=state.keyring, settings=state.settings)
+    done = await fulfilment.fulfil_request(session, request_id=request_id, actor=actor, now=now,
+                                           keyring=state.keyring, settings=state.settings)
     return done
 
 
@@ -109,7 +110,7 @@ async def package(
     request_id: uuid.UUID, actor: CurrentUser, session: SessionDep, state: StateDep, now: NowDep, response: Response
 ) -> AccessPackage:
     """The fulfilled package (JSON), stamped CONFIDENTIAL: directors, and the employee of a personnel request."""
-    found = await access_requests.download_package(session, request_id=request_id, actor=actor, now=now,
-                                                   keyring=state.keyring)
+    found = await fulfilment.download_package(session, request_id=request_id, actor=actor, now=now,
+                                              keyring=state.keyring)
     protect(response, found.confidentiality)  # the most restrictive record it holds
     return found

@@ -24,7 +24,8 @@ from app.models.breach_reports import (
     BreachStatus,
 )
 from app.routers.responses import labelled, problem_responses
-from app.workflows import breach_reports, idempotency
+from app.workflows import idempotency
+from app.workflows.breach_reports import investigation, reports
 
 CLASSIFICATION = "sensitive"
 router = APIRouter(prefix="/breach-reports", tags=["breach reports"], dependencies=[labelled(CLASSIFICATION)])
@@ -37,13 +38,13 @@ async def create_report(body: BreachReportCreate, actor: StaffUser, session: Ses
     """Any staff account reports; it is routed to its handler at once. The answer is the caller's view."""
 
     async def create() -> AnyView:
-        report = await breach_reports.create_report(session, data=body, actor=actor, now=now)
-        return (await breach_reports.shape(session, actor, [report]))[0]
+        report = await reports.create_report(session, data=body, actor=actor, now=now)
+        return (await reports.shape(session, actor, [report]))[0]
 
     outcome = await idempotency.create_once(
         session, key=idempotency_key, actor=actor, endpoint="breach-reports", body=body, model=BreachReport,
         now=now, settings=state.settings, create=create,
-        replay=lambda rid: breach_reports.get_report(session, report_id=rid, actor=actor))
+        replay=lambda rid: reports.get_report(session, report_id=rid, actor=actor))
     idempotency.mark(response, outcome)
     response.headers["Location"] = f"/breach-reports/{outcome.value.id}"
     return outcome.value
@@ -58,14 +59,14 @@ async def list_reports(
     handler_id: uuid.UUID | None = None,
 ) -> Page[AnyView]:
     """Newest first; each caller sees only the reports they may, each as they may."""
-    return await breach_reports.list_reports(
+    return await reports.list_reports(
         session, actor=actor, cursors=state.cursors, limit=limit, cursor=cursor, status=status, kind=kind,
         handler_id=handler_id)
 
 
 @router.get("/{report_id}", response_model=AnyView, responses=problem_responses(401, 403, 404, 422))
 async def get_report(report_id: uuid.UUID, actor: CurrentUser, session: SessionDep) -> AnyView:
-    found = await breach_reports.get_report(session, report_id=report_id, actor=actor)
+    found = await reports.get_report(session, report_id=report_id, actor=actor)
     return found
 
 
@@ -73,7 +74,7 @@ async def get_report(report_id: uuid.UUID, actor: CurrentUser, session: SessionD
              responses=problem_responses(401, 403, 404, 409, 422))
 async def investigate(report_id: uuid.UUID, actor: CurrentUser, session: SessionDep, now: NowDep) -> BreachReportPublic:
     """The handler or a director starts the investigation: open -> investigating."""
-    report = await breach_reports.investigate(session, report_id=report_id, actor=actor, now=now)
+    report = await investigation.investigate(session, report_id=report_id, actor=actor, now=now)
     return report
 
 
@@ -82,7 +83,7 @@ async def investigate(report_id: uuid.UUID, actor: CurrentUser, session: Session
 async def assign(report_id: uuid.UUID, body: BreachAssign, actor: DirectorUser, session: SessionDep,
                  now: NowDep) -> BreachReportPublic:
     """A director hands the report to another active staff account (never the colleague concerned)."""
-    report = await breach_reports.assign(session, report_id=report_id, data=body, actor=actor, now=now)
+    report = await investigation.assign(session, report_id=report_id, data=body, actor=actor, now=now)
     return report
 
 
@@ -91,7 +92,7 @@ async def assign(report_id: uuid.UUID, body: BreachAssign, actor: DirectorUser, 
 async def record_finding(report_id: uuid.UUID, body: BreachFinding, actor: CurrentUser, session: SessionDep,
                          now: NowDep) -> BreachReportPublic:
     """The handler or a director records the finding, which sets the outcome and closes the report."""
-    report = await breach_reports.record_finding(session, report_id=report_id, data=body, actor=actor, now=now)
+    report = await investigation.record_finding(session, report_id=report_id, data=body, actor=actor, now=now)
     return report
 
 
@@ -100,5 +101,5 @@ async def record_finding(report_id: uuid.UUID, body: BreachFinding, actor: Curre
 async def procedure_advised(report_id: uuid.UUID, actor: CurrentUser, session: SessionDep,
                             now: NowDep) -> BreachReportPublic:
     """The complainant of an external complaint has now been told about the Complaint Procedure (§1.7)."""
-    report = await breach_reports.mark_procedure_advised(session, report_id=report_id, actor=actor, now=now)
+    report = await investigation.mark_procedure_advised(session, report_id=report_id, actor=actor, now=now)
     return report

@@ -15,7 +15,7 @@ from app.core.pagination import Page
 from app.deps import DirectorUser, LimitDep, NowDep, SessionDep, StateDep
 from app.models.webhooks import DeliveryPublic, WebhookCreate, WebhookCreated, WebhookPublic
 from app.routers.responses import problem_responses
-from app.workflows import webhooks
+from app.workflows.webhooks import subscriptions
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 async def create_webhook(body: WebhookCreate, actor: DirectorUser, session: SessionDep, state: StateDep,
                          now: NowDep, response: Response) -> WebhookCreated:
     """Subscribe a URL to events; the response holds the signing secret, shown this once."""
-    created = await webhooks.create_webhook(session, data=body, actor=actor, now=now, settings=state.settings)
+    created = await subscriptions.create_webhook(session, data=body, actor=actor, now=now, settings=state.settings)
     response.headers["Location"] = f"/webhooks/{created.id}"
     return created
 
@@ -32,18 +32,18 @@ async def create_webhook(body: WebhookCreate, actor: DirectorUser, session: Sess
 @router.get("", response_model=Page[WebhookPublic], responses=problem_responses(400, 401, 403, 422))
 async def list_webhooks(actor: DirectorUser, session: SessionDep, state: StateDep, limit: LimitDep,
                         cursor: str | None = Query(default=None, max_length=512)) -> Page[WebhookPublic]:
-    return await webhooks.list_webhooks(session, cursors=state.cursors, limit=limit, cursor=cursor)
+    return await subscriptions.list_webhooks(session, cursors=state.cursors, limit=limit, cursor=cursor)
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=problem_responses(401, 403, 404, 422))
 async def get_webhook(webhook_id: uuid.UUID, actor: DirectorUser, session: SessionDep) -> WebhookPublic:
-    return await webhooks.get_webhook(session, webhook_id=webhook_id)
+    return await subscriptions.get_webhook(session, webhook_id=webhook_id)
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=problem_responses(401, 403, 404, 422))
 async def remove_webhook(webhook_id: uuid.UUID, actor: DirectorUser, session: SessionDep, now: NowDep) -> Response:
     """Stop it: pending deliveries are cancelled; it and its delivery log stay readable."""
-    await webhooks.remove_webhook(session, webhook_id=webhook_id, actor=actor, now=now)
+    await subscriptions.remove_webhook(session, webhook_id=webhook_id, actor=actor, now=now)
     return Response(status_code=204)
 
 
@@ -53,5 +53,5 @@ async def list_deliveries(webhook_id: uuid.UUID, actor: DirectorUser, session: S
                           limit: LimitDep, cursor: str | None = Query(default=None, max_length=512)
                           ) -> Page[DeliveryPublic]:
     """Newest first, each with its payload (ids and kinds) and every attempt: when, status code or error."""
-    return await webhooks.list_deliveries(session, webhook_id=webhook_id, cursors=state.cursors, limit=limit,
-                                          cursor=cursor)
+    return await subscriptions.list_deliveries(session, webhook_id=webhook_id, cursors=state.cursors, limit=limit,
+                                               cursor=cursor)

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 
 from app.core.state import AppState
-from app.workflows import scheduler, webhooks
+from app.workflows import scheduler
 from app.workflows.audit import seal
+from app.workflows.webhooks import delivery
 
 # Each entry: a coroutine function taking the AppState and running until cancelled.
 TASKS: list = [
     seal.run_sealer,
-    webhooks.run_deliveries,
+    delivery.run_deliveries,
     scheduler.run_scheduler,
 ]
 

@@ -71,7 +71,9 @@ async def records_without_active_custodian(session: AsyncSession, now: datetime,
 def checks(actor: Actor | None = None) -> dict[str, Check]:
     """Name -> check, in the order the summary lists them; those in PER_ACTOR see only what
     ``actor`` may know of (without one, everything: the service's own view)."""
-    from app.workflows import access_requests, breach_reports, disclosures
+    from app.workflows import disclosures
+    from app.workflows.access_requests import deadlines
+    from app.workflows.breach_reports import compliance as breach_checks
 
     found: dict[str, Check] = {
         "records_past_retention": records_past_retention,
@@ -79,11 +81,11 @@ def checks(actor: Actor | None = None) -> dict[str, Check]:
         "consent_pending": consent_pending,
         "consent_refused": consent_refused,
         "records_without_active_custodian": records_without_active_custodian,
-        "access_requests_overdue": access_requests.overdue_ids,
+        "access_requests_overdue": deadlines.overdue_ids,
         "disclosures_subject_not_informed": disclosures.subject_not_informed,
-        "complaints_without_procedure_advised": partial(breach_reports.complaints_without_procedure_advised,
+        "complaints_without_procedure_advised": partial(breach_checks.complaints_without_procedure_advised,
                                                         actor=actor),
-        "breach_reports_open_too_long": partial(breach_reports.open_too_long, actor=actor),
+        "breach_reports_open_too_long": partial(breach_checks.open_too_long, actor=actor),
     }
     return found
 

@@ -36,8 +36,8 @@ from app.models.records import Record
 from app.models.subjects import Subject
 from app.policy.actor import Actor
 from app.policy.decide import records_filter
-from app.workflows import webhooks
 from app.workflows.audit.trail import add_event
+from app.workflows.webhooks import outbox
 
 RESOURCE = "disclosure"
 
@@ -120,7 +120,7 @@ async def raise_disclosure(
     _audit(session, disclosure, actor=actor, now=now, action="raise",
            rule="consent" if route.recipient is None else "duty-to-disclose",
            subject_id=str(data.subject_id), records=len(record_ids))
-    await webhooks.disclosure_raised(session, disclosure=disclosure, now=now)
+    await outbox.disclosure_raised(session, disclosure=disclosure, now=now)
     await session.commit()
     return disclosure
 

@@ -49,7 +49,7 @@ from app.core.files import read_private, write_private
 from app.core.state import AppState
 from app.models.access_requests import AccessPackageSealed
 from app.models.records import RecordContent
-from app.workflows.access_requests import _aad as package_aad
+from app.workflows.access_requests.package import aad as package_aad
 from app.workflows.records.content import aad as record_aad
 
 log = logging.getLogger("kmm.key_rotation")

@@ -21,9 +21,10 @@ from app.core.db import scrub_after_shred
 from app.models.records import Record
 from app.models.retention import SweepResult
 from app.policy.actor import Actor
-from app.workflows import packages, webhooks
+from app.workflows.access_requests import package_retention
 from app.workflows.audit.trail import add_event
 from app.workflows.records.commands import shred
+from app.workflows.webhooks import outbox
 
 log = logging.getLogger("kmm.retention")
 
@@ -55,7 +56,7 @@ async def sweep(
         ids = list((await session.execute(
             select(Record.id).where(past_retention(now)).order_by(col(Record.id))
         )).scalars())
-        expired = await packages.expired_ids(session, now)
+        expired = await package_retention.expired_ids(session, now)
         await session.rollback()
         return SweepResult(sweep_id=sweep_id, dry_run=True, as_of=now, count=len(ids), ids=ids,
                            package_count=len(expired), package_ids=expired)
@@ -87,7 +88,7 @@ async def sweep(
                               resource_id=record.id, decision="allow", rule=RULE, clause=CLAUSE,
                               detail={"classification": record.classification, "sweep": True,
                                       "sweep_id": str(sweep_id)})
-                await webhooks.records_destroyed(session, records=batch, sweep=True, now=now)
+                await outbox.records_destroyed(session, records=batch, sweep=True, now=now)
             await session.commit()
         except BaseException:
             await session.rollback()  # this batch only: earlier batches are whole and committed
@@ -99,7 +100,7 @@ async def sweep(
         progress.advance(len(batch))
         last = batch[-1].id
     # Access-request packages past their own date (§6.5): one transaction.
-    gone_packages = await packages.destroy_expired(session, now=now, actor=actor, sweep_id=sweep_id)
+    gone_packages = await package_retention.destroy_expired(session, now=now, actor=actor, sweep_id=sweep_id)
     add_event(session, now=now, actor=actor, action="retention.sweep", resource_type="sweep",
               resource_id=sweep_id, decision="allow", rule=RULE, clause=CLAUSE,
               detail={"count": len(destroyed), "packages": len(gone_packages),

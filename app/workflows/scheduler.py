@@ -39,12 +39,12 @@ from sqlmodel import col, select
 
 from app.core.config import Settings
 from app.core.state import AppState
-from app.models.access_requests import AccessRequest
+from app.models.access_requests import OPEN_STATUSES, AccessRequest
 from app.models.records import Record
 from app.models.webhooks import ScheduledJob, WebhookEvent, WebhookEventKind
-from app.workflows import retention, webhooks
-from app.workflows.access_requests import OPEN_STATUSES
+from app.workflows import retention
 from app.workflows.audit.trail import add_event
+from app.workflows.webhooks import outbox
 
 log = logging.getLogger("kmm.scheduler")
 
@@ -83,14 +83,14 @@ async def flag_access_requests(session: AsyncSession, now: datetime, settings: S
             .where(open_, window, _not_noticed(kind, col(AccessRequest.id), due))
             .order_by(due, col(AccessRequest.id)).limit(NOTICE_BATCH)
         )).all()
-        await webhooks.enqueue(session, kind=kind, now=now, keep=True, notices=[
-            webhooks.Notice(resource_id=r.id, occurrence_at=r.due_at,
-                            data={"access_request_id": str(r.id), "kind": r.kind, "due_at": webhooks.iso(r.due_at)})
+        await outbox.enqueue(session, kind=kind, now=now, keep=True, notices=[
+            outbox.Notice(resource_id=r.id, occurrence_at=r.due_at,
+                          data={"access_request_id": str(r.id), "kind": r.kind, "due_at": outbox.iso(r.due_at)})
             for r in rows])
         for r in rows:
             add_event(session, now=now, actor=None, action=f"access_request.{flag}", resource_type="access_request",
                       resource_id=r.id, decision="allow", rule="scheduler", clause="§3.4",
-                      detail={"kind": r.kind, "due_at": webhooks.iso(r.due_at)})
+                      detail={"kind": r.kind, "due_at": outbox.iso(r.due_at)})
         counts[flag] = len(rows)
     await session.commit()
     return counts
@@ -106,10 +106,10 @@ async def remind_reviews(session: AsyncSession, now: datetime, settings: Setting
                _not_noticed(kind, col(Record.id), review_due))
         .order_by(review_due, col(Record.id)).limit(NOTICE_BATCH)
     )).all()
-    await webhooks.enqueue(session, kind=kind, now=now, keep=True, notices=[
-        webhooks.Notice(resource_id=r.id, occurrence_at=r.review_due,
-                        data={"record_id": str(r.id), "classification": r.classification,
-                              "review_due": webhooks.iso(r.review_due)})
+    await outbox.enqueue(session, kind=kind, now=now, keep=True, notices=[
+        outbox.Notice(resource_id=r.id, occurrence_at=r.review_due,
+                      data={"record_id": str(r.id), "classification": r.classification,
+                            "review_due": outbox.iso(r.review_due)})
         for r in rows])
     await session.commit()
     return {"count": len(rows)}

@@ -44,7 +44,7 @@ RECORDS = sa.table("records", sa.column("id", sa.Uuid()),
                    sa.column("destroyed_at", app.core.db.UTCDateTime(timezone=True)))
 
 
-def _aad(request_id: uuid.UUID, part: str) -> bytes:  # as app.workflows.access_requests
+def _aad(request_id: uuid.UUID, part: str) -> bytes:  # as app.workflows.access_requests.package
     return b"access-package:" + request_id.bytes + b":" + part.encode()
 
 

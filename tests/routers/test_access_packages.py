@@ -16,7 +16,7 @@ from sqlmodel import SQLModel, col, select
 from app.core.crypto import decrypt
 from app.models.access_requests import AccessPackageSealed, AccessRequest
 from app.policy.actor import Actor
-from app.workflows import access_requests
+from app.workflows.access_requests import package as package_flow
 from tests import dataprot as dp
 from tests.factory import Factory, Person
 from tests.routers.test_access_requests import (
@@ -61,15 +61,15 @@ async def _stored_plaintexts(state) -> list[bytes]:
     async with state.sessionmaker() as s:
         for sealed in (await s.execute(select(AccessPackageSealed))).scalars():
             rid = sealed.request_id
-            key = state.keyring.unwrap(sealed.key_id, sealed.wrapped_key, aad=access_requests._aad(rid, "key"))
-            out.append(decrypt(key, sealed.package_ct, access_requests._aad(rid, "package")))
+            key = state.keyring.unwrap(sealed.key_id, sealed.wrapped_key, aad=package_flow.aad(rid, "key"))
+            out.append(decrypt(key, sealed.package_ct, package_flow.aad(rid, "package")))
             if items:
                 rows = await s.execute(text("SELECT record_id, item_ct FROM access_package_items "
                                             "WHERE request_id = :r AND item_ct IS NOT NULL"),
                                        {"r": rid.hex if state.settings.is_sqlite else rid})
                 for record_id, ct in rows:
                     record_uuid = uuid.UUID(str(record_id)) if not isinstance(record_id, uuid.UUID) else record_id
-                    out.append(decrypt(key, bytes(ct), access_requests._item_aad(rid, record_uuid)))
+                    out.append(decrypt(key, bytes(ct), package_flow.item_aad(rid, record_uuid)))
     return out
 
 
@@ -316,10 +316,10 @@ async def test_a_record_shredded_while_its_package_is_being_built_leaves_no_cont
     async with state.sessionmaker() as s:
         request = await s.get(AccessRequest, uuid.UUID(made["id"]))
         assert request is not None
-        package = await access_requests.build_package(
+        package = await package_flow.build_package(
             s, request=request, actor=Actor.for_user(director.user), now=clock.now(), keyring=state.keyring,
             retention_until=clock.now() + timedelta(days=1))
-        sealed, items = access_requests.seal_package(state.keyring, package)
+        sealed, items = package_flow.seal_package(state.keyring, package)
         s.add(sealed)
         await s.flush()
         s.add_all(items)

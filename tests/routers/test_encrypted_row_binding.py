@@ -271,7 +271,7 @@ async def test_rotating_the_key_never_rebinds_a_copied_value(client, factory: Fa
 
 async def test_a_webhook_secret_copied_from_another_subscription_never_signs(client, factory: Factory, state,
                                                                             caplog):
-    from app.workflows import webhooks
+    from app.workflows.webhooks import delivery, signing
     from tests.webhook_receiver import Receiver
 
     director = await factory.user("director")
@@ -290,13 +290,13 @@ async def test_a_webhook_secret_copied_from_another_subscription_never_signs(cli
                               json={"subject_id": subj["id"], "category": "child_abuse", "summary": MARK_A})
         assert r.status_code == 201, r.text
         with caplog.at_level(logging.ERROR):
-            async with webhooks.http_client(state.settings) as http:
-                assert await webhooks.deliver_due(state, http) == 1
+            async with delivery.http_client(state.settings) as http:
+                assert await delivery.deliver_due(state, http) == 1
     [got] = receiver.received  # only the subscription whose secret it is
     log = await client.get(f"/webhooks/{hooks[0]['id']}/deliveries", headers=director.headers)
     assert [d["id"] for d in log.json()["items"]] == [got.headers["x-kmm-delivery"]]
     now = int(factory.state.clock.now().timestamp())
-    assert webhooks.verify_signature(hooks[0]["secret"], got.headers["x-kmm-signature"], got.body, now=now)
+    assert signing.verify_signature(hooks[0]["secret"], got.headers["x-kmm-signature"], got.body, now=now)
     assert any(getattr(r, "column", None) == "webhook_subscriptions.secret" for r in caplog.records)
     assert not any(h["secret"] in str(r.__dict__) for r in caplog.records for h in hooks)
 

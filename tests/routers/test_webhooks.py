@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from app.models.webhooks import Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent
-from app.workflows import retention, webhooks
+from app.models.webhooks import Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookEventKind
+from app.workflows import retention
+from app.workflows.webhooks import delivery, outbox, signing, subscriptions
 from tests import dataprot as dp
 from tests.factory import Factory, Person
 from tests.webhook_receiver import Receiver
@@ -119,11 +120,11 @@ async def test_webhook_urls_are_refused_unless_plain_http_or_https(client, state
 
 def test_production_refuses_plain_http_except_to_loopback():
     for url in ("http://127.0.0.1:9000/h", "http://localhost/h", "http://[::1]/h", "https://hooks.kmm.example/h"):
-        assert webhooks.check_url(url, production=True) == url
+        assert subscriptions.check_url(url, production=True) == url
     with pytest.raises(Exception) as refused:
-        webhooks.check_url("http://hooks.kmm.example/h", production=True)
+        subscriptions.check_url("http://hooks.kmm.example/h", production=True)
     assert refused.value.extra["rule"] == "webhook-url"  # type: ignore[attr-defined]
-    assert webhooks.check_url("http://hooks.kmm.example/h", production=False)
+    assert subscriptions.check_url("http://hooks.kmm.example/h", production=False)
 
 
 async def test_unknown_events_and_handlers_are_refused(client, state, team):
@@ -195,7 +196,7 @@ async def test_each_event_writes_ids_and_kinds_only(client, factory, state, cloc
 
 async def test_refusals_reads_and_lists_write_no_outbox(client, factory, state, clock, team):
     director, alice = team["director"], team["alice"]
-    await _hook(client, director, [k.value for k in webhooks.WebhookEventKind])
+    await _hook(client, director, [k.value for k in WebhookEventKind])
     subj = await factory.subject(by=alice)
     rec = await factory.record(by=alice, subject=subj)
     r = await client.post("/access-requests", headers=alice.headers, json={
@@ -246,8 +247,8 @@ async def test_an_event_rolls_back_with_its_change(client, factory, state, team)
     await _hook(client, director, ["disclosure.raised"])
     subj = await factory.subject(by=alice)
     async with state.sessionmaker() as session:
-        await webhooks.enqueue(session, kind=webhooks.WebhookEventKind.disclosure_raised, now=state.clock.now(),
-                               notices=[webhooks.Notice(resource_id=uuid.uuid4(), data={"disclosure_id": "x"})])
+        await outbox.enqueue(session, kind=WebhookEventKind.disclosure_raised, now=state.clock.now(),
+                             notices=[outbox.Notice(resource_id=uuid.uuid4(), data={"disclosure_id": "x"})])
         await session.rollback()
     assert await _count(state, WebhookDelivery) == 0
     r = await client.post("/disclosures", headers=alice.headers,  # consented without consent: refused
@@ -272,16 +273,16 @@ async def test_deliveries_arrive_signed_and_are_logged(client, factory, state, c
         hook = await _hook(client, director, ["disclosure.raised"], url=receiver.url)
         subj = await factory.subject(by=alice)
         disclosure = await _raise(client, alice, subj["id"])
-        async with webhooks.http_client(state.settings) as http:
-            assert await webhooks.deliver_due(state, http) == 1
-            assert await webhooks.deliver_due(state, http) == 0  # delivered: never again
+        async with delivery.http_client(state.settings) as http:
+            assert await delivery.deliver_due(state, http) == 1
+            assert await delivery.deliver_due(state, http) == 0  # delivered: never again
     [got] = receiver.received
     assert got.path == "/hook" and got.headers["content-type"] == "application/json"
     now = int(clock.now().timestamp())
-    assert webhooks.verify_signature(hook["secret"], got.headers["x-kmm-signature"], got.body, now=now)
-    assert not webhooks.verify_signature("whsec_wrong", got.headers["x-kmm-signature"], got.body, now=now)
-    assert not webhooks.verify_signature(hook["secret"], got.headers["x-kmm-signature"], got.body + b" ", now=now)
-    assert not webhooks.verify_signature(hook["secret"], got.headers["x-kmm-signature"], got.body, now=now + 3600)
+    assert signing.verify_signature(hook["secret"], got.headers["x-kmm-signature"], got.body, now=now)
+    assert not signing.verify_signature("whsec_wrong", got.headers["x-kmm-signature"], got.body, now=now)
+    assert not signing.verify_signature(hook["secret"], got.headers["x-kmm-signature"], got.body + b" ", now=now)
+    assert not signing.verify_signature(hook["secret"], got.headers["x-kmm-signature"], got.body, now=now + 3600)
     body = json.loads(got.body)
     assert body["type"] == "disclosure.raised" and body["data"] == {"disclosure_id": disclosure["id"],
                                                                      "category": "child_abuse"}
@@ -302,15 +303,15 @@ async def test_failures_are_retried_with_backoff_then_given_up(client, factory, 
         hook = await _hook(client, director, ["disclosure.raised"], url=receiver.url)
         subj = await factory.subject(by=alice)
         await _raise(client, alice, subj["id"])
-        async with webhooks.http_client(state.settings) as http:
-            assert await webhooks.deliver_due(state, http) == 1  # 500
-            assert await webhooks.deliver_due(state, http) == 0  # not due before its backoff
+        async with delivery.http_client(state.settings) as http:
+            assert await delivery.deliver_due(state, http) == 1  # 500
+            assert await delivery.deliver_due(state, http) == 0  # not due before its backoff
             clock.advance(seconds=base - 1)
-            assert await webhooks.deliver_due(state, http) == 0
+            assert await delivery.deliver_due(state, http) == 0
             clock.advance(seconds=1)
-            assert await webhooks.deliver_due(state, http) == 1  # a redirect is not followed: failed
+            assert await delivery.deliver_due(state, http) == 1  # a redirect is not followed: failed
             clock.advance(seconds=2 * base)  # the backoff doubles
-            assert await webhooks.deliver_due(state, http) == 1  # 200
+            assert await delivery.deliver_due(state, http) == 1  # 200
     assert len(receiver.received) == 3 and len({r.headers["x-kmm-event-id"] for r in receiver.received}) == 1
     [item] = (await client.get(f"/webhooks/{hook['id']}/deliveries", headers=director.headers)).json()["items"]
     assert item["status"] == "delivered" and item["attempts"] == 3
@@ -324,11 +325,11 @@ async def test_an_unreachable_receiver_fails_after_the_last_attempt(client, stat
     hook = await _hook(client, director, ["disclosure.raised"], url=url)  # nothing listens there now
     subj = await factory.subject(by=alice)
     await _raise(client, alice, subj["id"])
-    async with webhooks.http_client(state.settings) as http:
+    async with delivery.http_client(state.settings) as http:
         for _ in range(state.settings.webhook_max_attempts):
-            assert await webhooks.deliver_due(state, http) == 1
+            assert await delivery.deliver_due(state, http) == 1
             clock.advance(hours=7)  # past the longest backoff
-        assert await webhooks.deliver_due(state, http) == 0
+        assert await delivery.deliver_due(state, http) == 0
     await factory.login(director)  # days have passed
     [item] = (await client.get(f"/webhooks/{hook['id']}/deliveries", headers=director.headers)).json()["items"]
     assert item["status"] == "failed" and item["attempts"] == state.settings.webhook_max_attempts
@@ -346,8 +347,8 @@ async def test_a_removed_webhook_gets_nothing_more(client, factory, state, team)
     await _raise(client, alice, subj["id"])
     [(d, _)] = await _deliveries(state)
     assert d.status == "cancelled"
-    async with webhooks.http_client(state.settings) as http:
-        assert await webhooks.deliver_due(state, http) == 0
+    async with delivery.http_client(state.settings) as http:
+        assert await delivery.deliver_due(state, http) == 0
     got = (await client.get(f"/webhooks/{hook['id']}", headers=director.headers)).json()
     assert got["active"] is False
     assert (await client.get(f"/webhooks/{uuid.uuid4()}", headers=director.headers)).status_code == 404
@@ -362,11 +363,11 @@ async def test_two_workers_never_claim_the_same_delivery(client, factory, state,
     for _ in range(3):
         await _raise(client, alice, subj["id"])
     now = state.clock.now()
-    first = await webhooks.claim_due(state, now=now)
-    second = await webhooks.claim_due(state, now=now)
+    first = await delivery.claim_due(state, now=now)
+    second = await delivery.claim_due(state, now=now)
     assert len(first) == 3 and second == []
-    later = now + webhooks.claim_lease(state.settings) + timedelta(seconds=1)
-    again = await webhooks.claim_due(state, now=later)  # the claimer died: the lease ran out
+    later = now + delivery.claim_lease(state.settings) + timedelta(seconds=1)
+    again = await delivery.claim_due(state, now=later)  # the claimer died: the lease ran out
     assert {c.id for c in again} == {c.id for c in first}
     assert await _count(state, WebhookAttempt) == 0
 

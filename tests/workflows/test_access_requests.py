@@ -16,7 +16,8 @@ from app.demo import seed_demo
 from app.models.access_requests import AccessDecision, AccessPackageSealed, AccessRequest
 from app.models.users import User
 from app.policy.actor import Actor
-from app.workflows import access_requests
+from app.workflows.access_requests import deadlines, fulfilment, transitions
+from app.workflows.access_requests import package as package_flow
 from app.workflows.compliance import checks
 from tests.factory import Factory
 from tests.routers.test_access_requests import _decide, _log, _subject, letter
@@ -35,8 +36,8 @@ async def test_a_decision_on_a_stale_read_cannot_overwrite_a_newer_one(client, f
     # A second decision that read the request before the first committed: its UPDATE matches no row.
     async with state.sessionmaker() as s:
         with pytest.raises(Problem) as err:
-            await access_requests.apply_decision(s, request=stale, actor=Actor.for_user(director.user),
-                                                 now=clock.now(), data=AccessDecision(approve=False, reason="late"))
+            await transitions.apply_decision(s, request=stale, actor=Actor.for_user(director.user),
+                                             now=clock.now(), data=AccessDecision(approve=False, reason="late"))
     assert err.value.status == 409
     async with state.sessionmaker() as s:
         fresh = await s.get(AccessRequest, uuid.UUID(made["id"]))
@@ -84,10 +85,10 @@ async def test_the_stored_package_opens_only_for_its_own_request(client, factory
     async with state.sessionmaker() as s:
         sealed = await s.get(AccessPackageSealed, uuid.UUID(made["id"]))
     assert sealed is not None
-    assert access_requests.open_package(state.keyring, sealed).request_id == uuid.UUID(made["id"])
+    assert package_flow.open_package(state.keyring, sealed).request_id == uuid.UUID(made["id"])
     moved = AccessPackageSealed(**{**sealed.model_dump(), "request_id": uuid.uuid4()})
     with pytest.raises(DecryptionError):
-        access_requests.open_package(state.keyring, moved)
+        package_flow.open_package(state.keyring, moved)
 
 
 async def test_demo_seed_has_one_request_in_each_state_and_is_idempotent(client, state, clock):
@@ -97,7 +98,7 @@ async def test_demo_seed_has_one_request_in_each_state_and_is_idempotent(client,
         rows = list((await s.execute(select(AccessRequest))).scalars())
         packages = (await s.execute(select(func.count()).select_from(AccessPackageSealed))).scalar_one()
     assert sorted(r.status for r in rows) == ["approved", "fulfilled", "received", "refused", "withdrawn"]
-    overdue = [r for r in rows if access_requests.is_overdue(r, clock.now())]
+    overdue = [r for r in rows if deadlines.is_overdue(r, clock.now())]
     assert [r.status for r in overdue] == ["received"]
     assert packages == 1
     fulfilled = next(r for r in rows if r.status == "fulfilled")
@@ -105,6 +106,6 @@ async def test_demo_seed_has_one_request_in_each_state_and_is_idempotent(client,
     # The employee it is about may download it.
     async with state.sessionmaker() as s:
         alice = (await s.execute(select(User).where(col(User.email).startswith("alice@")))).scalar_one()
-        package = await access_requests.download_package(s, request_id=fulfilled.id, actor=Actor.for_user(alice),
-                                                         now=clock.now(), keyring=state.keyring)
+        package = await fulfilment.download_package(s, request_id=fulfilled.id, actor=Actor.for_user(alice),
+                                                    now=clock.now(), keyring=state.keyring)
     assert package.records and all(r.classification == "personnel" for r in package.records)

@@ -14,8 +14,8 @@ from app.models.audit import AuditEvent
 from app.models.breach_reports import BreachReport, BreachReportEvent
 from app.models.records import Record
 from app.policy.actor import Actor
-from app.workflows import breach_reports
 from app.workflows.audit.trail import add_event
+from app.workflows.breach_reports import detection
 from tests.factory import Factory, Person
 
 
@@ -127,11 +127,11 @@ async def test_denials_of_general_records_do_not_count(client, state, org, clock
                       resource_id=general.id, decision="deny", rule="general", clause="§4.1",
                       detail={"classification": "general"})
         await s.commit()
-        await breach_reports.detect_unauthorised_access(s, actor=actor, record=general, action="read",
+        await detection.detect_unauthorised_access(s, actor=actor, record=general, action="read",
                                                         now=clock.now())
         # even when the hook is given a non-general record, general denials are not counted
         general.classification = "confidential"
-        await breach_reports.detect_unauthorised_access(s, actor=actor, record=general, action="read",
+        await detection.detect_unauthorised_access(s, actor=actor, record=general, action="read",
                                                         now=clock.now())
     assert await reports(state, snoop) == []
 
@@ -188,7 +188,7 @@ async def test_a_failing_detection_never_breaks_the_denial(client, state, org, m
     async def broken(session, user_id, now):
         raise RuntimeError("content-marker-5e1")
 
-    monkeypatch.setattr(breach_reports, "_detect", broken)
+    monkeypatch.setattr(detection, "_detect", broken)
     with caplog.at_level(logging.ERROR, logger="kmm.breach_reports"):
         for record_id in org["records"][:3]:
             await deny(client, org["snoop"], record_id)
@@ -206,13 +206,13 @@ async def test_only_denied_reads_by_accounts_are_looked_at(state, org, clock, mo
     async def spy(session, user_id, now):
         calls.append(user_id)
 
-    monkeypatch.setattr(breach_reports, "_detect", spy)
+    monkeypatch.setattr(detection, "_detect", spy)
     bot = Actor(id=uuid.uuid4(), kind="client", role=None, scopes=frozenset({"records:read"}))
     person = Actor.for_user(org["snoop"].user)
     async with state.sessionmaker() as s:
         record = await s.get(Record, uuid.UUID(org["records"][0]))
         assert record is not None
-        hook = breach_reports.detect_unauthorised_access
+        hook = detection.detect_unauthorised_access
         await hook(s, actor=bot, record=record, action="read", now=clock.now())  # a service client
         await hook(s, actor=person, record=record, action="update", now=clock.now())  # not a read
         record.classification = "general"

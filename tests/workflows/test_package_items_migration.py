@@ -20,7 +20,8 @@ from app.demo import seed_demo
 from app.models.access_requests import AccessPackageSealed, AccessRequest
 from app.models.users import User
 from app.policy.actor import Actor
-from app.workflows import access_requests
+from app.workflows.access_requests import fulfilment
+from app.workflows.access_requests import package as package_flow
 from tests import dataprot as dp
 from tests.databases import fresh_database, sync_engine
 
@@ -28,8 +29,8 @@ from tests.databases import fresh_database, sync_engine
 def _blob(state: AppState, sealed_row) -> dict:  # type: ignore[no-untyped-def]
     rid = sealed_row.request_id
     rid = rid if isinstance(rid, uuid.UUID) else uuid.UUID(str(rid))
-    key = state.keyring.unwrap(sealed_row.key_id, bytes(sealed_row.wrapped_key), aad=access_requests._aad(rid, "key"))
-    return dict(json.loads(decrypt(key, bytes(sealed_row.package_ct), access_requests._aad(rid, "package"))))
+    key = state.keyring.unwrap(sealed_row.key_id, bytes(sealed_row.wrapped_key), aad=package_flow.aad(rid, "key"))
+    return dict(json.loads(decrypt(key, bytes(sealed_row.package_ct), package_flow.aad(rid, "package"))))
 
 
 @pytest.mark.slow  # migrates a database of its own down and up again
@@ -45,12 +46,12 @@ async def test_0007_splits_packages_stored_whole_and_downgrade_joins_them(tmp_pa
                 approved = (await s.execute(select(AccessRequest).where(col(AccessRequest.status) == "approved")
                                             )).scalar_one()
                 assert director is not None
-                await access_requests.fulfil_request(s, request_id=approved.id, actor=Actor.for_user(director),
-                                                     now=clock.now(), keyring=fresh.keyring, settings=settings)
+                await fulfilment.fulfil_request(s, request_id=approved.id, actor=Actor.for_user(director),
+                                                now=clock.now(), keyring=fresh.keyring, settings=settings)
             async with fresh.sessionmaker() as s:
                 before = {}
                 for sealed in (await s.execute(select(AccessPackageSealed))).scalars().all():
-                    package = await access_requests.load_package(s, fresh.keyring, sealed.request_id)
+                    package = await package_flow.load_package(s, fresh.keyring, sealed.request_id)
                     assert package is not None and package.records
                     before[sealed.request_id] = package
             assert len(before) == 2
@@ -83,8 +84,8 @@ async def test_0007_splits_packages_stored_whole_and_downgrade_joins_them(tmp_pa
                     assert sealed.retention_until == sealed.generated_at + timedelta(
                         days=settings.package_retention_days)
                     assert _blob(fresh, sealed)["records"] == []
-                    after[sealed.request_id] = await access_requests.load_package(s, fresh.keyring,
-                                                                                  sealed.request_id)
+                    after[sealed.request_id] = await package_flow.load_package(s, fresh.keyring,
+                                                                               sealed.request_id)
             assert after[kept] is not None and after[kept].records == before[kept].records
             assert after[kept].destroyed == []
             gone = after[shredded_in]

@@ -95,7 +95,7 @@ async def list_events(
     Never an event about a breach report the actor may not know of (§1.8, §7.1): the
     colleague concerned finds no trace of a report about them here, whatever the filter.
     """
-    from app.workflows.breach_reports import events_known_to
+    from app.workflows.breach_reports.visibility import events_known_to
 
     query = (
         select(AuditEvent, AuditSeal.seq, AuditSeal.prev_hash, AuditSeal.hash)

@@ -37,7 +37,7 @@ from app.policy.actor import Actor
 from app.policy.decide import RecordFacts
 from app.policy.retention import schedule_date
 from app.policy.rules import Action
-from app.workflows import packages, webhooks
+from app.workflows.access_requests import package_retention
 from app.workflows.audit.trail import add_event
 from app.workflows.records.checks import (
     check_consent,
@@ -50,6 +50,7 @@ from app.workflows.records.content import aad, data_key, open_content, seal_cont
 from app.workflows.records.decisions import authorize
 from app.workflows.records.queries import RECORDS, LoadedRecord, entitled_ids, load_record
 from app.workflows.records.shape import gone, to_public, tombstone
+from app.workflows.webhooks import outbox
 
 # -- create ----------------------------------------------------------------------
 
@@ -277,7 +278,7 @@ async def shred(
             [{"b_id": rid, "b_reason": bound(RECORDS.name, "destroy_reason", [rid], reason)} for rid in stamped],
         )
     # After the records' row locks, so a package being fulfilled meanwhile is cleared too.
-    await packages.forget_records(session, record_ids)
+    await package_retention.forget_records(session, record_ids)
     return len(stamped)
 
 
@@ -319,7 +320,7 @@ async def destroy_record(
     add_event(session, now=now, actor=actor, action="record.destroy", resource_type="record",
               resource_id=record.id, decision="allow", rule=decision.rule, clause=decision.clause,
               detail={"classification": record.classification, "sweep": False})
-    await webhooks.records_destroyed(session, records=[record], sweep=False, now=now)
+    await outbox.records_destroyed(session, records=[record], sweep=False, now=now)
     await session.commit()
     await scrub_after_shred(session)
     await session.refresh(record)

@@ -13,7 +13,7 @@ from app.policy.actor import Actor
 from app.policy.decide import Decision, decide
 from app.policy.rules import Action
 from app.workflows.audit.trail import add_event
-from app.workflows.breach_reports import detect_unauthorised_access
+from app.workflows.breach_reports.detection import detect_unauthorised_access
 from app.workflows.records.queries import LoadedRecord
 
 

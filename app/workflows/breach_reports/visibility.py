@@ -1,0 +1,77 @@
+"""Who may know of a report, and who sees all of it.
+
+The colleague concerned never sees the report (404), whatever else they are, a director
+included. The handler and directors see all of it; the reporter sees only its status
+(``BreachReportStatusView``); anyone else gets 404.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, and_, cast, false, func, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.core.errors import PolicyDenied, not_found
+from app.models.audit import AuditEvent
+from app.models.breach_reports import BreachReport
+from app.policy.actor import Actor
+
+RESOURCE = "breach_report"
+
+
+def visible(actor: Actor) -> ColumnElement[bool]:
+    """May this actor know of this report? The one predicate, as an SQL condition on
+    ``breach_reports``, behind every path that could show a report or a trace of one (the
+    report, the list, the audit trail, the compliance summary).
+
+    Never one about itself (§1.8, §7.1); all others for a director; otherwise those it
+    handles or reported. A service client knows of none."""
+    if actor.kind != "user":
+        return false()
+    not_about_me = or_(col(BreachReport.concerned_user_id).is_(None), col(BreachReport.concerned_user_id) != actor.id)
+    if actor.is_director:
+        return not_about_me
+    return and_(not_about_me, or_(col(BreachReport.handler_id) == actor.id, col(BreachReport.reporter_id) == actor.id))
+
+
+def _id_text(column: Any) -> Any:
+    """A UUID (column or audit ``resource_id``) as 32 hex digits, the same on SQLite and Postgres."""
+    return func.lower(func.replace(cast(column, String), "-", ""))
+
+
+def events_known_to(actor: Actor) -> ColumnElement[bool]:
+    """Audit events the actor may see as far as reports go: every event except those about a
+    report it may not know of (its ``breach_report.*`` events, detection's included).
+
+    The reports it may not know of are one uncorrelated subquery, so the list still filters
+    in SQL and the planner runs it once.
+    """
+    # NULL-safe: a report with no reporter (the service raised it) is hidden, not unknown.
+    hidden = select(_id_text(BreachReport.id)).where(~func.coalesce(visible(actor), false())).scalar_subquery()
+    about_a_report = func.coalesce(col(AuditEvent.resource_type), "") == RESOURCE
+    return ~and_(about_a_report, _id_text(func.coalesce(col(AuditEvent.resource_id), "")).in_(hidden))
+
+
+def sees_all(actor: Actor, report: BreachReport) -> bool:
+    """The handler and directors see all of a report they may know of; the reporter only its status."""
+    return actor.is_director or report.handler_id == actor.id
+
+
+async def load(session: AsyncSession, report_id: uuid.UUID, actor: Actor, *, lock: bool = False) -> BreachReport:
+    query = select(BreachReport).where(col(BreachReport.id) == report_id, visible(actor))
+    if lock:
+        query = query.with_for_update()
+    found = (await session.execute(query)).scalar_one_or_none()
+    if found is None:
+        raise not_found("breach report")
+    return found
+
+
+def require_handler(actor: Actor, report: BreachReport) -> None:
+    if not sees_all(actor, report):
+        raise PolicyDenied("only the handler of this report or a director may do this", rule="handler",
+                           clause="§1.8")
+
