@@ -95,6 +95,7 @@ def test_a_taken_port_is_said_plainly_and_nothing_starts(db, served, reuse_port)
     assert not db.secrets_file.exists()  # refused before anything else happened
 
 
+@pytest.mark.slow  # `kmm serve` in a process of its own
 def test_make_run_with_a_taken_port_exits_non_zero_with_the_message(tmp_path):
     """The real command in a process of its own, as `make run` runs it."""
     with fresh_database(tmp_path) as settings, socket.socket() as taken:
@@ -135,6 +136,7 @@ def _count_in_a_worker(directory: Path, route: str) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, check=True, timeout=120)
 
 
+@pytest.mark.slow  # two worker processes counting
 async def test_metrics_sum_every_worker(settings, tmp_path, monkeypatch):
     directory = tmp_path / "metrics"
     directory.mkdir()
