@@ -14,8 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from app.core.audit_keys import AuditKeys, install_audit_keys
 from app.core.clock import FrozenClock
 from app.core.config import Settings
+from app.core.encrypted import install_keyring
 from app.core.migrations import upgrade
 from app.main import create_app
 from tests.databases import BACKEND, FAST_ARGON2, IS_POSTGRES
@@ -119,7 +121,7 @@ async def reset_database(app) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def client(app, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+async def client(app, state, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     clock.set(datetime.now(UTC).replace(microsecond=0))
@@ -131,7 +133,12 @@ async def client(app, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:  
 
 @pytest.fixture
 def state(app):  # type: ignore[no-untyped-def]
-    return app.state.kmm
+    """The session app's state, its keyring and audit keys installed for the process again: an
+    app another test built (settings and keys of its own) installed its own (AppState.build)."""
+    kmm = app.state.kmm
+    install_keyring(kmm.keyring)
+    install_audit_keys(AuditKeys(kmm.settings.audit_key_list, unkeyed_allowed=kmm.settings.audit_unkeyed_seals))
+    return kmm
 
 
 @pytest.fixture
