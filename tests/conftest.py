@@ -1,6 +1,10 @@
 """Test harness: the whole app over HTTP (httpx ASGI transport) on SQLite, or on
 Postgres when KMM_TEST_BACKEND=postgres and TEST_DATABASE_URL are set (`make test`
-runs both). Each test starts from empty tables and a clock it controls."""
+runs both). Each test starts from empty tables and a clock it controls.
+
+The fixtures import the app when first used, not when this file loads: pytest-xdist's
+controller loads it too, runs no test, and would otherwise spend seconds importing the
+app before it starts the workers."""
 
 from __future__ import annotations
 
@@ -9,19 +13,18 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
-from app.core.audit_keys import AuditKeys, install_audit_keys
-from app.core.clock import FrozenClock
-from app.core.config import Settings
-from app.core.encrypted import install_keyring
-from app.core.migrations import upgrade
-from app.main import create_app
 from tests.databases import BACKEND, FAST_ARGON2, IS_POSTGRES
-from tests.factory import Factory
+
+if TYPE_CHECKING:
+    import httpx
+
+    from app.core.clock import FrozenClock
+    from app.core.config import Settings
+    from tests.factory import Factory
 
 # Modules whose every test is marked slow. `make test-fast` (-m "not slow") does not even
 # collect them: collecting the contract fuzzing alone builds an app and loads its schema.
@@ -53,6 +56,11 @@ def _sync_url(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    from sqlalchemy import create_engine, text
+
+    from app.core.config import Settings
+    from app.core.migrations import upgrade
+
     tmp = tmp_path_factory.mktemp("kmm")
     schema = None
     if IS_POSTGRES:
@@ -86,11 +94,15 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="session")
 def clock() -> FrozenClock:
+    from app.core.clock import FrozenClock
+
     return FrozenClock()
 
 
 @pytest.fixture(scope="session")
 def app(settings: Settings, clock: FrozenClock):  # type: ignore[no-untyped-def]
+    from app.main import create_app
+
     return create_app(settings, clock=clock, configure_logs=False)
 
 
@@ -104,6 +116,8 @@ def _table_names() -> tuple[str, ...]:
 
 
 async def reset_database(app) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
     engine = app.state.kmm.engine
     tables = _table_names()
     if IS_POSTGRES:
@@ -124,6 +138,8 @@ async def reset_database(app) -> None:  # type: ignore[no-untyped-def]
 async def client(app, state, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
+    import httpx
+
     clock.set(datetime.now(UTC).replace(microsecond=0))
     await reset_database(app)
     transport = httpx.ASGITransport(app=app)
@@ -135,6 +151,9 @@ async def client(app, state, clock: FrozenClock) -> AsyncIterator[httpx.AsyncCli
 def state(app):  # type: ignore[no-untyped-def]
     """The session app's state, its keyring and audit keys installed for the process again: an
     app another test built (settings and keys of its own) installed its own (AppState.build)."""
+    from app.core.audit_keys import AuditKeys, install_audit_keys
+    from app.core.encrypted import install_keyring
+
     kmm = app.state.kmm
     install_keyring(kmm.keyring)
     install_audit_keys(AuditKeys(kmm.settings.audit_key_list, unkeyed_allowed=kmm.settings.audit_unkeyed_seals))
@@ -143,6 +162,8 @@ def state(app):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def factory(client: httpx.AsyncClient, state) -> Factory:  # type: ignore[no-untyped-def]
+    from tests.factory import Factory
+
     return Factory(client=client, state=state)
 
 

@@ -1,5 +1,8 @@
 """Fresh, empty databases on the backend under test, for tests that need their own
-(migrations, readiness, the CLI): a SQLite file, or a new Postgres schema."""
+(migrations, readiness, the CLI): a SQLite file, or a new Postgres schema.
+
+SQLAlchemy and the settings are imported where used: tests/conftest.py imports this
+module in pytest-xdist's controller too, which runs no test."""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, text
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
-from app.core.config import Settings
+    from app.core.config import Settings
 
 # The backend the whole suite runs on; every test module imports these two from here.
 BACKEND = os.environ.get("KMM_TEST_BACKEND", "sqlite")
@@ -27,6 +31,8 @@ def sync_url(settings: Settings) -> str:
 
 
 def sync_engine(settings: Settings) -> Engine:
+    from sqlalchemy import create_engine
+
     args: dict[str, Any] = {}
     if settings.database_schema:
         args["options"] = f"-c search_path={settings.database_schema}"
@@ -36,6 +42,10 @@ def sync_engine(settings: Settings) -> Engine:
 @contextmanager
 def fresh_database(tmp: Path, **overrides: Any) -> Iterator[Settings]:
     """Settings for an empty database of its own; dropped afterwards on Postgres."""
+    from sqlalchemy import create_engine, text
+
+    from app.core.config import Settings
+
     schema = None
     if IS_POSTGRES:
         url = os.environ["TEST_DATABASE_URL"]
