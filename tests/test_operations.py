@@ -22,7 +22,7 @@ from app.cli import cli
 from app.core.config import ConfigurationError, Settings
 from app.main import create_app
 from tests.conftest import PROJECT_ROOT
-from tests.databases import FAST_ARGON2, env_for, fresh_database
+from tests.databases import FAST_ARGON2, env_for, fresh_database, migrated_database
 
 METRICS_TOKEN = "a-metrics-token-of-some-length-0123456789"
 JWT_SECRET = "jwt-secret-from-a-file-Xq7Lw2Zr9Pk4Vb8Nc3Md6Ft1Hy5Js0Ga"
@@ -33,6 +33,13 @@ AUDIT_KEY = "9Xk2-pQ1AwUHCQsNDxETFRcZGx0fISMlJykrLS8xMzU="
 @pytest.fixture
 def db(tmp_path) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
     with fresh_database(tmp_path) as settings:
+        yield settings
+
+
+@pytest.fixture
+def migrated_db(tmp_path) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
+    """A database at head: `kmm serve` migrates first (tests/test_cli.py), and has nothing to do here."""
+    with migrated_database(tmp_path) as settings:
         yield settings
 
 
@@ -61,16 +68,16 @@ def _free_port() -> int:
 
 # -- workers ---------------------------------------------------------------------------
 
-def test_workers_default_to_web_concurrency(db, served):
-    r = kmm(db, "serve", "--port", str(_free_port()), WEB_CONCURRENCY="3")
+def test_workers_default_to_web_concurrency(migrated_db, served):
+    r = kmm(migrated_db, "serve", "--port", str(_free_port()), WEB_CONCURRENCY="3")
     assert r.exit_code == 0, r.output
     assert served[-1]["workers"] == 3
-    r = kmm(db, "serve", "--port", str(_free_port()), "--workers", "2", WEB_CONCURRENCY="3")
+    r = kmm(migrated_db, "serve", "--port", str(_free_port()), "--workers", "2", WEB_CONCURRENCY="3")
     assert served[-1]["workers"] == 2  # the flag wins
 
 
-def test_workers_default_to_one_without_web_concurrency(db, served):
-    r = kmm(db, "serve", "--port", str(_free_port()))
+def test_workers_default_to_one_without_web_concurrency(migrated_db, served):
+    r = kmm(migrated_db, "serve", "--port", str(_free_port()))
     assert r.exit_code == 0, r.output
     assert served[-1]["workers"] == 1
 
@@ -111,8 +118,8 @@ def test_make_run_with_a_taken_port_exits_non_zero_with_the_message(tmp_path):
 
 # -- metrics ---------------------------------------------------------------------------
 
-def test_serve_gives_its_workers_a_clean_metrics_directory(db, served, tmp_path, monkeypatch):
-    r = kmm(db, "serve", "--port", str(_free_port()), "--workers", "2")
+def test_serve_gives_its_workers_a_clean_metrics_directory(migrated_db, served, tmp_path, monkeypatch):
+    r = kmm(migrated_db, "serve", "--port", str(_free_port()), "--workers", "2")
     assert r.exit_code == 0, r.output
     made = served[-1]["multiproc_dir"]
     assert made and not Path(made).exists()  # a fresh directory, removed when serving ends
@@ -121,7 +128,7 @@ def test_serve_gives_its_workers_a_clean_metrics_directory(db, served, tmp_path,
     chosen.mkdir()
     (chosen / "counter_4242.db").write_bytes(b"stale")
     (chosen / "unrelated.txt").write_text("kept")
-    r = kmm(db, "serve", "--port", str(_free_port()), "--workers", "2",
+    r = kmm(migrated_db, "serve", "--port", str(_free_port()), "--workers", "2",
             PROMETHEUS_MULTIPROC_DIR=str(chosen))
     assert r.exit_code == 0, r.output
     assert served[-1]["multiproc_dir"] == str(chosen)
