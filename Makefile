@@ -52,8 +52,12 @@ test-sqlite: install
 test-postgres: install
 	KMM_TEST_BACKEND=postgres $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# The fast tier collects no schemathesis test, so its pytest plugin is not loaded (each process starts sooner);
+# and it keeps compiled modules in __pycache__ (git-ignored) even where the environment sets
+# PYTHONDONTWRITEBYTECODE: without them every worker rewrites and compiles every test module again.
 test-fast: install
-	KMM_TEST_BACKEND=sqlite $(BIN)/pytest -q -p no:cacheprovider -m "not slow" -n $(FAST_WORKERS) $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= KMM_TEST_BACKEND=sqlite $(BIN)/pytest -q -p no:cacheprovider -p no:schemathesis -m "not slow" -n $(FAST_WORKERS) \
+		$(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,24 +1,30 @@
 """Test harness: the whole app over HTTP (httpx ASGI transport) on SQLite, or on
 Postgres when KMM_TEST_BACKEND=postgres and TEST_DATABASE_URL are set (`make test`
-runs both). Each test starts from empty tables, the service's own keys and a clock it controls."""
+runs both). Each test starts from empty tables, the service's own keys and a clock it controls.
+
+The fixtures import the app when first used, not when this file loads: pytest-xdist's
+controller loads it too, runs no test, and would otherwise spend seconds importing the
+app before it starts the workers."""
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
-from app.core.clock import FrozenClock
-from app.core.config import Settings
-from app.core.migrations import upgrade
-from app.main import create_app
-from tests.databases import BACKEND, IS_POSTGRES
-from tests.factory import Factory
+from tests.databases import BACKEND, FAST_ARGON2, IS_POSTGRES
+
+if TYPE_CHECKING:
+    import httpx
+
+    from app.core.clock import FrozenClock
+    from app.core.config import Settings
+    from tests.factory import Factory
 
 # Modules whose every test is marked slow. `make test-fast` (-m "not slow") does not even
 # collect them: collecting the contract fuzzing alone builds an app and loads its schema.
@@ -50,6 +56,11 @@ def _sync_url(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    from sqlalchemy import create_engine, text
+
+    from app.core.config import Settings
+    from app.core.migrations import upgrade
+
     tmp = tmp_path_factory.mktemp("kmm")
     schema = None
     if IS_POSTGRES:
@@ -64,10 +75,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         database_url=url,
         database_schema=schema,
         secrets_file=tmp / "secrets.json",
-        argon2_time_cost=1,
-        argon2_memory_kib=1024,
         log_json=True,
         database_timeout_seconds=5,
+        **FAST_ARGON2,
     )
     admin = None
     if IS_POSTGRES:
@@ -84,34 +94,44 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="session")
 def clock() -> FrozenClock:
+    from app.core.clock import FrozenClock
+
     return FrozenClock()
 
 
 @pytest.fixture(scope="session")
 def app(settings: Settings, clock: FrozenClock):  # type: ignore[no-untyped-def]
+    from app.main import create_app
+
     return create_app(settings, clock=clock, configure_logs=False)
 
 
-def _table_names() -> list[str]:
+@functools.cache
+def _table_names() -> tuple[str, ...]:
     from sqlmodel import SQLModel
 
     import app.models  # noqa: F401
 
-    return [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
+    return tuple(t.name for t in reversed(SQLModel.metadata.sorted_tables))
 
 
 async def reset_database(app) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
     engine = app.state.kmm.engine
     tables = _table_names()
-    async with engine.begin() as conn:
-        if IS_POSTGRES:
+    if IS_POSTGRES:
+        async with engine.begin() as conn:
             # Triggers (the audit log's append-only guard) do not fire for replicas.
             await conn.execute(text("SET LOCAL session_replication_role = replica"))
             await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for name in tables:
-                await conn.execute(text(f"DELETE FROM {name}"))
-            # An empty sqlite_sequence entry is harmless; ids stay monotonic.
+        return
+    # One script in one transaction: a single trip to the driver's thread, where a statement
+    # a table costs one trip each. An empty sqlite_sequence entry is harmless; ids stay monotonic.
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.executescript(
+            "BEGIN IMMEDIATE;" + "".join(f"DELETE FROM {name};" for name in tables) + "COMMIT;")
 
 
 def use_service_keys(app) -> None:  # type: ignore[no-untyped-def]
@@ -122,8 +142,10 @@ def use_service_keys(app) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def client(app, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+async def client(app, state, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
+
+    import httpx
 
     clock.set(datetime.now(UTC).replace(microsecond=0))
     use_service_keys(app)
@@ -141,6 +163,8 @@ def state(app):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def factory(client: httpx.AsyncClient, state) -> Factory:  # type: ignore[no-untyped-def]
+    from tests.factory import Factory
+
     return Factory(client=client, state=state)
 
 

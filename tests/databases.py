@@ -1,24 +1,34 @@
 """Fresh, empty databases on the backend under test, for tests that need their own
-(migrations, readiness, the CLI): a SQLite file, or a new Postgres schema."""
+(migrations, readiness, the CLI): a SQLite file, or a new Postgres schema.
+
+SQLAlchemy and the settings are imported where used: tests/conftest.py imports this
+module in pytest-xdist's controller too, which runs no test."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import sqlite3
+import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, text
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
-from app.core.config import Settings
+    from app.core.config import Settings
 
 # The backend the whole suite runs on; every test module imports these two from here.
 BACKEND = os.environ.get("KMM_TEST_BACKEND", "sqlite")
 IS_POSTGRES = BACKEND == "postgres"
 
-FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024}
+# Still argon2, at the least cost it allows: one pass over 8 KiB (one lane).
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8}
 
 
 def sync_url(settings: Settings) -> str:
@@ -26,6 +36,8 @@ def sync_url(settings: Settings) -> str:
 
 
 def sync_engine(settings: Settings) -> Engine:
+    from sqlalchemy import create_engine
+
     args: dict[str, Any] = {}
     if settings.database_schema:
         args["options"] = f"-c search_path={settings.database_schema}"
@@ -35,6 +47,10 @@ def sync_engine(settings: Settings) -> Engine:
 @contextmanager
 def fresh_database(tmp: Path, **overrides: Any) -> Iterator[Settings]:
     """Settings for an empty database of its own; dropped afterwards on Postgres."""
+    from sqlalchemy import create_engine, text
+
+    from app.core.config import Settings
+
     schema = None
     if IS_POSTGRES:
         url = os.environ["TEST_DATABASE_URL"]
@@ -53,6 +69,40 @@ def fresh_database(tmp: Path, **overrides: Any) -> Iterator[Settings]:
             with admin.connect() as conn:
                 conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
             admin.dispose()
+
+
+@contextmanager
+def migrated_database(tmp: Path, **overrides: Any) -> Iterator[Settings]:
+    """Settings for a database of its own at the latest migration, for tests of what runs on
+    one (the CLI's commands, serving): on SQLite a copy of one this process migrated once,
+    on Postgres a new schema, migrated. Tests of migrating itself start from fresh_database."""
+    from sqlalchemy.engine import make_url
+
+    from app.core.files import create_private
+    from app.core.migrations import upgrade
+
+    with fresh_database(tmp, **overrides) as settings:
+        if IS_POSTGRES:
+            upgrade(settings)
+        else:
+            target = Path(str(make_url(settings.database_url).database))
+            create_private(target)  # owner-only, as the service makes a new database file
+            with closing(sqlite3.connect(_migrated_sqlite())) as source, closing(sqlite3.connect(target)) as copy:
+                source.backup(copy)
+        yield settings
+
+
+@functools.cache
+def _migrated_sqlite() -> Path:
+    """An empty SQLite database at the latest migration, made once a process (secrets play
+    no part: the migrations of an empty database write no encrypted value)."""
+    from app.core.migrations import upgrade
+
+    where = Path(tempfile.mkdtemp(prefix="kmm-migrated-"))
+    atexit.register(shutil.rmtree, where, True)
+    with fresh_database(where) as settings:
+        upgrade(settings)
+    return where / "fresh.db"
 
 
 def env_for(settings: Settings) -> dict[str, str]:

@@ -60,7 +60,8 @@ def settings_with(base: Settings, **overrides: Any) -> Settings:
     """A fresh Settings on the same database (own cached keyring), with overrides."""
     values: dict[str, Any] = {
         "env": "test", "database_url": base.database_url, "database_schema": base.database_schema,
-        "secrets_file": base.secrets_file, "argon2_time_cost": 1, "argon2_memory_kib": 1024,
+        "secrets_file": base.secrets_file, "argon2_time_cost": base.argon2_time_cost,
+        "argon2_memory_kib": base.argon2_memory_kib,
         "database_timeout_seconds": base.database_timeout_seconds,
     }
     values.update(overrides)

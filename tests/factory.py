@@ -1,6 +1,10 @@
 """Builders for test data, one of each: accounts (straight into the database, fast) and
 logins; subjects, records, shares, named access and emergency grants through the API.
 
+A new account is logged in by the service's own session code (``auth.start_login``:
+the session, its tokens and its ``auth.login`` event), skipping the password grant's
+throttle and hash check; ``login`` is the password grant itself, through POST /auth/token.
+
 Every builder but ``user`` takes keywords only: ``by`` is the person acting, the other
 keywords are the request's fields (defaults below, any of them overridable). A builder
 asserts the API said yes (201) and returns the response body."""
@@ -16,7 +20,7 @@ import httpx
 
 from app.core.state import AppState
 from app.models.users import User, UserCreate
-from app.workflows import users
+from app.workflows import auth, users
 
 PASSWORD = "correct horse battery staple"
 
@@ -52,6 +56,11 @@ def _unique() -> str:
     return uuid.uuid4().hex[:6]
 
 
+def _hold(person: Person, access_token: str, refresh_token: str | None) -> None:
+    person.headers = {"Authorization": f"Bearer {access_token}"}
+    person.refresh_token = refresh_token
+
+
 @dataclass
 class Factory:
     client: httpx.AsyncClient
@@ -82,17 +91,18 @@ class Factory:
                 now=self.state.clock.now(),
                 actor=None,
             )
-        person = Person(user=user, headers={})
-        if login:
-            await self.login(person)
+            person = Person(user=user, headers={})
+            if login:
+                pair = await auth.start_login(session, state=self.state, user=user, now=self.state.clock.now())
+                _hold(person, pair.access_token, pair.refresh_token)
         return person
 
     async def login(self, person: Person, password: str = PASSWORD) -> httpx.Response:
+        """The password grant: POST /auth/token; on 200 ``person`` holds the new tokens."""
         r = await self.client.post("/auth/token", data={"username": person.email, "password": password})
         if r.status_code == 200:
             body: dict[str, Any] = r.json()
-            person.headers = {"Authorization": f"Bearer {body['access_token']}"}
-            person.refresh_token = body.get("refresh_token")
+            _hold(person, body["access_token"], body.get("refresh_token"))
         return r
 
     async def service_client(self, *, by: Person, scopes: list[str], name: str | None = None) -> dict[str, str]:

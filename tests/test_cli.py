@@ -18,7 +18,7 @@ from app.core.migrations import head_revisions
 from app.demo import PEOPLE, email_for
 from app.models.users import User
 from tests.conftest import PROJECT_ROOT
-from tests.databases import env_for, fresh_database, sync_engine
+from tests.databases import env_for, fresh_database, migrated_database, sync_engine
 
 PASSWORD = "a long enough password"
 
@@ -26,6 +26,12 @@ PASSWORD = "a long enough password"
 @pytest.fixture
 def db(tmp_path) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
     with fresh_database(tmp_path) as settings:
+        yield settings
+
+
+@pytest.fixture
+def migrated_db(tmp_path) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
+    with migrated_database(tmp_path) as settings:
         yield settings
 
 
@@ -81,29 +87,28 @@ def test_migrate_an_unreachable_database_says_so(tmp_path, url, reason):
     assert "Traceback" not in r.stderr + r.stdout
 
 
-def test_create_user_from_stdin_with_a_line_manager(db):
-    assert kmm(db, "migrate").exit_code == 0
-    r = kmm(db, "create-user", "--email", "Boss@KMM.example.org", "--name", "The Boss", "--role", "director",
+def test_create_user_from_stdin_with_a_line_manager(migrated_db):
+    r = kmm(migrated_db, "create-user", "--email", "Boss@KMM.example.org", "--name", "The Boss", "--role", "director",
             "--password-stdin", input=PASSWORD + "\n")
     assert r.exit_code == 0, r.output
     assert "created director boss@kmm.example.org" in r.stdout
     assert PASSWORD not in r.output
-    r = kmm(db, "create-user", "--email", "vol@kmm.example.org", "--name", "A Volunteer", "--role", "colleague",
-            "--line-manager", "BOSS@kmm.example.org", "--staff-type", "volunteer", "--password-stdin",
-            input=PASSWORD + "\n")
+    r = kmm(migrated_db, "create-user", "--email", "vol@kmm.example.org", "--name", "A Volunteer",
+            "--role", "colleague", "--line-manager", "BOSS@kmm.example.org", "--staff-type", "volunteer",
+            "--password-stdin", input=PASSWORD + "\n")
     assert r.exit_code == 0, r.output
-    users = _users(db)
+    users = _users(migrated_db)
     assert [(u[0], u[1], u[2]) for u in users] == [("boss@kmm.example.org", "director", None),
                                                    ("vol@kmm.example.org", "colleague", "volunteer")]
     assert users[1][3] is not None  # line-managed by the boss
     # The password read from stdin is the one that works.
     from app.core.security import Passwords
 
-    engine = sync_engine(db)
+    engine = sync_engine(migrated_db)
     with engine.connect() as conn:
         hashed = conn.execute(select(User.password_hash).where(User.email == "vol@kmm.example.org")).scalar_one()
     engine.dispose()
-    assert Passwords(db).verify(PASSWORD, hashed)
+    assert Passwords(migrated_db).verify(PASSWORD, hashed)
 
 
 @pytest.mark.parametrize(
@@ -118,23 +123,21 @@ def test_create_user_from_stdin_with_a_line_manager(db):
         (["--role", "colleague"], "", "a password is required"),
     ],
 )
-def test_create_user_refuses_bad_input_and_creates_nothing(db, args, stdin, message):
-    assert kmm(db, "migrate").exit_code == 0
-    r = kmm(db, "create-user", "--email", "x@kmm.example.org", "--name", "X", *args, "--password-stdin",
+def test_create_user_refuses_bad_input_and_creates_nothing(migrated_db, args, stdin, message):
+    r = kmm(migrated_db, "create-user", "--email", "x@kmm.example.org", "--name", "X", *args, "--password-stdin",
             input=stdin + "\n")
     assert r.exit_code == 2, r.output
     assert message in r.stderr
     assert stdin not in r.output or not stdin
-    assert _count(db) == 0
+    assert _count(migrated_db) == 0
 
 
-def test_create_user_refuses_a_duplicate_email(db):
-    assert kmm(db, "migrate").exit_code == 0
+def test_create_user_refuses_a_duplicate_email(migrated_db):
     base = ["create-user", "--name", "X", "--role", "colleague", "--password-stdin"]
-    assert kmm(db, *base, "--email", "x@kmm.example.org", input=PASSWORD).exit_code == 0
-    r = kmm(db, *base, "--email", "X@KMM.example.org", input=PASSWORD)
+    assert kmm(migrated_db, *base, "--email", "x@kmm.example.org", input=PASSWORD).exit_code == 0
+    r = kmm(migrated_db, *base, "--email", "X@KMM.example.org", input=PASSWORD)
     assert r.exit_code == 2 and "email" in r.stderr and "already exists" in r.stderr
-    assert _count(db) == 1
+    assert _count(migrated_db) == 1
 
 
 @pytest.mark.slow  # seeds the whole demo organisation, twice
@@ -199,16 +202,16 @@ def test_serve_migrates_first_then_runs_uvicorn(db, monkeypatch):
     assert db.secrets_file.exists()  # generated before the workers start, so they share it
 
 
-def test_create_client_prints_the_secret_once(db):
+def test_create_client_prints_the_secret_once(migrated_db):
     from app.models.service_clients import ServiceClient
 
-    assert kmm(db, "migrate").exit_code == 0
-    r = kmm(db, "create-client", "--name", "Funder reports", "--scope", "reports:read", "--scope", "subjects:read")
+    r = kmm(migrated_db, "create-client", "--name", "Funder reports", "--scope", "reports:read",
+            "--scope", "subjects:read")
     assert r.exit_code == 0, r.output
     lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
     assert lines["client_id"].startswith("kmm-") and len(lines["client_secret"]) >= 40
     assert r.stdout.count(lines["client_secret"]) == 1
-    engine = sync_engine(db)
+    engine = sync_engine(migrated_db)
     with engine.connect() as conn:
         row = conn.execute(select(ServiceClient.name, ServiceClient.scopes, ServiceClient.secret_hash)).one()
     engine.dispose()
@@ -216,14 +219,13 @@ def test_create_client_prints_the_secret_once(db):
     assert lines["client_secret"] not in row.secret_hash
 
 
-def test_create_client_refuses_an_unknown_scope(db):
+def test_create_client_refuses_an_unknown_scope(migrated_db):
     from app.models.service_clients import ServiceClient
 
-    assert kmm(db, "migrate").exit_code == 0
-    r = kmm(db, "create-client", "--name", "X", "--scope", "records:destroy")
+    r = kmm(migrated_db, "create-client", "--name", "X", "--scope", "records:destroy")
     assert r.exit_code == 2 and "records:destroy" in r.stderr
     assert "reports:read" in r.stderr  # says which scopes exist
-    engine = sync_engine(db)
+    engine = sync_engine(migrated_db)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ServiceClient)).scalar_one() == 0
     engine.dispose()

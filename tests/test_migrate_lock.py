@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import text
 
 from app.core.migrations import head_revisions
@@ -16,6 +17,7 @@ from tests.databases import env_for, fresh_database, sync_engine
 REPLICAS = 3
 
 
+@pytest.mark.slow  # three `kmm migrate` processes
 def test_replicas_migrating_a_fresh_database_together_all_succeed(tmp_path):
     with fresh_database(tmp_path) as settings:
         env = {**os.environ, **env_for(settings)}

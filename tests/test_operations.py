@@ -22,7 +22,7 @@ from app.cli import cli
 from app.core.config import ConfigurationError, Settings
 from app.main import create_app
 from tests.conftest import PROJECT_ROOT
-from tests.databases import FAST_ARGON2, env_for, fresh_database
+from tests.databases import FAST_ARGON2, env_for, fresh_database, migrated_database
 from tests.live_server import free_port
 
 METRICS_TOKEN = "a-metrics-token-of-some-length-0123456789"
@@ -34,6 +34,13 @@ AUDIT_KEY = "9Xk2-pQ1AwUHCQsNDxETFRcZGx0fISMlJykrLS8xMzU="
 @pytest.fixture
 def db(tmp_path) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
     with fresh_database(tmp_path) as settings:
+        yield settings
+
+
+@pytest.fixture
+def migrated_db(tmp_path) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
+    """A database at head: `kmm serve` migrates first (tests/test_cli.py), and has nothing to do here."""
+    with migrated_database(tmp_path) as settings:
         yield settings
 
 
@@ -56,16 +63,16 @@ def kmm(settings: Settings, *args: str, **env: str):  # type: ignore[no-untyped-
 
 # -- workers ---------------------------------------------------------------------------
 
-def test_workers_default_to_web_concurrency(db, served):
-    r = kmm(db, "serve", "--port", str(free_port()), WEB_CONCURRENCY="3")
+def test_workers_default_to_web_concurrency(migrated_db, served):
+    r = kmm(migrated_db, "serve", "--port", str(free_port()), WEB_CONCURRENCY="3")
     assert r.exit_code == 0, r.output
     assert served[-1]["workers"] == 3
-    r = kmm(db, "serve", "--port", str(free_port()), "--workers", "2", WEB_CONCURRENCY="3")
+    r = kmm(migrated_db, "serve", "--port", str(free_port()), "--workers", "2", WEB_CONCURRENCY="3")
     assert served[-1]["workers"] == 2  # the flag wins
 
 
-def test_workers_default_to_one_without_web_concurrency(db, served):
-    r = kmm(db, "serve", "--port", str(free_port()))
+def test_workers_default_to_one_without_web_concurrency(migrated_db, served):
+    r = kmm(migrated_db, "serve", "--port", str(free_port()))
     assert r.exit_code == 0, r.output
     assert served[-1]["workers"] == 1
 
@@ -90,6 +97,7 @@ def test_a_taken_port_is_said_plainly_and_nothing_starts(db, served, reuse_port)
     assert not db.secrets_file.exists()  # refused before anything else happened
 
 
+@pytest.mark.slow  # `kmm serve` in a process of its own
 def test_make_run_with_a_taken_port_exits_non_zero_with_the_message(tmp_path):
     """The real command in a process of its own, as `make run` runs it."""
     with fresh_database(tmp_path) as settings, socket.socket() as taken:
@@ -105,8 +113,8 @@ def test_make_run_with_a_taken_port_exits_non_zero_with_the_message(tmp_path):
 
 # -- metrics ---------------------------------------------------------------------------
 
-def test_serve_gives_its_workers_a_clean_metrics_directory(db, served, tmp_path, monkeypatch):
-    r = kmm(db, "serve", "--port", str(free_port()), "--workers", "2")
+def test_serve_gives_its_workers_a_clean_metrics_directory(migrated_db, served, tmp_path, monkeypatch):
+    r = kmm(migrated_db, "serve", "--port", str(free_port()), "--workers", "2")
     assert r.exit_code == 0, r.output
     made = served[-1]["multiproc_dir"]
     assert made and not Path(made).exists()  # a fresh directory, removed when serving ends
@@ -115,7 +123,7 @@ def test_serve_gives_its_workers_a_clean_metrics_directory(db, served, tmp_path,
     chosen.mkdir()
     (chosen / "counter_4242.db").write_bytes(b"stale")
     (chosen / "unrelated.txt").write_text("kept")
-    r = kmm(db, "serve", "--port", str(free_port()), "--workers", "2",
+    r = kmm(migrated_db, "serve", "--port", str(free_port()), "--workers", "2",
             PROMETHEUS_MULTIPROC_DIR=str(chosen))
     assert r.exit_code == 0, r.output
     assert served[-1]["multiproc_dir"] == str(chosen)
@@ -130,6 +138,7 @@ def _count_in_a_worker(directory: Path, route: str) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, check=True, timeout=120)
 
 
+@pytest.mark.slow  # two worker processes counting
 async def test_metrics_sum_every_worker(settings, tmp_path, monkeypatch):
     directory = tmp_path / "metrics"
     directory.mkdir()

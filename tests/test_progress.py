@@ -18,7 +18,7 @@ from app.cli import cli
 from app.core import progress
 from app.core.config import Settings
 from tests import dataprot as dp
-from tests.databases import env_for, fresh_database
+from tests.databases import env_for, migrated_database
 
 EVERY_STEP = {"KMM_PROGRESS_SECONDS": "0"}
 
@@ -30,10 +30,8 @@ def _lines(stderr: str, label: str) -> list[str]:
 @pytest.fixture
 def seeded(tmp_path, state) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
     """A database of its own with the demo organisation in it (records, audit events)."""
-    with fresh_database(tmp_path) as settings, dp.restore_keyring(state):
-        runner = CliRunner()
-        assert runner.invoke(cli, ["migrate"], env=env_for(settings)).exit_code == 0
-        r = runner.invoke(cli, ["seed-demo"], env={**env_for(settings), **EVERY_STEP})
+    with migrated_database(tmp_path) as settings, dp.restore_keyring(state):
+        r = CliRunner().invoke(cli, ["seed-demo"], env={**env_for(settings), **EVERY_STEP})
         assert r.exit_code == 0, r.output
         yield settings
 
@@ -43,8 +41,7 @@ def kmm(settings: Settings, *args: str, input: str | None = None):  # type: igno
 
 
 def test_seed_demo_reports_each_step(tmp_path, state):
-    with fresh_database(tmp_path) as settings, dp.restore_keyring(state):
-        assert kmm(settings, "migrate").exit_code == 0
+    with migrated_database(tmp_path) as settings, dp.restore_keyring(state):
         r = kmm(settings, "seed-demo")
     assert r.exit_code == 0, r.output
     lines = _lines(r.stderr, "seed-demo")

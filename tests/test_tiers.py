@@ -28,6 +28,10 @@ SLOW: dict[str, list[str] | None] = {
     "tests.workflows.test_package_items_migration": [
         "test_0007_splits_packages_stored_whole_and_downgrade_joins_them"],  # a migration down and up
     "tests.test_packaging": ["test_a_wheel_installed_in_a_fresh_venv_migrates"],  # builds and installs a wheel
+    "tests.test_migrate_lock": ["test_replicas_migrating_a_fresh_database_together_all_succeed"],  # processes
+    "tests.test_operations": [
+        "test_make_run_with_a_taken_port_exits_non_zero_with_the_message",  # `kmm serve` in a subprocess
+        "test_metrics_sum_every_worker"],  # worker processes counting into one directory
     "tests.test_webhook_crash": [
         "test_a_delivery_in_flight_when_the_service_is_killed_arrives_after_restart"],  # kills a live service
 }

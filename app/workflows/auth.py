@@ -311,6 +311,12 @@ async def login_with_password(
         await session.commit()
         raise _bad_grant()
     await finish_password_check(session, state=state, attempt=attempt, user=user, outcome="success", now=now)
+    return await start_login(session, state=state, user=user, now=now)
+
+
+async def start_login(session: AsyncSession, *, state: AppState, user: User, now: datetime) -> TokenPair:
+    """The session of an account whose password was checked, with its tokens and its
+    ``auth.login`` event (§6.6), committed with whatever the transaction holds."""
     pair = await _start_session(session, state=state, now=now, user=user)
     add_event(session, now=now, actor=Actor.for_user(user), action="auth.login", resource_type="user",
               resource_id=user.id, decision="allow", rule="credentials", clause="§6.6")

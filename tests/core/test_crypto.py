@@ -7,6 +7,7 @@ import os
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, insert, select, text
 
+from app.core.audit_keys import AuditKeys, installed_keys
 from app.core.crypto import DecryptionError, Keyring, key_id
 from app.core.encrypted import (
     EncryptedText,
@@ -14,7 +15,7 @@ from app.core.encrypted import (
     decrypt_text,
     encrypt_text,
     encrypted_columns,
-    install_keyring,
+    installed_keyring,
     key_prefix,
     open_value,
     row_aad,
@@ -22,7 +23,9 @@ from app.core.encrypted import (
     stored_key_id,
     unseal,
 )
+from app.main import create_app
 from tests import dataprot as dp
+from tests.databases import fresh_database
 
 AAD = b"aad"
 
@@ -126,7 +129,6 @@ async def test_encrypted_text_column_on_a_table_of_its_own(state) -> None:  # ty
     table = Table("t_encrypted_probe", metadata, Column("id", Integer, primary_key=True),
                   Column("note", EncryptedText()))
     assert [(t.name, c.name) for t, c in encrypted_columns(metadata)] == [("t_encrypted_probe", "note")]
-    install_keyring(state.keyring)
     async with state.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     try:
@@ -175,3 +177,17 @@ async def test_no_column_of_any_table_holds_content_in_clear(client, factory, st
     assert leaks == []
     rows = await dp.raw_rows(state, "records", "WHERE legal_hold_reason IS NOT NULL")
     assert rows and all(r["legal_hold_reason"].startswith("kmm2:") for r in rows)
+
+
+async def test_each_test_starts_with_the_session_apps_keys(app, request, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An app built by one test installs its own keys for the process; the next test's
+    ``state`` installs the session app's again, so what it seals (a webhook's secret, say)
+    opens with ``state.keyring``."""
+    with fresh_database(tmp_path) as other:
+        await create_app(other, configure_logs=False).state.kmm.engine.dispose()
+    keyring, audit_keys = installed_keyring(), installed_keys()
+    session_audit_ids = AuditKeys(app.state.kmm.settings.audit_key_list).ids()
+    assert keyring is not app.state.kmm.keyring and audit_keys.ids() != session_audit_ids
+    state = request.getfixturevalue("state")  # as the next test's fixtures would
+    assert installed_keyring() is state.keyring
+    assert installed_keys().ids() == session_audit_ids

@@ -17,7 +17,7 @@ from app.cli import cli
 from app.core.config import ConfigurationError, Settings
 from app.core.migrations import upgrade
 from app.workflows import key_rotation
-from tests.databases import FAST_ARGON2, env_for, fresh_database
+from tests.databases import FAST_ARGON2, env_for, fresh_database, migrated_database
 
 
 @pytest.fixture(autouse=True)
@@ -91,14 +91,12 @@ def test_demo_logins_are_0600_whatever_the_umask(tmp_path, loose_umask):
 
 
 def test_demo_logins_are_never_read_or_written_through_a_symlink(tmp_path):
-    with fresh_database(tmp_path) as db:
+    with migrated_database(tmp_path) as db:
         elsewhere = tmp_path / "elsewhere.json"
         elsewhere.write_text("{}")
         logins = db.secrets_file.with_name(".kmm-demo-logins.json")
         logins.symlink_to(elsewhere)
-        runner = CliRunner()
-        assert runner.invoke(cli, ["migrate"], env=env_for(db)).exit_code == 0
-        r = runner.invoke(cli, ["seed-demo"], env=env_for(db))
+        r = CliRunner().invoke(cli, ["seed-demo"], env=env_for(db))
         assert r.exit_code == 2, r.output
         assert "is a symbolic link" in r.stderr
         assert elsewhere.read_text() == "{}" and logins.is_symlink()
