@@ -50,8 +50,11 @@ SQL_AND_HTML = [
 
 
 async def row_counts(state: Any) -> dict[str, int]:
+    """Rows in every table, counted by one statement (a statement a table costs ten times as much)."""
+    tables = _table_names()
+    counts = ", ".join(f"(SELECT count(*) FROM {t})" for t in tables)
     async with state.engine.connect() as conn:
-        return {t: (await conn.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one() for t in _table_names()}
+        return dict(zip(tables, (await conn.execute(text(f"SELECT {counts}"))).one(), strict=True))
 
 
 class Unchanged:
