@@ -63,15 +63,27 @@ async def deactivate_client(
     session: AsyncSession, *, client_id: uuid.UUID, now: datetime, actor: Actor
 ) -> None:
     """The client can no longer log in, and the tokens it holds fail on their next use."""
-    client = await session.get(ServiceClient, client_id)
+    client = await _get_client(session, client_id)
+    client.active = False
+    await _end_and_record(session, client, now=now, actor=actor, action="service_client.deactivate",
+                          reason="deactivated")
+
+
+async def _get_client(session: AsyncSession, client_id: uuid.UUID, *, lock: bool = False) -> ServiceClient:
+    client = await session.get(ServiceClient, client_id, with_for_update=lock)
     if client is None:
         raise not_found("service client")
-    client.active = False
+    return client
+
+
+async def _end_and_record(
+    session: AsyncSession, client: ServiceClient, *, now: datetime, actor: Actor, action: str, reason: str
+) -> None:
+    """Store the client's change, end its sessions and commit both with their event (§6.6)."""
     session.add(client)
-    await end_sessions(session, client_id=client.id, now=now, reason="deactivated")
-    add_event(session, now=now, actor=actor, action="service_client.deactivate",
-              resource_type="service_client", resource_id=client.id, decision="allow",
-              rule="director", clause="§6.6")
+    await end_sessions(session, client_id=client.id, now=now, reason=reason)
+    add_event(session, now=now, actor=actor, action=action, resource_type="service_client",
+              resource_id=client.id, decision="allow", rule="director", clause="§6.6")
     await session.commit()
 
 
@@ -80,16 +92,10 @@ async def rotate_client_secret(
 ) -> ServiceClientCreated:
     """A new secret, returned this once; the old one stops working at once, and so do the
     tokens got with it (the old secret may have leaked)."""
-    client = await session.get(ServiceClient, client_id, with_for_update=True)
-    if client is None:
-        raise not_found("service client")
+    client = await _get_client(session, client_id, lock=True)
     secret = secrets.token_urlsafe(32)
     client.secret_hash = hash_secret(secret)
-    session.add(client)
-    await end_sessions(session, client_id=client.id, now=now, reason="secret_rotated")
-    add_event(session, now=now, actor=actor, action="service_client.rotate_secret",
-              resource_type="service_client", resource_id=client.id, decision="allow",
-              rule="director", clause="§6.6")
-    await session.commit()
+    await _end_and_record(session, client, now=now, actor=actor, action="service_client.rotate_secret",
+                          reason="secret_rotated")
     return ServiceClientCreated(**ServiceClientPublic.model_validate(client).model_dump(),
                                 client_secret=secret)
