@@ -39,6 +39,17 @@ async def _copy(state: Any, table_name: str, column: str, src: dict[str, Any], d
         assert result.rowcount == 1
 
 
+async def two_disclosures(client: Any, *, by: Any, subject: dict[str, Any]) -> list[str]:
+    """Two disclosures about ``subject``, summaries MARK_A and MARK_B: their ids."""
+    made = []
+    for summary in (MARK_A, MARK_B):
+        r = await client.post("/disclosures", headers=by.headers,
+                              json={"subject_id": subject["id"], "category": "child_abuse", "summary": summary})
+        assert r.status_code == 201, r.text
+        made.append(r.json()["id"])
+    return made
+
+
 def _refused(r: Any, *markers: str) -> None:
     assert r.status_code == 409, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -120,12 +131,7 @@ async def test_disclosure_grant_and_breach_report_text_is_bound_to_its_row(clien
     bob = await factory.user("colleague", manager=manager)
     subj = await factory.subject(by=alice)
 
-    made = []
-    for summary in (MARK_A, MARK_B):
-        r = await client.post("/disclosures", headers=alice.headers,
-                              json={"subject_id": subj["id"], "category": "child_abuse", "summary": summary})
-        assert r.status_code == 201, r.text
-        made.append(r.json()["id"])
+    made = await two_disclosures(client, by=alice, subject=subj)
     await _copy(state, "disclosures", "summary", {"id": uuid.UUID(made[0])}, {"id": uuid.UUID(made[1])})
     _refused(await client.get(f"/disclosures/{made[1]}", headers=director.headers), MARK_A, MARK_B)
     _refused(await client.get("/disclosures", headers=director.headers), MARK_A, MARK_B)
@@ -228,12 +234,7 @@ async def test_rotating_the_key_never_rebinds_a_copied_value(client, factory: Fa
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
     subj = await factory.subject(by=alice)
-    made = []
-    for summary in (MARK_A, MARK_B):
-        r = await client.post("/disclosures", headers=alice.headers,
-                              json={"subject_id": subj["id"], "category": "child_abuse", "summary": summary})
-        assert r.status_code == 201, r.text
-        made.append(r.json()["id"])
+    made = await two_disclosures(client, by=alice, subject=subj)
     await _copy(state, "disclosures", "summary", {"id": uuid.UUID(made[0])}, {"id": uuid.UUID(made[1])})
     intact_first = uuid.UUID(made[0]) < uuid.UUID(made[1])  # the rotation goes in key order
 

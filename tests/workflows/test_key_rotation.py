@@ -288,7 +288,7 @@ async def test_kmm_rotate_key_stops_at_a_copied_value_and_says_how_far_it_got(  
 
     from app.cli import cli
     from tests.databases import env_for
-    from tests.routers.test_encrypted_row_binding import MARK_A, MARK_B, _copy
+    from tests.routers.test_encrypted_row_binding import MARK_A, MARK_B, _copy, two_disclosures
 
     own = dp.settings_with(settings, secrets_file=dp.copy_secrets(settings, tmp_path))
     director = await factory.user("director")
@@ -296,12 +296,7 @@ async def test_kmm_rotate_key_stops_at_a_copied_value_and_says_how_far_it_got(  
     subj = await factory.subject(by=alice)
     rec = await factory.record(by=alice, subject=subj, content="kept",
                                consent={"status": "refused", "refusal_reason": "asked not to"})
-    made = []
-    for summary in (MARK_A, MARK_B):
-        r = await client.post("/disclosures", headers=alice.headers,
-                              json={"subject_id": subj["id"], "category": "child_abuse", "summary": summary})
-        assert r.status_code == 201, r.text
-        made.append(r.json()["id"])
+    made = await two_disclosures(client, by=alice, subject=subj)
     original = {str(d["id"]).replace("-", ""): d["summary"] for d in await dp.raw_rows(state, "disclosures")}
     await _copy(state, "disclosures", "summary", {"id": uuid.UUID(made[0])}, {"id": uuid.UUID(made[1])})
     intact_first = uuid.UUID(made[0]) < uuid.UUID(made[1])
