@@ -1,4 +1,4 @@
-"""The benchmark (issue 7): `python -m bench` seeds an organisation in its own Postgres
+"""The benchmark: `python -m bench` seeds an organisation in its own Postgres
 schema, serves it with uvicorn, drives it with wrk and prints the numbers.
 
 Modules: seed (bulk COPY of accounts, subjects, records, links, audit events),

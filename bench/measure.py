@@ -77,7 +77,7 @@ def verify(settings: Settings) -> VerifyResult:
     """Events per second of ``verify_chain``, after sealing everything pending (timed apart)."""
     verify_chain, seal_all = _find("verify_chain"), _find("seal_all")
     if verify_chain is None:
-        return VerifyResult(None, 0, 0.0, None, None, "app has no verify_chain yet (issue 4): not measured")
+        return VerifyResult(None, 0, 0.0, None, None, "app has no verify_chain: not measured")
 
     async def go() -> VerifyResult:
         _install_audit_keys(settings)

@@ -1,4 +1,4 @@
-"""Contract fuzzing with schemathesis over every operation of the OpenAPI document (issue 8 §1).
+"""Contract fuzzing with schemathesis over every operation of the OpenAPI document.
 
 Each operation is called in-process on the ASGI app with generated input, valid and
 invalid, as a director and as a colleague. Every response must be: not a 5xx, a status

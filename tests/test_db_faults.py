@@ -1,4 +1,4 @@
-"""Database faults on PostgreSQL (issue 8 §4).
+"""Database faults on PostgreSQL.
 
 1. While requests flow, every connection of the service is terminated
    (`pg_terminate_backend`, found by the service's application_name), several times.

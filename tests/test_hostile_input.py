@@ -1,4 +1,4 @@
-"""Hostile input (issue 8 §2, §3): every refusal is the documented 4xx problem+json and
+"""Hostile input: every refusal is the documented 4xx problem+json and
 leaves the database exactly as it was (row counts of every table, before and after).
 
 Most tests walk the OpenAPI document, so endpoints added later are covered without

@@ -1,4 +1,4 @@
-"""Security headers on API, error and docs responses (issue 8 §7).
+"""Security headers on API, error and docs responses.
 
 The real server's missing `Server` header is checked against `kmm serve` in
 tests/test_browser.py; the browser test there also proves the docs CSP lets the explorer work.

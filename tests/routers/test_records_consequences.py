@@ -1,4 +1,4 @@
-"""The consequences listed under DESIGN §4 (and issue 3's validation rules), one test each."""
+"""The consequences listed under DESIGN §4 and the validation of a record's fields, one test each."""
 
 from __future__ import annotations
 
