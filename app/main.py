@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
-from app.core.errors import install_error_handlers
+from app.core.context import actor_var
+from app.core.encrypted import IntegrityFailure
+from app.core.errors import install_error_handlers, problem_of
 from app.core.logging import configure_logging
 from app.core.middleware import RequestMiddleware
 from app.core.routing import LiteralPaths, RouteTable
 from app.core.state import AppState
 from app.routers import ROUTERS, TAGS, docs, operations
 from app.routers.responses import document_common_problems
+from app.workflows.audit.trail import integrity_event
+
+log = logging.getLogger("kmm.audit")
 
 DESCRIPTION = """
 KMM's confidentiality policy as a service. Every decision about a record names the
@@ -70,6 +77,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
 
     app.openapi = openapi  # type: ignore[method-assign]
     install_error_handlers(app)
+    app.add_exception_handler(IntegrityFailure, _audit_integrity_failure)  # type: ignore[arg-type]
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(docs.router)
@@ -89,3 +97,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+async def _audit_integrity_failure(request: Request, exc: IntegrityFailure) -> JSONResponse:
+    """A stored value that fails its integrity check is refused (409) and audited (§6.6), as
+    the caller's if the request got that far; the request's own transaction has rolled back,
+    so the event goes by the group-commit writer."""
+    state: AppState = request.app.state.kmm
+    try:
+        await state.audit.write(integrity_event(exc, now=state.clock.now(), actor=actor_var.get()))
+    except Exception as err:  # the refusal stands; the failure to record it is logged
+        log.error("an integrity failure could not be audited", extra={"error": type(err).__name__})
+    return problem_of(exc)

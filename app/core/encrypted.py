@@ -116,12 +116,16 @@ def unseal(keyring: Keyring, stored: str, aad: bytes) -> str:
 
 
 class IntegrityFailure(Conflict):
-    """A stored encrypted value does not open with its own row's associated data (§6.6)."""
+    """A stored encrypted value does not open with its own row's associated data (§6.6).
+
+    It names the value's table, column and row key (never content), for the audit event
+    the service writes of it (app/workflows/audit/trail.py, ``integrity_event``)."""
 
     default_type = "integrity-error"
 
-    def __init__(self) -> None:
+    def __init__(self, table: str, column: str, key: Sequence[Any]) -> None:
         super().__init__("a stored value of this resource fails its integrity check and is not shown", clause="§6.6")
+        self.table, self.column, self.key = table, column, [str(k) for k in key]
 
 
 @contextmanager
@@ -134,7 +138,7 @@ def opening(table: str, column: str, key: Sequence[Any]) -> Iterator[None]:
     except DecryptionError:
         log.error("an encrypted value fails its integrity check: it was altered or copied from another row",
                   extra={"column": f"{table}.{column}", "row": [str(k) for k in key]})
-        raise IntegrityFailure() from None
+        raise IntegrityFailure(table, column, key) from None
 
 
 def open_value(keyring: Keyring, value: Sealed | str | None, table: str, column: str, key: Sequence[Any]) -> str | None:

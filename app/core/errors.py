@@ -300,12 +300,15 @@ def _db_error_name(exc: Exception) -> str:
     return type(exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc).__name__
 
 
+def problem_of(exc: Problem) -> JSONResponse:
+    """The problem+json response of a raised problem."""
+    return problem_response(exc.status, exc.detail, type=exc.type, title=exc.title, headers=exc.headers, **exc.extra)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status, exc.detail, type=exc.type, title=exc.title, headers=exc.headers, **exc.extra
-        )
+        return problem_of(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -25,7 +25,7 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.context import client_ip_var, request_id_var
+from app.core.context import actor_var, client_ip_var, request_id_var
 from app.core.errors import PROBLEM_JSON, problem_body
 
 log = logging.getLogger("kmm.access")
@@ -98,6 +98,7 @@ class RequestMiddleware:
         rid = rid or uuid.uuid4().hex
         request_id_var.set(rid)
         client_ip_var.set(client_address(scope))
+        actor_var.set(None)
         path: str = scope["path"]
         started = time.perf_counter()
         status_holder = {"status": 500, "started": False}

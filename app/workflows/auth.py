@@ -18,6 +18,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.core.context import actor_var
 from app.core.db import RowSource
 from app.core.errors import Busy, Invalid, Locked, Unauthenticated
 from app.core.security import InvalidToken, TokenClaims, hash_secret, secrets_equal
@@ -46,7 +47,14 @@ def session_actor(user: User | None, revoked_at: datetime | None, session_id: uu
     """The actor of a live session of an active account; anything else is 401 (§7.2)."""
     check_session(found=user is not None, revoked_at=revoked_at, active=user is not None and user.active)
     assert user is not None
-    return Actor.for_user(user, session_id=session_id)
+    return _caller(Actor.for_user(user, session_id=session_id))
+
+
+def _caller(actor: Actor) -> Actor:
+    """The request's checked caller, kept for the rest of the request: an error raised later
+    (an integrity failure, §6.6) is audited as theirs."""
+    actor_var.set(actor)
+    return actor
 
 
 _USERS = cast(Table, User.__table__)  # type: ignore[attr-defined]
@@ -78,7 +86,7 @@ async def load_actor(rows: RowSource, claims: TokenClaims) -> Actor:
         assert row is not None
         held = frozenset(row.scopes)  # a scope taken from the client since ends at once
         granted = held if claims.scopes is None else held & claims.scopes
-        return Actor(id=sub, kind="client", role=None, scopes=granted, session_id=claims.sid)
+        return _caller(Actor(id=sub, kind="client", role=None, scopes=granted, session_id=claims.sid))
     return row_actor(row, claims)
 
 
@@ -88,8 +96,8 @@ def row_actor(row: Any | None, claims: TokenClaims) -> Actor:
     check_session(found=row is not None, revoked_at=row.revoked_at if row else None,
                   active=bool(row and row.active))
     assert row is not None
-    return Actor(id=uuid.UUID(claims.sub), kind="user", role=row.role, active=True,
-                 line_manager_id=row.line_manager_id, staff_type=row.staff_type, session_id=claims.sid)
+    return _caller(Actor(id=uuid.UUID(claims.sub), kind="user", role=row.role, active=True,
+                         line_manager_id=row.line_manager_id, staff_type=row.staff_type, session_id=claims.sid))
 
 
 def _bad_grant(detail: str = "incorrect email or password") -> Unauthenticated:

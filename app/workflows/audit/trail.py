@@ -20,6 +20,7 @@ from sqlmodel import col, select
 
 from app.core.audit_writer import AuditWriter
 from app.core.context import client_ip_var, request_id_var
+from app.core.encrypted import IntegrityFailure
 from app.core.pagination import CursorCodec, Page, page_of
 from app.models.audit import AuditEvent, AuditEventFilter, AuditEventPublic, AuditSeal
 from app.policy.actor import Actor
@@ -28,7 +29,23 @@ _PENDING = "kmm_audit_pending"
 _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 
 
-__all__ = ["AuditWriter", "EventFields", "add_event", "event_row", "list_events"]
+__all__ = ["INTEGRITY_ACTION", "INTEGRITY_RESOURCES", "AuditWriter", "EventFields", "add_event", "event_row",
+           "integrity_event", "integrity_fields", "list_events"]
+
+INTEGRITY_ACTION = "integrity.failure"
+
+# The resource an encrypted value belongs to, by its table: its integrity failure is an event
+# about that resource (the first column of the row's key is the resource's id), so whoever may
+# not know of the resource finds no trace of it either (a breach report's, §1.8, §7.1).
+INTEGRITY_RESOURCES: dict[str, str] = {
+    "records": "record",
+    "record_contents": "record",
+    "record_shares": "record",
+    "disclosures": "disclosure",
+    "emergency_grants": "emergency_grant",
+    "breach_reports": "breach_report",
+    "webhook_subscriptions": "webhook",
+}
 
 
 class EventFields(TypedDict, total=False):
@@ -62,6 +79,19 @@ def event_row(*, now: datetime, action: str, **fields: Unpack[EventFields]) -> d
         "client_ip": client_ip_var.get(),
         "detail": fields.get("detail") or {},
     }
+
+
+def integrity_fields(failure: IntegrityFailure, actor: Actor | None) -> EventFields:
+    """What the event of a stored value that failed its integrity check says (§6.6): who
+    asked (None for the service's own work), the resource and column, never content."""
+    return {"actor": actor, "resource_type": INTEGRITY_RESOURCES.get(failure.table, failure.table),
+            "resource_id": failure.key[0] if failure.key else None, "decision": "deny", "rule": "integrity-check",
+            "clause": "§6.6", "detail": {"column": f"{failure.table}.{failure.column}"}}
+
+
+def integrity_event(failure: IntegrityFailure, *, now: datetime, actor: Actor | None) -> dict[str, Any]:
+    """The row of that event, as the caller's (for the group-commit writer)."""
+    return event_row(now=now, action=INTEGRITY_ACTION, **integrity_fields(failure, actor))
 
 
 def add_event(session: AsyncSession, *, now: datetime, action: str, **fields: Unpack[EventFields]) -> None:

@@ -34,11 +34,13 @@ def open_content(keyring: Keyring, rc: RecordContent | ReadRow, *, with_content:
                  ) -> tuple[str, str | None]:
     """Title and content of a content row (an entity, or its columns as read by the hot path);
     IntegrityFailure if they do not open as this record's (§6.6)."""
-    with opening("record_contents", "content", [rc.record_id]):
-        key = data_key(keyring, rc)
+    key = data_key(keyring, rc)
+    with opening("record_contents", "title_ct", [rc.record_id]):
         title = decrypt(key, rc.title_ct, aad(rc.record_id, "title")).decode()
-        content = decrypt(key, rc.content_ct, aad(rc.record_id, "content")).decode() if with_content else None
-    return title, content
+    if not with_content:
+        return title, None
+    with opening("record_contents", "content_ct", [rc.record_id]):
+        return title, decrypt(key, rc.content_ct, aad(rc.record_id, "content")).decode()
 
 
 def data_key(keyring: Keyring, rc: RecordContent | ReadRow) -> bytes:

@@ -141,8 +141,9 @@ async def list_records(
     def summary(row: Any) -> RecordSummary:
         title = None
         if row.wrapped_key is not None:
-            with opening("record_contents", "title_ct", [row.id]):  # bound to its record (§6.6)
+            with opening("record_contents", "wrapped_key", [row.id]):  # bound to its record (§6.6)
                 key = keyring.unwrap(row.key_id, row.wrapped_key, aad=aad(row.id, "key"))
+            with opening("record_contents", "title_ct", [row.id]):
                 title = decrypt(key, row.title_ct, aad(row.id, "title")).decode()
         return RecordSummary(**summary_fields(row), title=title)
 

@@ -28,6 +28,7 @@ from app.core.config import Settings
 from app.core.encrypted import IntegrityFailure, open_value
 from app.core.state import AppState
 from app.models.webhooks import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent
+from app.workflows.audit.trail import INTEGRITY_ACTION, add_event, integrity_fields
 from app.workflows.webhooks.signing import SIGNATURE_HEADER, signature
 
 log = logging.getLogger("kmm.webhooks")
@@ -89,14 +90,25 @@ async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH)
             .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
             .where(col(WebhookDelivery.id).in_(claimed))
         )).all() if claimed else []
-        taken = []
+        taken, held, broken = [], [], dict[uuid.UUID, IntegrityFailure]()
         for d, url, sealed, payload in rows:
             try:  # bound to its subscription (§6.6): a secret copied from another is never used
                 secret = open_value(state.keyring, sealed, Webhook.__tablename__, "secret", [d.subscription_id])
-            except IntegrityFailure:
-                continue  # logged; the delivery waits, unsigned and unsent, until the secret is replaced
+            except IntegrityFailure as refused:
+                held.append(d.id)
+                broken.setdefault(d.subscription_id, refused)
+                continue
             taken.append(Claimed(id=d.id, event_id=d.event_id, kind=d.kind, attempts=d.attempts, url=url,
                                  secret=str(secret), payload=payload))
+        if held:
+            # Unsigned and unsent, the delivery waits until the secret opens again (restored),
+            # looked at again every MAX_BACKOFF; each look is logged and audited once per
+            # subscription (§6.6), with no attempt counted.
+            await session.execute(
+                update(WebhookDelivery).where(col(WebhookDelivery.id).in_(held))
+                .values(next_attempt_at=now + MAX_BACKOFF).execution_options(synchronize_session=False))
+        for failure in broken.values():
+            add_event(session, now=now, action=INTEGRITY_ACTION, **integrity_fields(failure, None))
         await session.commit()
     return taken
 
