@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.core.errors import Conflict, Invalid, field_error, not_found
+from app.core.errors import Conflict, Invalid, field_error
+from app.core.lookup import one_or_missing
 from app.core.pagination import CursorCodec, Page, page_of, page_query
 from app.models.disclosures import (
     ROUTES,
@@ -55,13 +56,8 @@ def visible(actor: Actor) -> ColumnElement[bool]:
 
 
 async def _load(session: AsyncSession, disclosure_id: uuid.UUID, actor: Actor, *, lock: bool = False) -> Disclosure:
-    query = select(Disclosure).where(col(Disclosure.id) == disclosure_id, visible(actor))
-    if lock:
-        query = query.with_for_update()
-    found = (await session.execute(query)).scalar_one_or_none()
-    if found is None:
-        raise not_found("disclosure")
-    return found
+    return await one_or_missing(session, select(Disclosure).where(col(Disclosure.id) == disclosure_id,
+                                                                  visible(actor)), name="disclosure", lock=lock)
 
 
 def to_public(d: Disclosure) -> DisclosurePublic:

@@ -10,7 +10,8 @@ from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import Conflict, PolicyDenied, field_error, not_found
+from app.core.errors import Conflict, PolicyDenied, field_error
+from app.core.lookup import get_or_missing
 from app.core.pagination import CursorCodec, Page, page_of
 from app.models.emergency_grants import EmergencyGrant, GrantCreate, GrantPublic
 from app.models.records import Record
@@ -67,9 +68,7 @@ async def issue_grant(session: AsyncSession, *, data: GrantCreate, actor: Actor,
 
 
 async def revoke_grant(session: AsyncSession, *, grant_id: uuid.UUID, actor: Actor, now: datetime) -> EmergencyGrant:
-    grant = await session.get(EmergencyGrant, grant_id)
-    if grant is None:
-        raise not_found("emergency grant")
+    grant = await get_or_missing(session, EmergencyGrant, grant_id, name="emergency grant")
     if grant.revoked_at is not None:
         raise Conflict("the grant is already revoked", type="already-revoked")
     grant.revoked_at = now

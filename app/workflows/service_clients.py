@@ -10,7 +10,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import field_error, not_found
+from app.core.errors import field_error
+from app.core.lookup import get_or_missing
 from app.core.pagination import CursorCodec, Page, page_of
 from app.core.security import hash_secret
 from app.models.service_clients import ServiceClient, ServiceClientCreate, ServiceClientCreated, ServiceClientPublic
@@ -70,10 +71,7 @@ async def deactivate_client(
 
 
 async def _get_client(session: AsyncSession, client_id: uuid.UUID, *, lock: bool = False) -> ServiceClient:
-    client = await session.get(ServiceClient, client_id, with_for_update=lock)
-    if client is None:
-        raise not_found("service client")
-    return client
+    return await get_or_missing(session, ServiceClient, client_id, name="service client", lock=lock)
 
 
 async def _end_and_record(

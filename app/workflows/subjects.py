@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import field_error, not_found
+from app.core.errors import field_error
+from app.core.lookup import get_or_missing
 from app.core.pagination import CursorCodec, Page, page_of
 from app.models.subjects import Subject, SubjectCategory, SubjectCreate, SubjectPublic
 from app.models.users import User
@@ -17,10 +18,7 @@ from app.workflows.audit.trail import add_event
 
 
 async def get_subject(session: AsyncSession, subject_id: uuid.UUID) -> Subject:
-    subject = await session.get(Subject, subject_id)
-    if subject is None:
-        raise not_found("subject")
-    return subject
+    return await get_or_missing(session, Subject, subject_id, name="subject")
 
 
 async def create_subject(session: AsyncSession, *, data: SubjectCreate, actor: Actor, now: datetime,

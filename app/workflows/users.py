@@ -16,7 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import PolicyDenied, field_error, not_found
+from app.core.errors import PolicyDenied, field_error
+from app.core.lookup import get_or_missing
 from app.core.pagination import CursorCodec, Page, page_of
 from app.core.password_rules import check_new_password
 from app.core.security import Passwords
@@ -31,10 +32,7 @@ MAX_DEPTH = 1000
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await session.get(User, user_id)
-    if user is None:
-        raise not_found("account")
-    return user
+    return await get_or_missing(session, User, user_id, name="account")
 
 
 async def _check_line_manager(

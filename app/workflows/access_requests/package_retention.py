@@ -18,9 +18,9 @@ from sqlmodel import col, select
 
 from app.models.access_requests import AccessPackageItem, AccessPackageSealed
 from app.policy.actor import Actor
+from app.workflows.access_requests.rules import RESOURCE
 from app.workflows.audit.trail import add_event
 
-RESOURCE = "access_request"
 RULE, CLAUSE = "retention", "§6.5"
 
 

@@ -14,7 +14,8 @@ from sqlalchemy import ColumnElement, String, and_, cast, false, func, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import PolicyDenied, not_found
+from app.core.errors import PolicyDenied
+from app.core.lookup import one_or_missing
 from app.models.audit import AuditEvent
 from app.models.breach_reports import BreachReport
 from app.policy.actor import Actor
@@ -61,13 +62,8 @@ def sees_all(actor: Actor, report: BreachReport) -> bool:
 
 
 async def load(session: AsyncSession, report_id: uuid.UUID, actor: Actor, *, lock: bool = False) -> BreachReport:
-    query = select(BreachReport).where(col(BreachReport.id) == report_id, visible(actor))
-    if lock:
-        query = query.with_for_update()
-    found = (await session.execute(query)).scalar_one_or_none()
-    if found is None:
-        raise not_found("breach report")
-    return found
+    return await one_or_missing(session, select(BreachReport).where(col(BreachReport.id) == report_id,
+                                                                    visible(actor)), name="breach report", lock=lock)
 
 
 def require_handler(actor: Actor, report: BreachReport) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import Conflict, Invalid, field_error, not_found
+from app.core.errors import Conflict, Invalid, field_error
+from app.core.lookup import get_or_missing
 from app.models.records import (
     Classification,
     NamedAccessCreate,
@@ -77,9 +78,7 @@ async def _remove_access(
 ) -> None:
     """Take a share or a name off a record (the same rule that may add it), audited."""
     _, rule, clause = await _load_for_sharing(session, record_id=record_id, actor=actor, now=now)
-    row = await session.get(model, (record_id, user_id))
-    if row is None:
-        raise not_found(what)
+    row = await get_or_missing(session, model, (record_id, user_id), name=what)
     await session.delete(row)
     add_event(session, now=now, actor=actor, action=action, resource_type="record",
               resource_id=record_id, decision="allow", rule=rule, clause=clause, detail={"user_id": str(user_id)})

@@ -25,7 +25,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.core.encrypted import IntegrityFailure, open_value
+from app.core.encrypted import IntegrityFailure, installed_keyring, open_value
 from app.core.state import AppState
 from app.models.webhooks import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent
 from app.workflows.audit.trail import INTEGRITY_ACTION, add_event, integrity_fields
@@ -93,7 +93,7 @@ async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH)
         taken, held, broken = [], [], dict[uuid.UUID, IntegrityFailure]()
         for d, url, sealed, payload in rows:
             try:  # bound to its subscription (§6.6): a secret copied from another is never used
-                secret = open_value(state.keyring, sealed, Webhook.__tablename__, "secret", [d.subscription_id])
+                secret = open_value(installed_keyring(), sealed, Webhook.__tablename__, "secret", [d.subscription_id])
             except IntegrityFailure as refused:
                 held.append(d.id)
                 broken.setdefault(d.subscription_id, refused)

@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
-from app.core.errors import field_error, not_found
+from app.core.errors import field_error
+from app.core.lookup import get_or_missing
 from app.core.pagination import CursorCodec, Page, next_cursor, page_of, page_query
 from app.models.users import User
 from app.models.webhooks import (
@@ -97,10 +98,7 @@ async def create_webhook(session: AsyncSession, *, data: WebhookCreate, actor: A
 
 
 async def _load(session: AsyncSession, webhook_id: uuid.UUID) -> Webhook:
-    hook = await session.get(Webhook, webhook_id)
-    if hook is None:
-        raise not_found("webhook")
-    return hook
+    return await get_or_missing(session, Webhook, webhook_id, name="webhook")
 
 
 async def get_webhook(session: AsyncSession, *, webhook_id: uuid.UUID) -> WebhookPublic:
