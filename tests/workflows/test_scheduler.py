@@ -117,7 +117,12 @@ async def test_two_replicas_run_each_job_once(client, state, settings, clock, tm
     replicas = [AppState.build(dp.settings_with(settings, **fast), clock=clock) for _ in range(2)]
     try:
         tasks = [asyncio.create_task(scheduler.run_scheduler(r)) for r in replicas]
-        await asyncio.sleep(1.0)
+        # Until every job has run (however slow the machine), then ten more ticks of both.
+        for _ in range(3000):
+            if len(await dp.events(state, "scheduler.run")) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
