@@ -281,6 +281,30 @@ def retention_sweep(
         typer.echo(f"  {rid}")
 
 
+@cli.command("prune")
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would be deleted; change nothing")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="rows per transaction")] = 1000,
+) -> None:
+    """Delete what the service keeps only for a while once it is kept long enough (§6.5): finished
+    webhook deliveries, expired idempotency keys, old login attempts, sessions long ended."""
+    from app.workflows import housekeeping
+
+    async def _prune(state):  # type: ignore[no-untyped-def]
+        async with state.sessionmaker() as session:
+            return await housekeeping.prune(session, now=state.clock.now(), settings=state.settings,
+                                            dry_run=dry_run, batch_size=batch_size, rule=housekeeping.COMMAND)
+
+    from app.core.progress import reporting
+
+    with reporting("prune", unit="rows") if not dry_run else contextlib.nullcontext():
+        counts = run_with_state(_prune)
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(f"{verb} {sum(counts.values())} row(s) kept long enough")
+    for table, n in counts.items():
+        typer.echo(f"  {table}: {n}")
+
+
 @cli.command("rotate-key")
 def rotate_key(
     new_key_stdin: Annotated[bool, typer.Option("--new-key-stdin", "--new-key",

@@ -137,6 +137,7 @@ class Settings(BaseSettings):
     schedule_retention_sweep: Annotated[float | None, NoDecode] = None
     schedule_access_request_flags: Annotated[float | None, NoDecode] = 3600.0
     schedule_review_reminders: Annotated[float | None, NoDecode] = 24 * 3600.0
+    schedule_housekeeping: Annotated[float | None, NoDecode] = 24 * 3600.0
     scheduler_tick_seconds: float = Field(default=30.0, gt=0)
     # A job's lease: renewed while it runs; a process that dies leaves it to expire.
     scheduler_lease_seconds: float = Field(default=300.0, ge=5)
@@ -146,6 +147,14 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1, le=30)
     webhook_backoff_seconds: float = Field(default=30.0, gt=0)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # Housekeeping (§6.5; app/workflows/housekeeping.py): how long what the service needs only
+    # for a while is kept. A finished webhook delivery (and its attempts, and then its event)
+    # this long after it was last tried, for GET /webhooks/{id}/deliveries:
+    webhook_log_days: int = Field(default=30, ge=1)
+    # Login attempts, and sessions after they end. At least what the lockout and the address
+    # throttle read (``lockout_horizon``), in whole days.
+    login_attempts_days: int = Field(default=30, ge=1)
     log_level: str = "INFO"
     # JSON lines, or readable lines; unset: JSON in production, readable lines elsewhere.
     log_json: bool | None = None
@@ -241,7 +250,7 @@ class Settings(BaseSettings):
         return self
 
     @field_validator("schedule_retention_sweep", "schedule_access_request_flags", "schedule_review_reminders",
-                     mode="before")
+                     "schedule_housekeeping", mode="before")
     @classmethod
     def _interval(cls, v: Any) -> Any:
         """``off`` (or ``false``, ``0``) is None; a number is seconds; ``15m``, ``1h``, ``1d`` have units."""
@@ -279,6 +288,22 @@ class Settings(BaseSettings):
             raise ValueError("KMM_LOGIN_ADDRESS_THRESHOLD must be below KMM_LOCKOUT_THRESHOLD, "
                              "or one client address could lock an account out")
         return self
+
+    @model_validator(mode="after")
+    def _login_attempts_outlive_the_lockout(self) -> Settings:
+        """Housekeeping must not delete a failed login that a lock or throttle still counts (§6.6)."""
+        if timedelta(days=self.login_attempts_days) < self.lockout_horizon:
+            days = -(-self.lockout_horizon // timedelta(days=1))
+            minutes = self.lockout_horizon // timedelta(minutes=1)
+            raise ValueError(f"KMM_LOGIN_ATTEMPTS_DAYS must be at least {days}: the lockout reads login attempts "
+                             f"KMM_LOCKOUT_WINDOW_MINUTES + KMM_LOCKOUT_MINUTES ({minutes} minutes) back")
+        return self
+
+    @property
+    def lockout_horizon(self) -> timedelta:
+        """How far back the lockout and the address throttle read login attempts: a lock
+        counts failures within the window, and lasts the lock's length after the last one."""
+        return timedelta(minutes=self.lockout_window_minutes + self.lockout_minutes)
 
     @property
     def logs_as_json(self) -> bool:

@@ -1,4 +1,4 @@
-"""Progress of long jobs (`kmm retention-sweep`, `rotate-key`, `audit-verify`, `seed-demo`).
+"""Progress of long jobs (`kmm retention-sweep`, `prune`, `rotate-key`, `audit-verify`, `seed-demo`).
 
 A workflow reports through ``set_total`` and ``advance``, which do nothing unless a command
 opened ``reporting``: the service's own calls pay nothing. On a terminal the command shows a

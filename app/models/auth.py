@@ -15,6 +15,11 @@ class AuthSession(SQLModel, table=True):
     """One login: its refresh tokens form a family; access tokens carry its id (``sid``)."""
 
     __tablename__ = "auth_sessions"
+    # Housekeeping finds sessions that ended long ago by them (§6.5).
+    __table_args__ = (
+        Index("ix_auth_sessions_created_at", "created_at"),
+        Index("ix_auth_sessions_revoked_at", "revoked_at"),
+    )
 
     id: uuid.UUID = uuid_pk()
     user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", index=True)
@@ -49,6 +54,7 @@ class LoginAttempt(SQLModel, table=True):
         Index("ix_login_attempts_user_at", "user_id", "at"),
         Index("ix_login_attempts_email_key", "email_key", "id"),
         Index("ix_login_attempts_address", "client_address", "id"),
+        Index("ix_login_attempts_at", "at"),  # housekeeping deletes the old ones (§6.5)
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigIntPK, primary_key=True, autoincrement=True))

@@ -103,6 +103,9 @@ class WebhookEvent(SQLModel, table=True):
     __tablename__ = "webhook_events"
     __table_args__ = (
         UniqueConstraint("kind", "resource_id", "occurrence_at", name="uq_webhook_events_once"),
+        # Housekeeping finds old events other than scheduled notices by it (§6.5): the notices,
+        # kept for good, are not scanned on the way.
+        Index("ix_webhook_events_occurrence_created", "occurrence_at", "created_at"),
     )
 
     id: uuid.UUID = uuid_pk()
@@ -118,6 +121,9 @@ class WebhookDelivery(SQLModel, table=True):
     __table_args__ = (
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_subscription", "subscription_id", "created_at", "id"),
+        # An event's deliveries: whether any is left before housekeeping deletes the event, and
+        # PostgreSQL's foreign-key check on that delete (§6.5).
+        Index("ix_webhook_deliveries_event", "event_id"),
     )
 
     id: uuid.UUID = uuid_pk()

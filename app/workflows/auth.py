@@ -151,7 +151,7 @@ async def _count(
 ) -> _Count:
     s = state.settings
     window = timedelta(minutes=s.lockout_window_minutes)
-    horizon = now - window - timedelta(minutes=s.lockout_minutes)
+    horizon = now - s.lockout_horizon  # housekeeping keeps every attempt this reads (§6.5)
     failed = select(LoginAttempt.at).where(where, LoginAttempt.outcome == "failed", LoginAttempt.at > horizon)
     if resets:
         last_reset = (

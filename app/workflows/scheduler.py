@@ -1,4 +1,5 @@
-"""Scheduled work inside ``kmm serve``: the retention sweep, access-request flags, review reminders.
+"""Scheduled work inside ``kmm serve``: the retention sweep, access-request flags, review reminders,
+housekeeping.
 
 Every service process (each worker of each replica) runs ``run_scheduler``; for each job
 they race for one row of ``scheduled_jobs`` with a compare-and-set UPDATE (a lease): the
@@ -17,6 +18,11 @@ The jobs:
 - ``review_reminders``: a record past its review date (§6.4) gets one ``record.review_due``
   notice per review date, and the run's audit event counts them. The service sends no mail:
   other KMM systems remind people, from the webhook.
+- ``housekeeping``: what the service keeps only for a while is deleted once it has been
+  kept long enough (§6.5), as ``kmm prune`` does (app/workflows/housekeeping.py): finished
+  webhook deliveries and their events (never a scheduled notice, which the once-only rule
+  above reads), expired idempotency keys, old login attempts, sessions long ended. Its
+  ``housekeeping.run`` audit event holds the count per table.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from app.core.state import AppState
 from app.models.access_requests import OPEN_STATUSES, AccessRequest
 from app.models.records import Record
 from app.models.webhooks import ScheduledJob, WebhookEvent, WebhookEventKind
-from app.workflows import retention
+from app.workflows import housekeeping, retention
 from app.workflows.audit.trail import add_event
 from app.workflows.webhooks import outbox
 
@@ -115,6 +121,11 @@ async def remind_reviews(session: AsyncSession, now: datetime, settings: Setting
     return {"count": len(rows)}
 
 
+async def keep_house(session: AsyncSession, now: datetime, settings: Settings) -> dict[str, Any]:
+    """Delete what has been kept long enough (§6.5); the count per table."""
+    return dict(await housekeeping.prune(session, now=now, settings=settings))
+
+
 @dataclass(frozen=True)
 class ScheduledWork:
     name: str
@@ -127,6 +138,7 @@ def jobs(settings: Settings) -> list[ScheduledWork]:
         ScheduledWork("retention_sweep", sweep_retention, settings.schedule_retention_sweep),
         ScheduledWork("access_request_flags", flag_access_requests, settings.schedule_access_request_flags),
         ScheduledWork("review_reminders", remind_reviews, settings.schedule_review_reminders),
+        ScheduledWork("housekeeping", keep_house, settings.schedule_housekeeping),
     ]
 
 
@@ -218,7 +230,8 @@ async def run_job(state: AppState, work: ScheduledWork, *, holder: str) -> dict[
     return result
 
 
-CLAUSES = {"retention_sweep": "§6.5", "access_request_flags": "§3.4", "review_reminders": "§6.4"}
+CLAUSES = {"retention_sweep": "§6.5", "access_request_flags": "§3.4", "review_reminders": "§6.4",
+           "housekeeping": "§6.5"}
 
 
 async def run_scheduler(state: AppState) -> None:

@@ -1,5 +1,6 @@
 """Scheduled work inside `kmm serve`: one runner per job across processes, intervals, off switches,
-access-request flags (once each), review reminders and the retention sweep."""
+access-request flags (once each), review reminders and the retention sweep. Housekeeping's
+own tests are in test_housekeeping.py."""
 
 from __future__ import annotations
 
@@ -76,8 +77,8 @@ def test_defaults_flag_and_remind_but_never_shred_unasked():
     after a dry run (`kmm retention-sweep --dry-run`) shows what it would destroy."""
     s = Settings()
     assert s.scheduler is True
-    assert (s.schedule_retention_sweep, s.schedule_access_request_flags, s.schedule_review_reminders) == (
-        None, 3600.0, 86400.0)
+    assert (s.schedule_retention_sweep, s.schedule_access_request_flags, s.schedule_review_reminders,
+            s.schedule_housekeeping) == (None, 3600.0, 86400.0, 86400.0)
 
 
 # -- one runner ------------------------------------------------------------------------------------
@@ -113,7 +114,7 @@ async def test_a_dead_runner_s_lease_runs_out_before_another_takes_the_job(clien
 async def test_two_replicas_run_each_job_once(client, state, settings, clock, tmp_path):
     """Two service processes' schedulers on one database, ticking fast: every job runs once."""
     fast = {"scheduler_tick_seconds": 0.02, "schedule_retention_sweep": "1h", "schedule_access_request_flags": "1h",
-            "schedule_review_reminders": "1h"}
+            "schedule_review_reminders": "1h", "schedule_housekeeping": "1h"}
     replicas = [AppState.build(dp.settings_with(settings, **fast), clock=clock) for _ in range(2)]
     try:
         tasks = [asyncio.create_task(scheduler.run_scheduler(r)) for r in replicas]
@@ -131,8 +132,10 @@ async def test_two_replicas_run_each_job_once(client, state, settings, clock, tm
             await r.rows.close()
             await r.engine.dispose()
     runs = await dp.events(state, "scheduler.run")
-    assert sorted(e.resource_id for e in runs) == ["access_request_flags", "retention_sweep", "review_reminders"]
-    for name in ("access_request_flags", "retention_sweep", "review_reminders"):
+    names = ["access_request_flags", "housekeeping", "retention_sweep", "review_reminders"]
+    assert sorted(e.resource_id for e in runs) == names
+    assert len(await dp.events(state, "housekeeping.run")) == 1
+    for name in names:
         job = await _job(state, name)
         assert job is not None and job.last_outcome == "ok" and job.lease_holder is None
 
