@@ -204,3 +204,59 @@ def test_unbound_encrypted_text_is_bound_to_its_row_and_back(tmp_path):
             assert (decrypt_text(keyring, held), decrypt_text(keyring, shared)) == ("held-marker", "share-marker")
         finally:
             engine.dispose()
+
+
+def test_who_chose_each_password_comes_from_the_trail(tmp_path):
+    """0017 sets ``credentials_set_by`` of accounts already there from the audit trail: the
+    director of the last allowed ``account.create`` or ``account.password_reset`` about each
+    (§3.2, §1.8); an account's own change, a refusal and an account made on the server set
+    nothing."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import insert, select
+
+    from app.models.audit import AuditEvent
+    from app.models.users import User
+
+    with fresh_database(tmp_path) as settings:
+        before = ScriptDirectory.from_config(alembic_config(settings)).get_revision("0017").down_revision
+        upgrade(settings, str(before))
+        made = datetime(2026, 3, 4, tzinfo=UTC)
+        boss, other, created, reset, own, refused, server = (uuid.uuid4() for _ in range(7))
+        users = _as_of(User, "id", "email", "full_name", "role", "active", "password_hash", "created_at")
+
+        def event(action: str, actor: uuid.UUID | None, about: uuid.UUID, decision: str = "allow") -> dict:
+            return {"at": made, "action": action, "actor_id": actor, "actor_kind": "user" if actor else None,
+                    "actor_role": "director" if actor else None, "resource_type": "user",
+                    "resource_id": str(about), "decision": decision, "emergency": False, "detail": {}}
+
+        engine = sync_engine(settings)
+        try:
+            with engine.begin() as conn:
+                for n, user_id in enumerate((boss, other, created, reset, own, refused, server)):
+                    conn.execute(insert(users).values(id=user_id, email=f"u{n}@test.kmm", full_name=f"U{n}",
+                                                      role="director" if n < 2 else "colleague", active=True,
+                                                      password_hash="x", created_at=made))
+                conn.execute(insert(AuditEvent.__table__), [  # type: ignore[attr-defined]
+                    event("account.create", None, boss),
+                    event("account.create", boss, other),
+                    event("account.create", boss, created),
+                    event("account.create", boss, reset),
+                    event("account.password_reset", other, reset),
+                    event("account.create", boss, own),
+                    event("account.password_change", own, own),
+                    event("account.create", other, refused),
+                    event("account.password_reset", boss, refused, decision="deny"),
+                    event("account.create", None, server),
+                    event("account.update", boss, server),
+                ])
+            upgrade(settings)
+            with engine.connect() as conn:
+                t = User.__table__  # type: ignore[attr-defined]
+                got = dict(conn.execute(select(t.c.id, t.c.credentials_set_by)).all())
+        finally:
+            engine.dispose()
+        assert got == {boss: None, other: boss, created: boss, reset: other, own: boss, refused: other, server: None}
+        assert _differences(settings) == []

@@ -72,6 +72,11 @@ class User(UserBase, table=True):
     must_change_password: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     created_at: datetime = created_at_field()
     deactivated_at: datetime | None = utc_column(nullable=True)
+    # The director who chose the current password, by making the account or resetting it; None when
+    # it was made on the server. The account's own change keeps it: the director may have made that
+    # change, logged in as the account. The account counts as that director where the policy keeps
+    # something from them: line management (§3.2, §4.5) and breach reports about them (§1.8, §7.1).
+    credentials_set_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
 
 
 class PasswordChange(SQLModel):
