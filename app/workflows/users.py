@@ -89,6 +89,7 @@ async def create_user(
         staff_type=data.staff_type,
         line_manager_id=data.line_manager_id,
         password_hash=await asyncio.to_thread(passwords.hash, data.password),
+        credentials_set_by=_chosen_by(actor),
         created_at=now,
     )
     session.add(user)
@@ -132,7 +133,8 @@ async def update_user(
     # Old and new values of what changes who may see what (ids and roles only).
     moved: dict[str, list[object]] = {key: [_plain(getattr(user, key)), _plain(changes[key])]
              for key in ("line_manager_id", "role", "active") if key in changes and changes[key] != getattr(user, key)}
-    if "line_manager_id" in moved and changes["line_manager_id"] == actor.id:
+    if "line_manager_id" in moved and changes["line_manager_id"] is not None and await _acting_as_one(
+            session, actor.id, changes["line_manager_id"]):
         await _refuse_self_as_line_manager(session, user=user, actor=actor, now=now, moved=moved)
     if changes.get("role") is not None:
         if changes["role"] == "trustee":
@@ -177,18 +179,38 @@ def _plain(value: object) -> object:
     return str(value) if isinstance(value, uuid.UUID | StrEnum) else value
 
 
+async def _acting_as_one(session: AsyncSession, actor_id: uuid.UUID, manager_id: uuid.UUID) -> bool:
+    """Could the director making the change be the line manager it makes (§3.2, §4.5)? They are
+    when it is their own account, when they chose the manager's password (they may log in as it),
+    and when the manager chose theirs (the manager may be the one logged in as this director)."""
+    if actor_id == manager_id:
+        return True
+    chosen = (await session.execute(
+        select(User.id, User.credentials_set_by).where(col(User.id).in_((actor_id, manager_id))))).all()
+    set_by = {user_id: chooser for user_id, chooser in chosen}
+    return set_by.get(manager_id) == actor_id or set_by.get(actor_id) == manager_id
+
+
 async def _refuse_self_as_line_manager(
     session: AsyncSession, *, user: User, actor: Actor, now: datetime, moved: dict[str, list[object]]
 ) -> None:
     """A director does not make themself someone's line manager alone: the relation would open
     that colleague's records, sensitive ones included, which otherwise takes being named or an
-    emergency grant (§3.2, §4.5). Another director may make the change. The attempt is audited."""
+    emergency grant (§3.2, §4.5). Another director may make the change. An account whose password
+    the director chose (or who chose the director's) counts as the director: they may log in as
+    it. The attempt is audited."""
     add_event(session, now=now, actor=actor, action="account.update", resource_type="user",
               resource_id=user.id, decision="deny", rule="line-manager-change", clause="§4.5, §3.2",
               detail={"line_manager_id": moved["line_manager_id"]})
     await session.commit()
-    raise PolicyDenied("a director cannot make themself someone's line manager: another director makes "
-                       "that change", rule="line-manager-change", clause="§4.5, §3.2")
+    raise PolicyDenied("a director cannot make themself, or an account whose password they may know, someone's "
+                       "line manager: another director makes that change", rule="line-manager-change",
+                       clause="§4.5, §3.2")
+
+
+def _chosen_by(actor: Actor | None) -> uuid.UUID | None:
+    """Who chooses a password set for an account: the director acting; nobody on the server."""
+    return actor.id if actor is not None and actor.kind == "user" else None
 
 
 # -- passwords and locks (§6.6) ----------------------------------------------------
@@ -237,8 +259,11 @@ async def reset_password(
     email = user.email
     await session.rollback()  # no transaction stays open across the hash
     hashed = await asyncio.to_thread(state.passwords.hash, new)
+    # The director now knows the password; the account counts as them until another director
+    # resets it (§3.2, §1.8). The account's own change later keeps this.
     await session.execute(
-        update(User).where(col(User.id) == user_id).values(password_hash=hashed, must_change_password=True)
+        update(User).where(col(User.id) == user_id).values(password_hash=hashed, must_change_password=True,
+                                                           credentials_set_by=_chosen_by(actor))
     )
     session.add(LoginAttempt(user_id=user_id, email_key=email_key(state, email), at=now, outcome="unlocked"))
     await end_sessions(session, user_id=user_id, now=now, reason="password_reset")

@@ -1,0 +1,200 @@
+"""An account whose password a director chose does not extend that director's reach.
+
+A director who makes an account (``POST /users``) or resets its password
+(``POST /users/{id}/password``) knows the password, and the account's own change since may be
+theirs too: the service cannot tell. Until another director resets it, the account counts as
+that director where the policy keeps something from them: it is not made someone's line manager
+by them (§3.2, §4.5, rule ``line-manager-change``), and it sees no breach report about them
+(§1.8, §7.1, ``breach_reports.visible``)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from app.models.users import User
+from tests.factory import Factory, Person
+from tests.policy.org import events
+
+SECRET = "chosen-password-sensitive-31ad"
+CHOSEN = "a password the director chose"
+TEMPORARY = "the director chose this temporary one"
+OWN = "and the account then changed it itself"
+LINE_MANAGER_CHANGE = ("line-manager-change", "§4.5, §3.2")
+
+
+async def stored(factory: Factory, user_id: uuid.UUID | str) -> User:
+    async with factory.state.sessionmaker() as session:
+        user = await session.get(User, uuid.UUID(str(user_id)))
+        assert user is not None
+        return user
+
+
+async def made_by(client: httpx.AsyncClient, factory: Factory, director: Person, role: str = "colleague",
+                  **fields: Any) -> Person:
+    """An account a director makes through POST /users with a password of their choosing, logged
+    in with that password (as the director could)."""
+    email = f"made-{uuid.uuid4().hex[:8]}@test.kmm"
+    r = await client.post("/users", headers=director.headers, json={
+        "email": email, "full_name": f"Made {role.title()}", "role": role, "staff_type": "employee",
+        "password": CHOSEN, **fields})
+    assert r.status_code == 201, r.text
+    person = Person(user=await stored(factory, r.json()["id"]), headers={})
+    assert (await factory.login(person, CHOSEN)).status_code == 200
+    return person
+
+
+async def reset_and_change(client: httpx.AsyncClient, factory: Factory, director: Person, person: Person,
+                           *, own: str = OWN) -> None:
+    """A director resets the account's password, then whoever knows it logs in, makes the
+    required change and refreshes: ``person`` holds an unrestricted session."""
+    r = await client.post(f"/users/{person.id}/password", headers=director.headers, json={"new_password": TEMPORARY})
+    assert r.status_code == 204 and r.content == b"", r.text
+    assert (await factory.login(person, TEMPORARY)).json()["password_change_required"] is True
+    r = await client.post("/users/me/password", headers=person.headers,
+                          json={"current_password": TEMPORARY, "new_password": own})
+    assert r.status_code == 204, r.text
+    r = await client.post("/auth/refresh", json={"refresh_token": person.refresh_token})
+    assert r.status_code == 200 and r.json()["password_change_required"] is False
+    person.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    person.refresh_token = r.json()["refresh_token"]
+
+
+def assert_denied(r: httpx.Response, rule: str, clause: str, status: int = 403) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = r.json()
+    assert (body["rule"], body["clause"]) == (rule, clause), body
+    for marker in (SECRET, CHOSEN, TEMPORARY, OWN):
+        assert marker not in r.text
+    return body
+
+
+# -- line management (§3.2, §4.5) ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def team(factory: Factory) -> dict[str, Any]:
+    """boss and other: directors; alice, managed by other, keeps a sensitive record."""
+    boss = await factory.user("director")
+    other = await factory.user("director")
+    alice = await factory.user("colleague", manager=other)
+    subject = await factory.subject(by=alice)
+    sensitive = await factory.record(by=alice, subject=subject, classification="sensitive", content=SECRET)
+    return {"boss": boss, "other": other, "alice": alice, "record": sensitive}
+
+
+async def refused_as_line_manager(client: httpx.AsyncClient, factory: Factory, director: Person, alice: Person,
+                                  manager_id: uuid.UUID) -> None:
+    """The change is refused like making oneself the line manager: 403, rule and clause, an
+    audited denial, and alice's line manager as it was."""
+    before = (await stored(factory, alice.id)).line_manager_id
+    denials = len(await events(factory, action="account.update", resource_id=str(alice.id)))
+    r = await client.patch(f"/users/{alice.id}", headers=director.headers, json={"line_manager_id": str(manager_id)})
+    body = assert_denied(r, *LINE_MANAGER_CHANGE)
+    assert "another director makes that change" in body["detail"]
+    after = await events(factory, action="account.update", resource_id=str(alice.id))
+    assert [(e.decision, e.rule, e.clause, e.actor_id) for e in after[denials:]] == [
+        ("deny", *LINE_MANAGER_CHANGE, director.id)]
+    assert after[-1].detail == {"line_manager_id": [str(before), str(manager_id)]}
+    assert (await stored(factory, alice.id)).line_manager_id == before
+
+
+async def test_a_director_makes_a_puppet_line_manager_and_reads_a_sensitive_record(client, factory: Factory, team):
+    """A director may not make themself a colleague's line manager; nor an account they made
+    with a password they chose, which they log in as to read the colleague's sensitive record."""
+    boss, alice, record = team["boss"], team["alice"], team["record"]
+    assert_denied(await client.get(f"/records/{record['id']}", headers=boss.headers), "named", "§3.2")
+    await refused_as_line_manager(client, factory, boss, alice, boss.id)  # the guard
+
+    puppet = await made_by(client, factory, boss)
+    assert (await stored(factory, puppet.id)).credentials_set_by == boss.id
+    await refused_as_line_manager(client, factory, boss, alice, puppet.id)
+
+    r = await client.get(f"/records/{record['id']}", headers=puppet.headers)
+    assert_denied(r, "named", "§3.2")
+    r = await client.get("/records", headers=puppet.headers)
+    assert r.status_code == 200 and record["id"] not in r.text and SECRET not in r.text
+
+
+async def test_an_account_whose_password_the_director_reset_counts_as_them(client, factory: Factory, team):
+    """Resetting an existing colleague's password gives the director the same hold on it; the
+    account's own change afterwards keeps it (the director may have made that change too)."""
+    boss, other, alice = team["boss"], team["other"], team["alice"]
+    dave = await factory.user("colleague", manager=other)
+    assert (await stored(factory, dave.id)).credentials_set_by is None  # made on the server
+    await reset_and_change(client, factory, boss, dave)
+    assert (await stored(factory, dave.id)).credentials_set_by == boss.id
+    await refused_as_line_manager(client, factory, boss, alice, dave.id)
+
+
+async def test_a_director_whose_password_the_manager_chose_does_not_approve_it(client, factory: Factory, team):
+    """The second director must not be the new line manager in disguise: a director account
+    whose password boss chose does not make boss (or boss's puppet) someone's line manager."""
+    boss, alice = team["boss"], team["alice"]
+    deputy = await made_by(client, factory, boss, role="director")
+    await refused_as_line_manager(client, factory, deputy, alice, boss.id)
+    # The other way round: deputy's own puppet, by deputy, is refused as well.
+    puppet = await made_by(client, factory, deputy)
+    await refused_as_line_manager(client, factory, deputy, alice, puppet.id)
+
+
+async def test_another_director_makes_the_puppet_a_line_manager(client, factory: Factory, state, team):
+    """The change boss may not make alone, another director may (as for boss themself); the
+    puppet then reads alice's sensitive record through the relation, flagged as recent."""
+    boss, other, alice, record = team["boss"], team["other"], team["alice"], team["record"]
+    puppet = await made_by(client, factory, boss)
+    r = await client.patch(f"/users/{alice.id}", headers=other.headers, json={"line_manager_id": str(puppet.id)})
+    assert r.status_code == 200, r.text
+    assert r.json()["line_manager_id"] == str(puppet.id)
+    changed = (await events(factory, action="account.update", resource_id=str(alice.id)))[-1]
+    assert (changed.decision, changed.actor_id) == ("allow", other.id)
+    r = await client.get(f"/records/{record['id']}", headers=puppet.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["access"] == {"rule": "line-manager", "clause": "§1.3, §3.3, §4.2", "emergency": False,
+                                  "recent_relation": True}
+
+
+async def test_accounts_no_director_chose_a_password_for_are_made_line_managers(client, factory: Factory, team):
+    """The refusal is no wider than the hold: an account made on the server, or one whose
+    password another director chose, is made a line manager by boss as before."""
+    boss, other, alice = team["boss"], team["other"], team["alice"]
+    carol = await factory.user("colleague", manager=other)
+    r = await client.patch(f"/users/{alice.id}", headers=boss.headers, json={"line_manager_id": str(carol.id)})
+    assert r.status_code == 200, r.text
+    theirs = await made_by(client, factory, other)
+    r = await client.patch(f"/users/{alice.id}", headers=boss.headers, json={"line_manager_id": str(theirs.id)})
+    assert r.status_code == 200, r.text
+    assert (await stored(factory, alice.id)).line_manager_id == theirs.id
+
+
+async def test_only_another_directors_reset_lifts_the_hold(client, factory: Factory, team):
+    """The puppet's own password change keeps boss's hold; a reset by another director replaces
+    it, and then boss may make the account a line manager."""
+    boss, other, alice = team["boss"], team["other"], team["alice"]
+    puppet = await made_by(client, factory, boss)
+    r = await client.post("/users/me/password", headers=puppet.headers,
+                          json={"current_password": CHOSEN, "new_password": OWN})
+    assert r.status_code == 204, r.text
+    assert (await stored(factory, puppet.id)).credentials_set_by == boss.id
+    await refused_as_line_manager(client, factory, boss, alice, puppet.id)
+
+    await reset_and_change(client, factory, other, puppet, own="the owner's own choice at last")
+    assert (await stored(factory, puppet.id)).credentials_set_by == other.id
+    r = await client.patch(f"/users/{alice.id}", headers=boss.headers, json={"line_manager_id": str(puppet.id)})
+    assert r.status_code == 200, r.text
+    # and now other, who chose the password, may not make the same change again
+    bob = await factory.user("colleague", manager=other)
+    await refused_as_line_manager(client, factory, other, bob, puppet.id)
+
+
+async def test_an_account_made_with_a_puppet_line_manager_is_made(client, factory: Factory, team):
+    """POST /users sets only the new account's own line manager: it has no records yet for the
+    relation to open (as when a director makes an account under themself)."""
+    boss = team["boss"]
+    puppet = await made_by(client, factory, boss)
+    under = await made_by(client, factory, boss, line_manager_id=str(puppet.id))
+    assert (await stored(factory, under.id)).line_manager_id == puppet.id
