@@ -27,6 +27,7 @@ from app.models.users import User, UserCreate, UserPublic, UserUpdate
 from app.policy.actor import Actor
 from app.workflows.audit.trail import add_event
 from app.workflows.auth import begin_password_check, email_key, end_sessions, finish_password_check
+from app.workflows.breach_reports.reports import reroute_hidden_from_handler
 
 MAX_DEPTH = 1000
 
@@ -269,6 +270,9 @@ async def reset_password(
     await end_sessions(session, user_id=user_id, now=now, reason="password_reset")
     add_event(session, now=now, actor=actor, action="account.password_reset", resource_type="user",
               resource_id=user_id, decision="allow", rule="director", clause="§6.6")
+    # The account no longer sees reports about whoever may know its password (§1.8): those it
+    # handles go to someone who does. Nothing of them reaches the response or this event.
+    await reroute_hidden_from_handler(session, handler_id=user_id, now=now)
     await session.commit()
 
 

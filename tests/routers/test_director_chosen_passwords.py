@@ -15,11 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from app.models.breach_reports import BreachReport
 from app.models.users import User
 from tests.factory import Factory, Person
 from tests.policy.org import events
 
 SECRET = "chosen-password-sensitive-31ad"
+DESCRIPTION = "chosen-password-description-7c1e"
+EVIDENCE = "chosen-password-evidence-2b9d"
 CHOSEN = "a password the director chose"
 TEMPORARY = "the director chose this temporary one"
 OWN = "and the account then changed it itself"
@@ -31,6 +34,14 @@ async def stored(factory: Factory, user_id: uuid.UUID | str) -> User:
         user = await session.get(User, uuid.UUID(str(user_id)))
         assert user is not None
         return user
+
+
+async def handler_of(factory: Factory, report_id: str) -> uuid.UUID:
+    """Straight from the table: no visibility involved."""
+    async with factory.state.sessionmaker() as session:
+        report = await session.get(BreachReport, uuid.UUID(report_id))
+        assert report is not None
+        return report.handler_id
 
 
 async def made_by(client: httpx.AsyncClient, factory: Factory, director: Person, role: str = "colleague",
@@ -68,7 +79,7 @@ def assert_denied(r: httpx.Response, rule: str, clause: str, status: int = 403) 
     assert r.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = r.json()
     assert (body["rule"], body["clause"]) == (rule, clause), body
-    for marker in (SECRET, CHOSEN, TEMPORARY, OWN):
+    for marker in (SECRET, DESCRIPTION, EVIDENCE, CHOSEN, TEMPORARY, OWN):
         assert marker not in r.text
     return body
 
@@ -198,3 +209,183 @@ async def test_an_account_made_with_a_puppet_line_manager_is_made(client, factor
     puppet = await made_by(client, factory, boss)
     under = await made_by(client, factory, boss, line_manager_id=str(puppet.id))
     assert (await stored(factory, under.id)).line_manager_id == puppet.id
+
+
+# -- breach reports (§1.8, §7.1) -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def org(factory: Factory) -> dict[str, Person]:
+    """boss and other: directors; carol (colleague) manages bob; alice reports."""
+    boss = await factory.user("director")
+    other = await factory.user("director")
+    carol = await factory.user("colleague", manager=other)
+    bob = await factory.user("colleague", manager=carol)
+    alice = await factory.user("colleague", manager=other)
+    return {"boss": boss, "other": other, "carol": carol, "bob": bob, "alice": alice}
+
+
+async def reported(client: httpx.AsyncClient, reporter: Person, about: Person) -> str:
+    r = await client.post("/breach-reports", headers=reporter.headers, json={
+        "kind": "colleague_conduct", "concerned_user_id": str(about.id), "description": DESCRIPTION,
+        "evidence": EVIDENCE})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def sees(client: httpx.AsyncClient, person: Person, report_id: str) -> bool:
+    """Whether the account knows of the report, by the report and by the list; both agree."""
+    one = await client.get(f"/breach-reports/{report_id}", headers=person.headers)
+    listed = await client.get("/breach-reports", headers=person.headers, params={"limit": 200})
+    assert listed.status_code == 200, listed.text
+    in_list = report_id in {item["id"] for item in listed.json()["items"]}
+    if one.status_code == 404:
+        assert not in_list and DESCRIPTION not in one.text and report_id not in listed.text
+        return False
+    assert one.status_code == 200 and in_list, one.text
+    return True
+
+
+async def report_events(client: httpx.AsyncClient, person: Person) -> set[str]:
+    """The reports a director finds events about in the audit trail, whatever the filter."""
+    found: set[str] = set()
+    for params in ({}, {"resource_type": "breach_report"}, {"action": "breach_report.create"}):
+        r = await client.get("/audit-events", headers=person.headers, params={"limit": 200, **params})
+        assert r.status_code == 200, r.text
+        found |= {e["resource_id"] for e in r.json()["items"] if e["resource_type"] == "breach_report"}
+    return found
+
+
+async def test_the_director_concerned_resets_the_handlers_password_and_reads_the_report(client, factory, org):
+    """A director resets another account's password (POST /users/{id}/password) and so knows it:
+    they log in as the handler, make the required change, refresh, and read the report about
+    themself. The service never asks that the reset reach the account's owner."""
+    boss, other, alice = org["boss"], org["other"], org["alice"]
+    report_id = await reported(client, alice, boss)
+    assert await handler_of(factory, report_id) == other.id
+    temporary = "boss chose this temporary one"
+    r = await client.post(f"/users/{other.id}/password", headers=boss.headers, json={"new_password": temporary})
+    assert r.status_code == 204, r.text
+    r = await client.post("/auth/token", data={"username": other.email, "password": temporary})
+    assert r.status_code == 200, r.text
+    tokens = r.json()
+    as_other = {"Authorization": f"Bearer {tokens['access_token']}"}
+    r = await client.post("/users/me/password", headers=as_other,
+                          json={"current_password": temporary, "new_password": "and now boss owns this one"})
+    assert r.status_code == 204, r.text
+    r = await client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert r.status_code == 200, r.text
+    as_other = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    r = await client.get(f"/breach-reports/{report_id}", headers=as_other)
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert DESCRIPTION not in r.text, "the director concerned read the report about them as its handler"
+    r = await client.get("/breach-reports", headers=as_other)
+    assert r.status_code == 200 and r.json()["items"] == []
+    r = await client.get("/compliance/summary", headers=as_other)
+    assert r.status_code == 200 and report_id not in r.text
+    assert report_id not in await report_events(client, Person(user=other.user, headers=as_other))
+    # No other director could take it: it stays with other, waiting for one (next test).
+    assert await handler_of(factory, report_id) == other.id
+
+
+async def test_a_report_the_handler_no_longer_sees_goes_to_another_director(client, factory, clock, org):
+    """The concerned director's reset does not bury the report: it is routed again, to a director
+    whose password they did not choose, by the service and in the same transaction. Nothing of it
+    reaches the director concerned: not the reset's answer, its event, nor the trail."""
+    boss, other, alice = org["boss"], org["other"], org["alice"]
+    clock.advance(seconds=1)
+    third = await factory.user("director")
+    report_id = await reported(client, alice, boss)
+    assert await handler_of(factory, report_id) == other.id  # the earliest director but boss
+    await reset_and_change(client, factory, boss, other)
+
+    assert await handler_of(factory, report_id) == third.id
+    assert not await sees(client, other, report_id)
+    assert await sees(client, third, report_id)
+    r = await client.get(f"/breach-reports/{report_id}", headers=third.headers)
+    assert (r.json()["view"], r.json()["handler_id"], r.json()["description"]) == ("full", str(third.id), DESCRIPTION)
+    moved = await events(factory, action="breach_report.rerouted", resource_id=report_id)
+    assert [(e.actor_id, e.decision, e.rule, e.clause) for e in moved] == [(None, "allow", "routing", "§1.8")]
+    assert moved[0].detail == {"kind": "colleague_conduct", "status": "open", "handler_id": str(third.id),
+                               "previous_handler_id": str(other.id), "routed_to": "director",
+                               "because": "password_reset"}
+    reset = (await events(factory, action="account.password_reset", resource_id=str(other.id)))[-1]
+    assert (reset.actor_id, reset.detail) == (boss.id, {})
+    assert report_id not in await report_events(client, boss)
+    assert report_id not in await report_events(client, other)
+    assert report_id in await report_events(client, third)
+
+
+async def test_a_closed_report_is_not_routed_again(client, factory, clock, org):
+    boss, other, alice = org["boss"], org["other"], org["alice"]
+    clock.advance(seconds=1)
+    await factory.user("director")
+    report_id = await reported(client, alice, boss)
+    r = await client.post(f"/breach-reports/{report_id}/finding", headers=other.headers,
+                          json={"finding": "unsubstantiated"})
+    assert r.status_code == 200, r.text
+    await reset_and_change(client, factory, boss, other)
+    assert await handler_of(factory, report_id) == other.id
+    assert await events(factory, action="breach_report.rerouted") == []
+    assert not await sees(client, other, report_id)
+
+
+async def test_reports_about_anyone_else_stay_with_the_account(client, factory, org):
+    """The account boss reset loses only reports about boss: one about bob stays visible to
+    its handler carol and to other, in the list and in the audit trail."""
+    boss, other, carol, bob, alice = org["boss"], org["other"], org["carol"], org["bob"], org["alice"]
+    about_bob = await reported(client, alice, bob)
+    about_boss = await reported(client, alice, boss)
+    await reset_and_change(client, factory, boss, carol)
+    await reset_and_change(client, factory, boss, other, own="other's next one, chosen alone")
+    assert await handler_of(factory, about_bob) == carol.id
+    assert await sees(client, carol, about_bob)
+    assert await sees(client, other, about_bob) and not await sees(client, other, about_boss)
+    assert await report_events(client, other) == {about_bob}
+
+
+async def test_a_reporter_whose_password_the_concerned_chose_loses_its_status(client, factory, clock, org):
+    """The reporter follows its report's status, but boss may be the one logged in as it."""
+    boss, alice = org["boss"], org["alice"]
+    report_id = await reported(client, alice, boss)
+    assert await sees(client, alice, report_id)
+    await reset_and_change(client, factory, boss, alice)
+    assert not await sees(client, alice, report_id)
+    # Another director's reset gives it back, the owner's own change does not.
+    await reset_and_change(client, factory, org["other"], alice, own="alice's own, chosen once more")
+    assert await sees(client, alice, report_id)
+
+
+async def test_routing_passes_over_accounts_whose_password_the_concerned_chose(client, factory, clock, org):
+    """A report about boss goes neither to a line manager nor to a director whose password boss
+    chose: they would not see it."""
+    boss, other, alice = org["boss"], org["other"], org["alice"]
+    clock.advance(seconds=1)
+    third = await factory.user("director")
+    puppet = await made_by(client, factory, boss)
+    r = await client.patch(f"/users/{boss.id}", headers=other.headers, json={"line_manager_id": str(puppet.id)})
+    assert r.status_code == 200, r.text
+    await reset_and_change(client, factory, boss, other)
+    report_id = await reported(client, alice, boss)
+    assert await handler_of(factory, report_id) == third.id
+    assert not await sees(client, puppet, report_id)
+    # A report about someone else still goes to that line manager.
+    dave = await factory.user("colleague", manager=puppet)
+    assert await handler_of(factory, await reported(client, alice, dave)) == puppet.id
+
+
+async def test_a_director_does_not_assign_a_report_to_an_account_the_concerned_holds(client, factory, clock, org):
+    boss, other, alice = org["boss"], org["other"], org["alice"]
+    clock.advance(seconds=1)
+    third = await factory.user("director")
+    report_id = await reported(client, alice, boss)
+    puppet = await made_by(client, factory, boss)
+    r = await client.post(f"/breach-reports/{report_id}/assign", headers=third.headers,
+                          json={"handler_id": str(puppet.id)})
+    body = assert_denied(r, "concerned-never-sees", "§1.8", status=422)
+    assert body["errors"][0]["loc"] == ["body", "handler_id"]
+    assert await handler_of(factory, report_id) == other.id
+    r = await client.post(f"/breach-reports/{report_id}/assign", headers=third.headers,
+                          json={"handler_id": str(alice.id)})
+    assert r.status_code == 200 and r.json()["handler_id"] == str(alice.id)

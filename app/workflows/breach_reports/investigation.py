@@ -64,6 +64,11 @@ async def assign(session: AsyncSession, *, report_id: uuid.UUID, data: BreachAss
     if handler.id == r.concerned_user_id:
         raise field_error("handler_id", "the colleague concerned never handles, or sees, a report about them",
                           rule="concerned-never-sees", clause=KIND_CLAUSE[r.kind])
+    if r.concerned_user_id is not None and handler.credentials_set_by == r.concerned_user_id:
+        # They may log in as it (§1.8, §7.1); it would not see the report (visible()).
+        raise field_error("handler_id", "the colleague concerned chose this account's password, so it does not "
+                          "see the report until another director resets it", rule="concerned-never-sees",
+                          clause=KIND_CLAUSE[r.kind])
     previous = r.handler_id
     r.handler_id = handler.id
     r.updated_at = now

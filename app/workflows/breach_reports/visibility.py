@@ -10,14 +10,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, cast, false, func, or_
+from sqlalchemy import ColumnElement, String, and_, cast, exists, false, func, or_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
 from app.core.errors import PolicyDenied
 from app.core.lookup import one_or_missing
 from app.models.audit import AuditEvent
 from app.models.breach_reports import BreachReport
+from app.models.users import User
 from app.policy.actor import Actor
 
 RESOURCE = "breach_report"
@@ -28,14 +30,24 @@ def visible(actor: Actor) -> ColumnElement[bool]:
     ``breach_reports``, behind every path that could show a report or a trace of one (the
     report, the list, the audit trail, the compliance summary).
 
-    Never one about itself (§1.8, §7.1); all others for a director; otherwise those it
-    handles or reported. A service client knows of none."""
+    Never one about itself (§1.8, §7.1), nor one about whoever chose its password; all others
+    for a director; otherwise those it handles or reported. A service client knows of none."""
     if actor.kind != "user":
         return false()
     not_about_me = or_(col(BreachReport.concerned_user_id).is_(None), col(BreachReport.concerned_user_id) != actor.id)
+    not_about_me = and_(not_about_me, ~_password_chosen_by_concerned(actor))
     if actor.is_director:
         return not_about_me
     return and_(not_about_me, or_(col(BreachReport.handler_id) == actor.id, col(BreachReport.reporter_id) == actor.id))
+
+
+def _password_chosen_by_concerned(actor: Actor) -> ColumnElement[bool]:
+    """Did the colleague concerned choose the actor's current password? Then they may be the one
+    logged in (§1.8, §7.1): a director who makes or resets an account knows its password, and its
+    own change since may be theirs too. Until another director resets it, the account is them as
+    far as reports about them go. Never NULL: no report concerned, or no chooser, is ``false``."""
+    me = aliased(User)
+    return exists().where(col(me.id) == actor.id, col(me.credentials_set_by) == col(BreachReport.concerned_user_id))
 
 
 def _id_text(column: Any) -> Any:
