@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -86,6 +87,6 @@ async def _refuse_duplicate(session: AsyncSession, *, subject_id: uuid.UUID, let
         ).limit(1)
     )).first()
     if existing is not None:
-        named = {"existing_id": str(existing[0])} if existing[1] else {}
+        named: dict[str, Any] = {"existing_id": str(existing[0])} if existing[1] else {}
         raise Conflict("this letter is already logged for this subject", type="duplicate-request",
                        rule="one-letter-one-request", clause="§3.4", **named)
