@@ -392,7 +392,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/webhooks/{webhook_id}/deliveries"): Operation(
         "webhooks.deliveries", "A subscription's deliveries",
         "Newest first, each with its payload (ids and kinds, §6.3) and every attempt: when, status code "
-        "or error."),
+        "or error. Never a delivery about a breach report the caller may not know of (§1.8, §7.1)."),
 }
 
 
