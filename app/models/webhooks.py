@@ -38,11 +38,17 @@ class WebhookEventKind(StrEnum):
     record_review_due = "record.review_due"
 
 
+# Events about a breach report: each goes only where the report may be known (§1.8, §7.1).
+BREACH_REPORT_EVENTS = frozenset(k for k in WebhookEventKind if k.startswith("breach_report."))
+
+
 class DeliveryStatus(StrEnum):
     pending = "pending"
     delivered = "delivered"
     failed = "failed"  # every attempt failed; no more are made
-    cancelled = "cancelled"  # the subscription was removed before it went out
+    # Not sent: the subscription was removed, or (a breach-report event) its creator may not
+    # know of the report, before it went out.
+    cancelled = "cancelled"
 
 
 # -- subscriptions ---------------------------------------------------------------------
@@ -56,7 +62,8 @@ class WebhookBase(SQLModel):
                                     description="what the receiving system is, for the people who manage it")
     handler_id: uuid.UUID | None = Field(
         default=None, foreign_key="users.id",
-        description="breach_report events only for reports routed to this account (the handler's system)")
+        description="breach_report events only for reports routed to this account (the handler's system); "
+                    "whatever the filter, only reports the subscription's creator may know of (§1.8, §7.1)")
 
 
 class WebhookCreate(WebhookBase):

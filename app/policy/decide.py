@@ -171,6 +171,16 @@ def decide(actor: Actor, action: Action, facts: RecordFacts, now: datetime) -> D
     return _DENIALS[key]
 
 
+def exclusion(actor: Actor, facts: RecordFacts, now: datetime) -> Decision | None:
+    """The exclusion that keeps the actor from this record whatever else they are (one's own
+    personnel file, §3.6), or None. What a role would otherwise override (a director's view of
+    who read a record) yields to it too."""
+    for excluded, denial in _EXCLUSIONS[Action.read, facts.classification]:
+        if excluded(actor, facts, now):
+            return denial
+    return None
+
+
 # -- SQL -----------------------------------------------------------------------
 
 

@@ -38,7 +38,8 @@ async def log_request(
     response: Response, idempotency_key: IdempotencyKeyDep = None,
 ) -> AccessRequestPublic:
     """Log a signed letter the Director received; a verbal or wrongly signed one is refused (422), and
-    a letter already logged for the subject is a duplicate (409, with the request's `existing_id`)."""
+    a letter already logged for the subject is a duplicate (409, with the request's `existing_id` when
+    the caller may see that request)."""
     outcome = await idempotency.create_once(
         session, key=idempotency_key, actor=actor, endpoint="access-requests", body=body, model=AccessRequest,
         now=now, settings=state.settings,

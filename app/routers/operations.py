@@ -272,7 +272,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "for an organisation by its Chair, Executive Officer or Manager (§3.4); an employee may file "
         "one for their own personnel records (§3.6). A verbal or wrongly signed request is refused "
         "with the clause. Due 14 days after receipt. One letter is one request: the same reference "
-        "for the same subject again is 409 with `existing_id` (§3.4). With `Idempotency-Key`, a "
+        "for the same subject again is 409, with `existing_id` for a caller who may see the first request "
+        "(§3.4). With `Idempotency-Key`, a "
         "retry returns the first result.",
         examples={"subject_access": _ex("Sam Okafor, of the demo, asks for his records", {
             "kind": "subject_access", "subject_id": SAM, "requester_subject_id": SAM,
@@ -391,7 +392,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/webhooks/{webhook_id}/deliveries"): Operation(
         "webhooks.deliveries", "A subscription's deliveries",
         "Newest first, each with its payload (ids and kinds, §6.3) and every attempt: when, status code "
-        "or error."),
+        "or error. Never a delivery about a breach report the caller may not know of (§1.8, §7.1)."),
 }
 
 

@@ -50,7 +50,8 @@ class ProblemDetail(BaseModel):
     missing: list[str] | None = Field(default=None, description="409 for a disclosure not yet closable: the steps "
                                                                 "still to record (reported, subject_informed)")
     existing_id: str | None = Field(default=None, description="409 for a letter already logged for the subject: "
-                                                              "the access request it is (§3.4)")
+                                                              "the access request it is, when the caller may see "
+                                                              "it (§3.4)")
 
 
 _DESCRIPTIONS = {

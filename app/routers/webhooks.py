@@ -52,6 +52,7 @@ async def remove_webhook(webhook_id: uuid.UUID, actor: DirectorUser, session: Se
 async def list_deliveries(webhook_id: uuid.UUID, actor: DirectorUser, session: SessionDep, state: StateDep,
                           limit: LimitDep, cursor: str | None = Query(default=None, max_length=512)
                           ) -> Page[DeliveryPublic]:
-    """Newest first, each with its payload (ids and kinds) and every attempt: when, status code or error."""
-    return await subscriptions.list_deliveries(session, webhook_id=webhook_id, cursors=state.cursors, limit=limit,
-                                               cursor=cursor)
+    """Newest first, each with its payload (ids and kinds) and every attempt: when, status code or error;
+    never one about a breach report the caller may not know of (§1.8, §7.1)."""
+    return await subscriptions.list_deliveries(session, webhook_id=webhook_id, actor=actor, cursors=state.cursors,
+                                               limit=limit, cursor=cursor)

@@ -16,6 +16,7 @@ All counting is done in SQL with GROUP BY; destroyed records are not counted.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NoReturn
 
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,11 +25,20 @@ from sqlmodel import col, select
 from app.core.errors import PolicyDenied
 from app.models.records import Classification, Purpose, Record
 from app.models.reports import SUPPRESSED, THRESHOLD, CategoryCount, Count, MonitoringReport, PurposeClassCount
+from app.models.service_clients import ServiceClient
 from app.models.subjects import Subject, SubjectCategory
 from app.policy.actor import Actor
+from app.policy.scopes import EXCLUSIVE_CLAUSE, EXCLUSIVE_RULE, clashes
 from app.workflows.audit.trail import add_event
 
 RULE, CLAUSE = "monitoring-report", "§2.3"
+
+
+async def _refuse(session: AsyncSession, *, actor: Actor, now: datetime, denial: PolicyDenied) -> NoReturn:
+    add_event(session, now=now, actor=actor, action="report.monitoring", resource_type="report", decision="deny",
+              rule=denial.extra["rule"], clause=denial.extra["clause"])
+    await session.commit()
+    raise denial
 
 
 def suppress(n: int) -> Count:
@@ -43,8 +53,17 @@ def may_read_reports(actor: Actor) -> bool:
 
 async def monitoring(session: AsyncSession, *, actor: Actor, now: datetime) -> MonitoringReport:
     if not may_read_reports(actor):
-        raise PolicyDenied("monitoring reports are for directors, trustees and clients with reports:read",
-                           rule=RULE, clause=CLAUSE)
+        await _refuse(session, actor=actor, now=now, denial=PolicyDenied(
+            "monitoring reports are for directors, trustees and clients with reports:read", rule=RULE, clause=CLAUSE))
+    if actor.kind == "client":
+        # The scopes the client holds, not only its token's: two tokens must not split the
+        # adding from the reading (app/policy/scopes.py, EXCLUSIVE).
+        held = (await session.execute(select(ServiceClient.scopes).where(col(ServiceClient.id) == actor.id))
+                ).scalar_one_or_none() or []
+        if clashes(held):
+            await _refuse(session, actor=actor, now=now, denial=PolicyDenied(
+                "a client that adds subjects or records does not read the monitoring report",
+                rule=EXCLUSIVE_RULE, clause=EXCLUSIVE_CLAUSE))
     by_category = await session.execute(
         select(Subject.category, func.count()).group_by(col(Subject.category))
     )

@@ -16,7 +16,7 @@ from app.core.pagination import CursorCodec, Page, page_of
 from app.core.security import hash_secret
 from app.models.service_clients import ServiceClient, ServiceClientCreate, ServiceClientCreated, ServiceClientPublic
 from app.policy.actor import Actor
-from app.policy.scopes import SCOPES
+from app.policy.scopes import EXCLUSIVE_CLAUSE, EXCLUSIVE_RULE, SCOPES, clashes
 from app.workflows.audit.trail import add_event
 from app.workflows.auth import end_sessions
 
@@ -29,6 +29,10 @@ async def create_client(
     unknown = sorted(set(data.scopes) - set(SCOPES))
     if unknown:
         raise field_error("scopes", f"unknown scopes: {', '.join(unknown)} (known: {', '.join(SCOPES)})")
+    clash = clashes(data.scopes)
+    if clash:
+        raise field_error("scopes", "a client may not hold " + "; ".join(clash), rule=EXCLUSIVE_RULE,
+                          clause=EXCLUSIVE_CLAUSE)
     secret = secrets.token_urlsafe(32)
     client = ServiceClient(
         client_id="kmm-" + secrets.token_hex(8),

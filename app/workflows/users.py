@@ -27,7 +27,7 @@ from app.models.users import User, UserCreate, UserPublic, UserUpdate
 from app.policy.actor import Actor
 from app.workflows.audit.trail import add_event
 from app.workflows.auth import begin_password_check, email_key, end_sessions, finish_password_check
-from app.workflows.breach_reports.reports import reroute_hidden_from_handler
+from app.workflows.breach_reports.rerouting import reroute_after_account_change
 
 MAX_DEPTH = 1000
 
@@ -169,6 +169,10 @@ async def update_user(
         else:
             user.deactivated_at = None
     session.add(user)
+    if moved:
+        # A report's handler keeps it only while the relation that made them handler holds
+        # (§1.8, §3.1, §7.2); the response and the event below say nothing of reports.
+        await reroute_after_account_change(session, account_id=user.id, actor=actor, now=now)
     add_event(session, now=now, actor=actor, action="account.update", resource_type="user",
               resource_id=user.id, decision="allow", rule="director", clause="§2",
               detail={"fields": sorted(changes), **moved})
@@ -270,9 +274,9 @@ async def reset_password(
     await end_sessions(session, user_id=user_id, now=now, reason="password_reset")
     add_event(session, now=now, actor=actor, action="account.password_reset", resource_type="user",
               resource_id=user_id, decision="allow", rule="director", clause="§6.6")
-    # The account no longer sees reports about whoever may know its password (§1.8): those it
-    # handles go to someone who does. Nothing of them reaches the response or this event.
-    await reroute_hidden_from_handler(session, handler_id=user_id, now=now)
+    # The account no longer sees reports about the director who chose its password (§1.8, §7.1):
+    # those it handles go to someone who does. Nothing of them reaches the response or this event.
+    await reroute_after_account_change(session, account_id=user_id, actor=actor, now=now)
     await session.commit()
 
 

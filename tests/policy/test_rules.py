@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from app.models.records import Classification
 from app.policy.actor import Actor
-from app.policy.decide import RecordFacts, decide
+from app.policy.decide import RecordFacts, decide, exclusion
 from app.policy.rules import DENIAL, EXCLUSIONS, FORMER, RULES, Action
 
 # DESIGN §1: how many bullets each section of the policy has.
@@ -132,3 +132,21 @@ def test_a_denial_lists_exactly_the_rules_that_would_allow_it() -> None:
     destroy = decide(colleague, Action.destroy, _facts(Classification.confidential, custodian_id=colleague.id), NOW)
     assert destroy.reason == "only the custodian's line manager or a director may destroy a confidential record"
     assert (destroy.rule, destroy.clause) == ("line-manager", "§1.3, §3.3, §4.2")
+
+
+def test_the_exclusion_names_itself_only_for_the_record_it_excludes() -> None:
+    """``exclusion`` is the personnel exclusion alone (§3.6): for one's own personnel file,
+    whatever the role or action; never for another's, nor for another class about oneself."""
+    for actor in _actors():
+        if actor.kind != "user":
+            continue
+        own = exclusion(actor, _facts(Classification.personnel, subject_user_id=actor.id), NOW)
+        assert own is not None and (own.allowed, own.rule, own.clause) == (False, "personnel", "§3.6")
+        for action in Action:
+            denied = decide(actor, action, _facts(Classification.personnel, subject_user_id=actor.id,
+                                                  employee_line_manager_id=actor.id), NOW)
+            assert not denied.allowed
+        assert exclusion(actor, _facts(Classification.personnel, subject_user_id=uuid.uuid4()), NOW) is None
+        for cls in Classification:
+            if cls != Classification.personnel:
+                assert exclusion(actor, _facts(cls, subject_user_id=actor.id), NOW) is None

@@ -216,18 +216,26 @@ async def test_a_malformed_key_is_refused(client, org, state, clock, key: str | 
 
 
 async def test_the_same_letter_for_the_same_subject_is_a_duplicate(client, org, state, clock):
-    alice, manager = org["alice"], org["manager"]
+    """The duplicate names the request it repeats only to whoever may see that request (§3.4):
+    the colleague who logged it and directors; another colleague, holding the same letter,
+    learns only that it is logged, never which request it is."""
+    alice, manager, director = org["alice"], org["manager"], org["director"]
     body = body_for("/access-requests", org, clock)
     first = await client.post("/access-requests", json=body, headers=alice.headers)
     assert first.status_code == 201, first.text
-    for who, letter in ((alice, body), (manager, {**body, "letter_reference": " ltr-1 "})):
+    assert (await client.get(f"/access-requests/{first.json()['id']}", headers=manager.headers)).status_code == 404
+    for who, letter, named in ((alice, body, True), (manager, {**body, "letter_reference": " ltr-1 "}, False),
+                               (director, body, True)):
         r = await client.post("/access-requests", json=letter, headers=who.headers)
         assert r.status_code == 409, r.text
         assert r.headers["content-type"] == PROBLEM
         problem = r.json()
         assert problem["type"].endswith("/duplicate-request")
-        assert problem["existing_id"] == first.json()["id"]
-        assert problem["clause"] == "§3.4"
+        assert problem["rule"] == "one-letter-one-request" and problem["clause"] == "§3.4"
+        if named:
+            assert problem["existing_id"] == first.json()["id"]
+        else:
+            assert "existing_id" not in problem and first.json()["id"] not in r.text
     assert await _count(state, AccessRequest) == 1
     # Another subject's letter with the same reference is its own request.
     r = await client.post("/subjects", headers=alice.headers,

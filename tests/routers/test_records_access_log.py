@@ -70,6 +70,27 @@ async def test_only_those_answerable_and_directors_see_the_access_log(client, fa
                              headers=director.headers)).status_code == 404
 
 
+async def test_nobody_sees_the_access_log_of_their_own_personnel_file(client, factory: Factory, state):
+    """The exclusion of one's own personnel file (§3.6) holds for its access log too: a director
+    it is about does not see who read it (an investigation's reads included); another director
+    does."""
+    boss = await factory.user("director")
+    other = await factory.user("director")
+    file = await factory.record(by=other, subject=await factory.employee_subject(by=other, employee=boss),
+                                classification="personnel")
+    assert (await client.get(f"/records/{file['id']}", headers=other.headers)).status_code == 200
+    r = await client.get(f"/records/{file['id']}/access-log", headers=boss.headers)
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    assert (r.json()["rule"], r.json()["clause"]) == ("personnel", "§3.6")
+    assert str(other.id) not in r.text and "items" not in r.json()
+    r = await client.get(f"/records/{file['id']}/access-log", headers=other.headers)
+    assert r.status_code == 200 and [e["actor_id"] for e in r.json()["items"]] == [str(other.id)]
+    async with state.sessionmaker() as s:
+        denied = (await s.execute(select(AuditEvent.actor_id).where(
+            AuditEvent.action == "record.access_log", AuditEvent.decision == "deny"))).scalars().all()
+    assert denied == [boss.id]
+
+
 async def test_no_event_and_no_log_line_holds_record_content(client, factory: Factory, state, caplog):
     caplog.set_level(logging.DEBUG, logger="kmm")  # the service's own loggers, at their most verbose
     director, manager, alice, bob, subject_id = await _org(client, factory)

@@ -90,7 +90,7 @@ async def test_directors_trustees_and_clients_with_reports_read(client, factory,
 
 
 @pytest.mark.parametrize("who", ["colleague", "client"])
-async def test_others_may_not_read_reports(client, factory, who) -> None:  # type: ignore[no-untyped-def]
+async def test_others_may_not_read_reports(client, factory, state, who) -> None:  # type: ignore[no-untyped-def]
     director = await factory.user("director")
     headers = ((await factory.user("colleague", manager=director)).headers if who == "colleague"
                else await factory.service_client(by=director, scopes=["records:read"]))
@@ -98,3 +98,44 @@ async def test_others_may_not_read_reports(client, factory, who) -> None:  # typ
     assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
     assert (r.json()["rule"], r.json()["clause"]) == ("monitoring-report", "§2.3")
     assert "subjects_by_category" not in r.text
+    assert [e.decision for e in await dp.events(state, "report.monitoring")] == ["deny"]
+
+
+# -- a client that adds to the counts does not read them (§2.3) ------------------------------
+
+
+@pytest.mark.parametrize("adds", ["subjects:write", "records:write"])
+async def test_a_client_may_not_both_add_to_the_counts_and_read_them(client, factory, state, adds) -> None:  # type: ignore[no-untyped-def]
+    """Adding subjects (or records) to a suppressed cell until it shows a number, then
+    subtracting what was added, would give the suppressed count: no client holds both."""
+    director = await factory.user("director")
+    r = await client.post("/service-clients", headers=director.headers,
+                          json={"name": "Mixed", "scopes": ["reports:read", adds]})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert (body["rule"], body["clause"]) == ("report-scopes", "§2.3")
+    assert [e["loc"][-1] for e in body["errors"]] == ["scopes"]
+    assert await dp.raw_rows(state, "service_clients") == []
+    for alone in (["reports:read", "subjects:read", "records:read"], [adds, "subjects:read", "records:read"]):
+        r = await client.post("/service-clients", headers=director.headers, json={"name": "One", "scopes": alone})
+        assert r.status_code == 201, r.text
+
+
+async def test_a_client_stored_with_both_is_refused_the_report(client, factory, state) -> None:  # type: ignore[no-untyped-def]
+    """Whatever its token asks for: a token of reports:read alone from a client that also
+    holds subjects:write is refused, so two tokens cannot split the attack."""
+    from sqlalchemy import update
+
+    from app.models.service_clients import ServiceClient
+
+    director = await factory.user("director")
+    await factory.subject(by=director, category="volunteer")
+    headers = await factory.service_client(by=director, scopes=["reports:read"])
+    async with state.engine.begin() as conn:
+        await conn.execute(update(ServiceClient).values(scopes=["reports:read", "subjects:write"]))
+    r = await client.get("/reports/monitoring", headers=headers)
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    assert (r.json()["rule"], r.json()["clause"]) == ("report-scopes", "§2.3")
+    assert "subjects_by_category" not in r.text
+    denied = await dp.events(state, "report.monitoring")
+    assert [e.decision for e in denied] == ["deny"]

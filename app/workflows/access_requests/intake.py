@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,7 +15,7 @@ from app.models.access_requests import AccessRequest, AccessRequestCreate, Acces
 from app.models.subjects import Subject
 from app.policy.actor import Actor
 from app.workflows.access_requests.deadlines import due_for
-from app.workflows.access_requests.read import to_public
+from app.workflows.access_requests.read import to_public, visible_sql
 from app.workflows.access_requests.rules import RESOURCE, clause_for, require_staff, who_may_ask
 from app.workflows.audit.trail import add_event
 from app.workflows.webhooks import outbox
@@ -41,7 +42,7 @@ async def log_request(
                   detail={"kind": data.kind, "subject_id": str(subject.id)})
         await session.commit()
         raise Invalid(refusal.reason, type="policy-denied", rule=refusal.rule, clause=refusal.clause)
-    await _refuse_duplicate(session, subject_id=subject.id, letter_reference=data.letter_reference)
+    await _refuse_duplicate(session, subject_id=subject.id, letter_reference=data.letter_reference, actor=actor)
     request = AccessRequest(
         kind=data.kind,
         subject_id=subject.id,
@@ -66,9 +67,12 @@ async def log_request(
     return to_public(request, now)
 
 
-async def _refuse_duplicate(session: AsyncSession, *, subject_id: uuid.UUID, letter_reference: str) -> None:
+async def _refuse_duplicate(session: AsyncSession, *, subject_id: uuid.UUID, letter_reference: str,
+                            actor: Actor) -> None:
     """One letter is one request (§3.4): the same reference (case and surrounding spaces aside)
-    for the same subject, unless that request was withdrawn, is a duplicate (409, naming it).
+    for the same subject, unless that request was withdrawn, is a duplicate (409). The refusal
+    names the request only to whoever may see it; anyone else, holding the same letter, learns
+    only that it is logged.
     On PostgreSQL the check holds a lock per subject until the transaction ends, so two
     loggings of one letter at once cannot both pass it (SQLite writes one at a time)."""
     bind = session.get_bind()
@@ -76,12 +80,13 @@ async def _refuse_duplicate(session: AsyncSession, *, subject_id: uuid.UUID, let
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
                               {"name": f"kmm-access-letter:{subject_id}"})
     existing = (await session.execute(
-        select(AccessRequest.id).where(
+        select(AccessRequest.id, visible_sql(actor)).where(
             col(AccessRequest.subject_id) == subject_id,
             func.lower(func.trim(col(AccessRequest.letter_reference))) == letter_reference.strip().lower(),
             col(AccessRequest.status) != S.withdrawn.value,
         ).limit(1)
-    )).scalar_one_or_none()
+    )).first()
     if existing is not None:
+        named: dict[str, Any] = {"existing_id": str(existing[0])} if existing[1] else {}
         raise Conflict("this letter is already logged for this subject", type="duplicate-request",
-                       rule="one-letter-one-request", clause="§3.4", existing_id=str(existing))
+                       rule="one-letter-one-request", clause="§3.4", **named)

@@ -28,7 +28,7 @@ from app.models.audit import AuditEvent, AuditEventRecord, RecordAccess
 from app.models.records import AccessLog, AccessLogEntry
 from app.models.users import User
 from app.policy.actor import Actor
-from app.policy.decide import decide
+from app.policy.decide import decide, exclusion
 from app.policy.rules import Action
 from app.workflows.audit.trail import add_event
 from app.workflows.records.queries import load_record
@@ -98,8 +98,9 @@ async def access_log(
     """
     before = int(cursors.decode("access-log", cursor)[0]) if cursor else None  # bad input first
     loaded = await load_record(session, record_id, actor=actor)
-    decision = decide(actor, Action.update, loaded.facts, now)
-    if not (decision.allowed or actor.is_director):
+    excluded = exclusion(actor, loaded.facts, now)  # one's own personnel file, even for a director (§3.6)
+    decision = excluded or decide(actor, Action.update, loaded.facts, now)
+    if not (decision.allowed or (actor.is_director and excluded is None)):
         add_event(session, now=now, actor=actor, action="record.access_log", resource_type="record",
                   resource_id=record_id, decision="deny", rule=decision.rule, clause=decision.clause)
         await session.commit()

@@ -11,7 +11,7 @@ from sqlalchemy import true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.errors import Conflict, field_error
+from app.core.errors import field_error
 from app.core.pagination import CursorCodec, Page, next_cursor, page_query
 from app.models.breach_reports import (
     KIND_CLAUSE,
@@ -130,38 +130,6 @@ async def create_report(session: AsyncSession, *, data: BreachReportCreate, acto
     await outbox.breach_report_opened(session, report=report, now=now)
     await session.commit()
     return report
-
-
-async def reroute_hidden_from_handler(session: AsyncSession, *, handler_id: uuid.UUID, now: datetime) -> None:
-    """A director reset this account's password: the unresolved reports it handles about that
-    director, which it no longer sees (``visible``, §1.8, §7.1), go to the handler routing
-    chooses now (the director's line manager, or another director), one ``breach_report.rerouted``
-    event each, by the service. When routing finds nobody else the report stays where it is,
-    seen by every other director. The reset itself shows none of this: its answer and its
-    event are the same whether or not a report moved, so they tell the director nothing."""
-    handler = (await session.execute(select(User).where(col(User.id) == handler_id)
-                                     .execution_options(populate_existing=True))).scalar_one()
-    if handler.credentials_set_by is None:
-        return
-    hidden = (await session.execute(
-        select(BreachReport).where(col(BreachReport.handler_id) == handler_id,
-                                   col(BreachReport.concerned_user_id) == handler.credentials_set_by,
-                                   col(BreachReport.status).in_(UNRESOLVED))
-        .order_by(col(BreachReport.created_at), col(BreachReport.id)).with_for_update())).scalars().all()
-    if not hidden:
-        return
-    concerned = await session.get(User, handler.credentials_set_by)
-    for r in hidden:
-        try:
-            new_id, routed = await route_handler(session, concerned=concerned, reporter_id=r.reporter_id, kind=r.kind)
-        except Conflict:
-            continue
-        if new_id == handler_id:
-            continue
-        r.handler_id = new_id
-        r.updated_at = now
-        audit_event(session, r, actor=None, now=now, action="rerouted", rule="routing", handler_id=str(new_id),
-                    previous_handler_id=str(handler_id), routed_to=routed, because="password_reset")
 
 
 # -- read ----------------------------------------------------------------------------------

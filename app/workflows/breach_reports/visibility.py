@@ -2,7 +2,8 @@
 
 The colleague concerned never sees the report (404), whatever else they are, a director
 included. The handler and directors see all of it; the reporter sees only its status
-(``BreachReportStatusView``); anyone else gets 404.
+(``BreachReportStatusView``); anyone else gets 404. Handling and following a report takes a
+staff account: a trustee never does either (§3.1), whatever the report's columns still say.
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ def visible(actor: Actor) -> ColumnElement[bool]:
     report, the list, the audit trail, the compliance summary).
 
     Never one about itself (§1.8, §7.1), nor one about whoever chose its password; all others
-    for a director; otherwise those it handles or reported. A service client knows of none."""
+    for a director; otherwise, for a staff account, those it handles or reported. A trustee
+    (§3.1) and a service client know of none."""
     if actor.kind != "user":
         return false()
     not_about_me = or_(col(BreachReport.concerned_user_id).is_(None), col(BreachReport.concerned_user_id) != actor.id)
     not_about_me = and_(not_about_me, ~_password_chosen_by_concerned(actor))
     if actor.is_director:
         return not_about_me
+    if not actor.is_staff:
+        return false()
     return and_(not_about_me, or_(col(BreachReport.handler_id) == actor.id, col(BreachReport.reporter_id) == actor.id))
 
 
@@ -69,8 +73,9 @@ def events_known_to(actor: Actor) -> ColumnElement[bool]:
 
 
 def sees_all(actor: Actor, report: BreachReport) -> bool:
-    """The handler and directors see all of a report they may know of; the reporter only its status."""
-    return actor.is_director or report.handler_id == actor.id
+    """The handler (a staff account, §3.1) and directors see all of a report they may know of;
+    the reporter only its status."""
+    return actor.is_director or (actor.is_staff and report.handler_id == actor.id)
 
 
 async def load(session: AsyncSession, report_id: uuid.UUID, actor: Actor, *, lock: bool = False) -> BreachReport:

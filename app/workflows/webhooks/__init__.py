@@ -4,6 +4,7 @@
 - outbox: the events and their deliveries, written with the change that causes them
 - delivery: claiming due deliveries, posting them signed, recording each attempt
 - signing: the ``X-KMM-Signature`` header, made and checked
+- audience: who a breach-report event may reach (subscriptions' creators, delivery-log readers)
 
 **Outbox.** ``outbox.enqueue`` writes the event and one delivery row per subscription that
 wants it on the caller's session, so they commit (or roll back) with the change that causes
@@ -13,6 +14,11 @@ and review-due notices. Reads and lists never write it.
 
 **Payloads** carry ids and kinds only: never content, titles, summaries or names (§6.3,
 §6.6). The body is stored as posted, so every attempt sends the same bytes.
+
+**Breach reports** (§1.8, §7.1): the colleague concerned never learns of a report, and may be
+a director. A breach-report event is written only for subscriptions whose creator, an active
+director, may know of the report (``breach_reports.visibility.visible``), checked again before
+each post; a delivery log never shows one about a report its reader may not know of.
 
 **Delivery** (``delivery.run_deliveries``, a background task of every service process):
 claim due rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: a compare-and-set on the

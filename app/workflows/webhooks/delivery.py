@@ -6,7 +6,8 @@ LOCKED``; SQLite: a compare-and-set on the row) and commits before posting. A pr
 dies mid-delivery leaves the row to come due again when that lease ends, so a delivery
 arrives at least once: receivers deduplicate on ``X-KMM-Event-Id``. A failed attempt is
 retried with exponential backoff up to ``KMM_WEBHOOK_MAX_ATTEMPTS``; then the delivery is
-``failed``.
+``failed``. A breach-report delivery whose subscription's creator may not know of the report
+(§1.8, §7.1; ``audience.known_to_creators``) is ``cancelled`` when claimed, never posted.
 """
 
 from __future__ import annotations
@@ -22,13 +23,22 @@ from typing import Any
 
 import httpx
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.config import Settings
 from app.core.encrypted import IntegrityFailure, installed_keyring, open_value
 from app.core.state import AppState
-from app.models.webhooks import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookEvent
+from app.models.webhooks import (
+    BREACH_REPORT_EVENTS,
+    DeliveryStatus,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEvent,
+)
 from app.workflows.audit.trail import INTEGRITY_ACTION, add_event, integrity_fields
+from app.workflows.webhooks import audience
 from app.workflows.webhooks.signing import SIGNATURE_HEADER, signature
 
 log = logging.getLogger("kmm.webhooks")
@@ -58,6 +68,25 @@ def backoff(settings: Settings, attempts: int) -> timedelta:
     """The wait after the ``attempts``-th failure: doubling from KMM_WEBHOOK_BACKOFF_SECONDS, at most 6 hours."""
     seconds = settings.webhook_backoff_seconds * 2 ** min(attempts - 1, 20)
     return min(timedelta(seconds=seconds), MAX_BACKOFF)
+
+
+async def _withheld(session: AsyncSession, claimed: list[WebhookDelivery]) -> set[uuid.UUID]:
+    """The claimed breach-report deliveries whose subscription's creator may not know of the report
+    (§1.8, §7.1), to be cancelled unsent. The creator is judged when the event is written and
+    again here, before each post: an account can stop being an active director in between, and a
+    retry can come days later. Nothing is asked when no breach-report delivery is claimed.
+    """
+    ids = [d.id for d in claimed if d.kind in BREACH_REPORT_EVENTS]
+    if not ids:
+        return set()
+    about = {d: (creator, report) for d, creator, report in (await session.execute(
+        select(WebhookDelivery.id, Webhook.created_by, WebhookEvent.resource_id)
+        .join(Webhook, col(Webhook.id) == col(WebhookDelivery.subscription_id))
+        .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
+        .where(col(WebhookDelivery.id).in_(ids))
+    )).all() if report is not None}
+    known = await audience.known_to_creators(session, about.values())
+    return {d for d in ids if about.get(d) not in known}
 
 
 async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH) -> list[Claimed]:
@@ -90,8 +119,11 @@ async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH)
             .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
             .where(col(WebhookDelivery.id).in_(claimed))
         )).all() if claimed else []
+        withheld = await _withheld(session, [d for d, *_ in rows])
         taken, held, broken = [], [], dict[uuid.UUID, IntegrityFailure]()
         for d, url, sealed, payload in rows:
+            if d.id in withheld:
+                continue
             try:  # bound to its subscription (§6.6): a secret copied from another is never used
                 secret = open_value(installed_keyring(), sealed, Webhook.__tablename__, "secret", [d.subscription_id])
             except IntegrityFailure as refused:
@@ -107,6 +139,10 @@ async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH)
             await session.execute(
                 update(WebhookDelivery).where(col(WebhookDelivery.id).in_(held))
                 .values(next_attempt_at=now + MAX_BACKOFF).execution_options(synchronize_session=False))
+        if withheld:
+            await session.execute(
+                update(WebhookDelivery).where(col(WebhookDelivery.id).in_(withheld))
+                .values(status=DeliveryStatus.cancelled).execution_options(synchronize_session=False))
         for failure in broken.values():
             add_event(session, now=now, action=INTEGRITY_ACTION, **integrity_fields(failure, None))
         await session.commit()

@@ -18,7 +18,15 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent, WebhookEventKind
+from app.models.webhooks import (
+    BREACH_REPORT_EVENTS,
+    DeliveryStatus,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookEventKind,
+)
+from app.workflows.webhooks import audience
 
 
 def iso(at: datetime) -> str:
@@ -37,9 +45,11 @@ class Notice:
 
 
 def _wants(hook: Any, kind: WebhookEventKind, data: dict[str, Any]) -> bool:
+    """The subscription asks for this event. For a breach-report event that is not enough: its
+    creator must also be one who may know of the report (``audience.known_to_creators``)."""
     if kind not in hook.events:
         return False
-    if hook.handler_id is not None and kind is WebhookEventKind.breach_report_opened:
+    if hook.handler_id is not None and kind in BREACH_REPORT_EVENTS:
         return str(hook.handler_id) == data.get("handler_id")
     return True
 
@@ -49,17 +59,26 @@ async def enqueue(session: AsyncSession, *, kind: WebhookEventKind, notices: Seq
     """Write the events and their deliveries on ``session`` (the caller commits); return the deliveries.
 
     An event no subscription wants is not written, unless ``keep`` (the scheduler keeps its
-    notices so each is made once). One query for the subscriptions, however many notices.
+    notices so each is made once). One query for the subscriptions, however many notices; a
+    breach-report event goes only to subscriptions whose creator may know of the report (§1.8,
+    §7.1: the URL is the creator's choice, and the creator may be the colleague concerned), which
+    asks at most two more.
     """
     if not notices:
         return 0
     hooks = (await session.execute(
-        select(Webhook.id, Webhook.events, Webhook.handler_id).where(col(Webhook.active).is_(True))
+        select(Webhook.id, Webhook.events, Webhook.handler_id, Webhook.created_by)
+        .where(col(Webhook.active).is_(True))
     )).all()
+    wanted = [(notice, [h for h in hooks if _wants(h, kind, notice.data)]) for notice in notices]
+    if kind in BREACH_REPORT_EVENTS:
+        known = await audience.known_to_creators(
+            session, {(h.created_by, notice.resource_id) for notice, wanting in wanted for h in wanting})
+        wanted = [(notice, [h for h in wanting if (h.created_by, notice.resource_id) in known])
+                  for notice, wanting in wanted]
     events: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
-    for notice in notices:
-        wanting = [h.id for h in hooks if _wants(h, kind, notice.data)]
+    for notice, wanting in wanted:
         if not wanting and not keep:
             continue
         event_id = uuid.uuid4()
@@ -67,9 +86,9 @@ async def enqueue(session: AsyncSession, *, kind: WebhookEventKind, notices: Seq
         events.append({"id": event_id, "kind": kind, "resource_id": notice.resource_id,
                        "occurrence_at": notice.occurrence_at, "payload": json.dumps(body, separators=(",", ":")),
                        "created_at": now})
-        deliveries.extend({"id": uuid.uuid4(), "subscription_id": hook_id, "event_id": event_id, "kind": kind,
+        deliveries.extend({"id": uuid.uuid4(), "subscription_id": h.id, "event_id": event_id, "kind": kind,
                            "status": DeliveryStatus.pending, "attempts": 0, "next_attempt_at": now,
-                           "created_at": now} for hook_id in wanting)
+                           "created_at": now} for h in wanting)
     if events:
         await session.execute(insert(WebhookEvent), events)
     if deliveries:
@@ -88,7 +107,8 @@ async def access_request_received(session: AsyncSession, *, request: Any, now: d
 
 
 async def breach_report_opened(session: AsyncSession, *, report: Any, now: datetime) -> None:
-    """To the handler's system: the report's id and kind and who handles it, never who it concerns."""
+    """The report's id and kind and who handles it, never who it concerns; only to subscriptions
+    whose creator may know of the report (``enqueue``, §1.8, §7.1)."""
     await enqueue(session, kind=WebhookEventKind.breach_report_opened, now=now, notices=[Notice(
         resource_id=report.id,
         data={"breach_report_id": str(report.id), "kind": report.kind, "handler_id": str(report.handler_id)})])

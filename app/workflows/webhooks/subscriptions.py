@@ -1,5 +1,6 @@
 """Subscriptions (directors only, §4.5): subscribe a URL to events, read, list and stop them,
-and read a subscription's deliveries with each attempt.
+and read a subscription's deliveries with each attempt (never one about a breach report the
+reader may not know of, §1.8, §7.1).
 
 The secret is shown once, in the creation response, and stored encrypted (§6.6).
 """
@@ -36,6 +37,7 @@ from app.models.webhooks import (
 )
 from app.policy.actor import Actor
 from app.workflows.audit.trail import add_event
+from app.workflows.webhooks import audience
 
 RESOURCE = "webhook"
 RULE, CLAUSE = "director-only", "§4.5"
@@ -130,13 +132,16 @@ async def remove_webhook(session: AsyncSession, *, webhook_id: uuid.UUID, actor:
     await session.commit()
 
 
-async def list_deliveries(session: AsyncSession, *, webhook_id: uuid.UUID, cursors: CursorCodec, limit: int,
-                          cursor: str | None) -> Page[DeliveryPublic]:
+async def list_deliveries(session: AsyncSession, *, webhook_id: uuid.UUID, actor: Actor, cursors: CursorCodec,
+                          limit: int, cursor: str | None) -> Page[DeliveryPublic]:
+    """Newest first, with payloads and attempts; never a delivery of an event about a breach report
+    the reader may not know of (§1.8, §7.1), whoever made the subscription. Those are left out in
+    SQL before the page is cut, so neither the page nor its cursor shows that any were there."""
     scope = f"webhook-deliveries:{webhook_id}"
     query = page_query(  # a forged cursor is refused (400) before anything is looked up
         select(WebhookDelivery, WebhookEvent.payload)
         .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
-        .where(col(WebhookDelivery.subscription_id) == webhook_id),
+        .where(col(WebhookDelivery.subscription_id) == webhook_id, audience.events_known_to(actor)),
         WebhookDelivery, cursors=cursors, scope=scope, cursor=cursor, limit=limit)
     await _load(session, webhook_id)
     rows = (await session.execute(query)).all()
