@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import col, select
 
 from app.models.breach_reports import BreachReport
 from app.models.users import User
+from app.models.webhooks import WebhookDelivery, WebhookEvent
 from tests.factory import Factory, Person
 from tests.policy.org import events
 
@@ -391,3 +393,50 @@ async def test_a_director_does_not_assign_a_report_to_an_account_the_concerned_h
                           json={"handler_id": str(alice.id)})
     assert r.status_code == 200 and r.json()["handler_id"] == str(alice.id)
 
+
+async def test_an_assigned_handler_whose_password_the_concerned_reset_is_replaced(client, factory, clock, org):
+    """A director's assignment holds while the assignee is staff, but not once the colleague
+    concerned chose the assignee's password: the report goes where routing sends it."""
+    boss, other, carol, alice = org["boss"], org["other"], org["carol"], org["alice"]
+    clock.advance(seconds=1)
+    third = await factory.user("director")
+    report_id = await reported(client, alice, boss)
+    r = await client.post(f"/breach-reports/{report_id}/assign", headers=third.headers,
+                          json={"handler_id": str(carol.id)})
+    assert r.status_code == 200, r.text
+    await reset_and_change(client, factory, boss, carol)
+    assert await handler_of(factory, report_id) == other.id
+    assert not await sees(client, carol, report_id) and await sees(client, other, report_id)
+
+
+async def test_a_reset_by_a_director_not_concerned_moves_nothing(client, factory, clock, org):
+    boss, other, alice = org["boss"], org["other"], org["alice"]
+    clock.advance(seconds=1)
+    third = await factory.user("director")
+    report_id = await reported(client, alice, boss)
+    await reset_and_change(client, factory, third, other)
+    assert await handler_of(factory, report_id) == other.id
+    assert await events(factory, action="breach_report.rerouted") == []
+    assert await sees(client, other, report_id)
+
+
+async def test_webhooks_of_an_account_whose_password_the_concerned_chose_carry_nothing(client, factory, state, org):
+    """A subscription reaches a report only through its creator's visibility (``visible``), so
+    a director whose password boss reset receives no event about a report about boss."""
+    boss, other, bob, alice = org["boss"], org["other"], org["bob"], org["alice"]
+    r = await client.post("/webhooks", headers=other.headers, json={
+        "url": "https://hooks.kmm.example/in", "events": ["breach_report.opened"]})
+    assert r.status_code == 201, r.text
+    hook_id = r.json()["id"]
+    await reset_and_change(client, factory, boss, other)
+    about_boss = await reported(client, alice, boss)
+    about_bob = await reported(client, alice, bob)
+    async with state.sessionmaker() as session:
+        queued = set((await session.execute(
+            select(WebhookEvent.resource_id)
+            .join(WebhookDelivery, col(WebhookDelivery.event_id) == col(WebhookEvent.id))
+            .where(col(WebhookDelivery.subscription_id) == uuid.UUID(hook_id)))).scalars())
+    assert queued == {uuid.UUID(about_bob)}
+    r = await client.get(f"/webhooks/{hook_id}/deliveries", headers=other.headers, params={"limit": 200})
+    assert r.status_code == 200, r.text
+    assert about_boss not in r.text and about_bob in r.text
