@@ -16,6 +16,7 @@ from app.core.pagination import CursorCodec, Page, page_of
 from app.models.emergency_grants import EmergencyGrant, GrantCreate, GrantPublic
 from app.models.records import Record
 from app.models.subjects import Subject
+from app.models.users import User
 from app.policy.actor import Actor
 from app.workflows.audit.trail import add_event
 from app.workflows.records.checks import check_active_user
@@ -30,6 +31,13 @@ def grant_public(grant: EmergencyGrant, now: datetime) -> GrantPublic:
         reason=grant.reason, expires_at=grant.expires_at, issued_by=grant.issued_by, issued_at=grant.issued_at,
         revoked_at=grant.revoked_at, active=grant.revoked_at is None and grant.expires_at > now,
     )
+
+
+async def _held_by(session: AsyncSession, account_id: uuid.UUID) -> set[uuid.UUID]:
+    """Who can act as this account: itself, and the director who chose its password."""
+    chosen_by = (await session.execute(select(User.credentials_set_by).where(col(User.id) == account_id))
+                 ).scalar_one_or_none()
+    return {account_id} | ({chosen_by} if chosen_by is not None else set())
 
 
 async def issue_grant(session: AsyncSession, *, data: GrantCreate, actor: Actor, now: datetime) -> EmergencyGrant:
@@ -49,9 +57,10 @@ async def issue_grant(session: AsyncSession, *, data: GrantCreate, actor: Actor,
     subject = await session.get(Subject, subject_id) if subject_id is not None else None
     if data.subject_id is not None and subject is None:
         raise field_error("subject_id", "no such subject")
-    if subject is not None and subject.user_id == data.grantee_id:
+    if subject is not None and subject.user_id is not None and subject.user_id in await _held_by(session,
+                                                                                                 data.grantee_id):
         # What is recorded about a person reaches them by a written request (§3.4, §3.6),
-        # never by an emergency grant to themself.
+        # never by an emergency grant to themself, nor to an account whose password they chose.
         raise PolicyDenied("an emergency grant never covers records about its own holder: they ask in writing",
                            rule="emergency", clause="§4.5, §3.4")
     grant = EmergencyGrant(grantee_id=data.grantee_id, record_id=data.record_id, subject_id=data.subject_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from app.models.emergency_grants import EmergencyGrant
@@ -10,7 +11,8 @@ from tests.factory import Factory, Person
 from tests.policy.org import count, events
 
 
-async def _grant(factory: Factory, director: Person, grantee: Person, hours: float = 2, **target: Any):  # type: ignore[no-untyped-def]
+async def _grant(factory: Factory, director: Person, grantee: Person | SimpleNamespace, hours: float = 2,
+                 **target: Any):  # type: ignore[no-untyped-def]
     expires = factory.state.clock.now() + timedelta(hours=hours)
     return await factory.client.post("/emergency-grants", headers=director.headers, json={
         "grantee_id": str(grantee.id), "reason": "crisis call", "expires_at": expires.isoformat(), **target})
@@ -144,3 +146,27 @@ async def test_no_grant_opens_records_about_its_own_holder(client, factory: Fact
         "grantee_id": emp["user_id"], "reason": "crisis call", "expires_at": expires.isoformat(),
         "record_id": about_employee["id"]})
     assert r.status_code == 403 and r.json()["rule"] == "emergency"
+
+
+async def test_no_grant_opens_records_about_whoever_chose_its_holders_password(client, factory: Factory):
+    """An account whose password a director chose counts as that director (§3.4, §4.5): a grant to
+    it never covers records about that director, whoever issues it."""
+    director, manager, alice, helper, subject, sens, conf, emp, personnel = await _org(client, factory)
+    other = await factory.user("director")
+    r = await client.post("/users", headers=director.headers, json={
+        "email": "puppet@test.kmm", "full_name": "Pat Puppet", "role": "colleague", "staff_type": "employee",
+        "password": "a puppet password the director knows"})
+    assert r.status_code == 201, r.text
+    puppet = SimpleNamespace(id=r.json()["id"])
+    own = await factory.subject(by=director, category="employee", user_id=str(director.id))
+    about_director = await factory.record(by=alice, subject=own, classification="sensitive",
+                                          content="note-about-director")
+    before = await count(factory, EmergencyGrant)
+    for issuer in (director, other):
+        for target in ({"subject_id": own["id"]}, {"record_id": about_director["id"]}):
+            r = await _grant(factory, issuer, puppet, **target)
+            assert r.status_code == 403, r.text
+            assert (r.json()["rule"], r.json()["clause"]) == ("emergency", "§4.5, §3.4")
+            assert "note-about-director" not in r.text
+    assert await count(factory, EmergencyGrant) == before
+    assert (await _grant(factory, director, puppet, record_id=sens["id"])).status_code == 201
