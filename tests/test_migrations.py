@@ -260,3 +260,59 @@ def test_who_chose_each_password_comes_from_the_trail(tmp_path):
             engine.dispose()
         assert got == {boss: None, other: boss, created: boss, reset: other, own: boss, refused: other, server: None}
         assert _differences(settings) == []
+
+
+def test_why_each_handler_holds_its_report_comes_from_the_trail(tmp_path):
+    """0018 sets ``handler_basis`` of reports already there from the audit trail: the latest of
+    each report's create or rerouted event (its ``routed_to``) and assign event (§1.8, §7.1); a
+    report with none keeps NULL."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import Column, Text, insert, select
+
+    from app.models.audit import AuditEvent
+    from app.models.breach_reports import BreachReport
+    from app.models.users import User
+
+    with fresh_database(tmp_path) as settings:
+        before = ScriptDirectory.from_config(alembic_config(settings)).get_revision("0018").down_revision
+        upgrade(settings, str(before))
+        made = datetime(2026, 3, 4, tzinfo=UTC)
+        boss = uuid.uuid4()
+        routed, rerouted, assigned, silent = (uuid.uuid4() for _ in range(4))
+        users = _as_of(User, "id", "email", "full_name", "role", "active", "password_hash", "created_at")
+        reports = _as_of(BreachReport, "id", "kind", "status", "handler_id", "created_at", "updated_at")
+        reports.append_column(Column("description", Text()))  # as stored: the ciphertext's text
+
+        def event(action: str, about: uuid.UUID, **detail: str) -> dict:
+            return {"at": made, "action": action, "actor_id": boss, "actor_kind": "user", "actor_role": "director",
+                    "resource_type": "breach_report", "resource_id": str(about), "decision": "allow",
+                    "emergency": False, "detail": detail}
+
+        engine = sync_engine(settings)
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert(users).values(id=boss, email="b@test.kmm", full_name="B", role="director",
+                                                  active=True, password_hash="x", created_at=made))
+                for report_id in (routed, rerouted, assigned, silent):
+                    conn.execute(insert(reports).values(
+                        id=report_id, kind="grievance", status="open", handler_id=boss,
+                        description="kmm2:x:y", created_at=made, updated_at=made))
+                conn.execute(insert(AuditEvent.__table__), [  # type: ignore[attr-defined]
+                    event("breach_report.create", routed, routed_to="line_manager"),
+                    event("breach_report.create", rerouted, routed_to="line_manager"),
+                    event("breach_report.rerouted", rerouted, routed_to="director"),
+                    event("breach_report.create", assigned, routed_to="director"),
+                    event("breach_report.assign", assigned),
+                    event("breach_report.finding", assigned),
+                ])
+            upgrade(settings)
+            with engine.connect() as conn:
+                t = BreachReport.__table__  # type: ignore[attr-defined]
+                got = dict(conn.execute(select(t.c.id, t.c.handler_basis)).all())
+        finally:
+            engine.dispose()
+        assert got == {routed: "line_manager", rerouted: "director", assigned: "assigned", silent: None}
+        assert _differences(settings) == []

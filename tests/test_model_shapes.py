@@ -97,6 +97,7 @@ ENUM_COLUMNS = [
     (breach_reports.BreachReport, "status", breach_reports.BreachStatus, 16),
     (breach_reports.BreachReport, "finding", breach_reports.Finding, 16),
     (breach_reports.BreachReport, "outcome", breach_reports.Outcome, 40),
+    (breach_reports.BreachReport, "handler_basis", breach_reports.HandlerBasis, 16),
     (webhooks.WebhookEvent, "kind", webhooks.WebhookEventKind, 40),
     (webhooks.WebhookDelivery, "kind", webhooks.WebhookEventKind, 40),
     (webhooks.WebhookDelivery, "status", webhooks.DeliveryStatus, 16),

@@ -49,6 +49,16 @@ class BreachStatus(StrEnum):
     closed = "closed"
 
 
+class HandlerBasis(StrEnum):
+    """Why the handler holds a report (§1.8, §7.1): routed as the line manager, routed to a
+    director, or assigned by a director. The relation it names must hold for them to keep it
+    (app/workflows/breach_reports/rerouting.py)."""
+
+    line_manager = "line_manager"
+    director = "director"
+    assigned = "assigned"
+
+
 class Finding(StrEnum):
     substantiated = "substantiated"
     unsubstantiated = "unsubstantiated"
@@ -136,6 +146,7 @@ class BreachReport(BreachReportBase, table=True):
     reporter_id: uuid.UUID | None = Field(default=None, foreign_key="users.id")  # None: the service
     concerned_user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     handler_id: uuid.UUID = Field(foreign_key="users.id")
+    handler_basis: HandlerBasis | None = enum_field(16, default=None)  # None: made before it was kept
     description: str = free_text_column(nullable=False)
     evidence: str | None = free_text_column(nullable=True)
     complainant_name: str | None = free_text_column(nullable=True)

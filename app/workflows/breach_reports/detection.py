@@ -94,7 +94,7 @@ async def _detect(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> N
                                              kind=BreachKind.unauthorised_access)
     report = BreachReport(
         kind=BreachKind.unauthorised_access, status=BreachStatus.open, reporter_id=None,
-        concerned_user_id=user_id, handler_id=handler_id, description=DETECTION_DESCRIPTION,
+        concerned_user_id=user_id, handler_id=handler_id, handler_basis=routed, description=DETECTION_DESCRIPTION,
         created_at=now, updated_at=now,
     )
     session.add(report)

@@ -22,6 +22,7 @@ from app.models.breach_reports import (
     BreachReportPublic,
     BreachStatus,
     Finding,
+    HandlerBasis,
     Outcome,
 )
 from app.models.users import User
@@ -71,6 +72,7 @@ async def assign(session: AsyncSession, *, report_id: uuid.UUID, data: BreachAss
                           clause=KIND_CLAUSE[r.kind])
     previous = r.handler_id
     r.handler_id = handler.id
+    r.handler_basis = HandlerBasis.assigned
     r.updated_at = now
     audit_event(session, r, actor=actor, now=now, action="assign", rule="director", handler_id=str(handler.id),
                 previous_handler_id=str(previous))

@@ -119,7 +119,7 @@ async def create_report(session: AsyncSession, *, data: BreachReportCreate, acto
     handler_id, routed = await route_handler(session, concerned=concerned, reporter_id=actor.id, kind=data.kind)
     report = BreachReport(
         kind=data.kind, status=BreachStatus.open, reporter_id=actor.id,
-        concerned_user_id=concerned.id if concerned else None, handler_id=handler_id,
+        concerned_user_id=concerned.id if concerned else None, handler_id=handler_id, handler_basis=routed,
         description=data.description, evidence=data.evidence, complainant_name=data.complainant_name,
         complaint_procedure_advised=data.complaint_procedure_advised, created_at=now, updated_at=now,
     )

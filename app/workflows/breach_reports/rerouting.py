@@ -2,9 +2,9 @@
 handler (§1.8, §7.1: the appropriate line manager; §3.1: a trustee never handles a report;
 §7.2: a former colleague does nothing).
 
-Why the handler holds a report is the latest of the report's handler events: its
-``breach_report.create`` or ``breach_report.rerouted`` (``routed_to``: ``line_manager`` or
-``director``) or a director's ``breach_report.assign``. That relation holds while:
+Why the handler holds a report is its ``handler_basis``, kept with the handler: routed as the
+line manager or to a director (when the report is made, or routed again), or assigned by a
+director. That relation holds while:
 
 - ``line_manager``: ``route_handler`` still chooses the handler, as the line manager (of the
   colleague concerned, or of the reporter of a grievance about KMM);
@@ -14,13 +14,13 @@ Why the handler holds a report is the latest of the report's handler events: its
 and none of them once the colleague concerned chose the handler's password (a director's
 reset, ``users.credentials_set_by``): the handler no longer sees the report.
 
-A report with no handler event (none is made without one) keeps its handler while
-``route_handler`` still chooses it. When the relation ends, the report is routed again in the
-caller's transaction, as a ``breach_report.rerouted`` event of ids that ``events_known_to``
-hides from whoever may not know of the report; the caller learns nothing of it. A closed
-report keeps the handler who found it. With no one to route to (no active director but the one
-concerned) the report stays where it is, as a ``breach_report.unrouted`` event, until a
-director assigns it.
+A report with no basis (made before the basis was kept, with none in the audit trail when it
+was migrated) keeps its handler while ``route_handler`` still chooses it. When the relation
+ends, the report is routed again in the caller's transaction, as a ``breach_report.rerouted``
+event of ids that ``events_known_to`` hides from whoever may not know of the report; the
+caller learns nothing of it. A closed report keeps the handler who found it. With no one to
+route to (no active director but the one concerned) the report stays where it is, as a
+``breach_report.unrouted`` event, until a director assigns it.
 """
 
 from __future__ import annotations
@@ -33,30 +33,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import Conflict
-from app.models.audit import AuditEvent
-from app.models.breach_reports import BreachKind, BreachReport, BreachStatus
+from app.models.breach_reports import BreachKind, BreachReport, BreachStatus, HandlerBasis
 from app.models.users import User
 from app.policy.actor import Actor
 from app.workflows.breach_reports.reports import audit_event
 from app.workflows.breach_reports.routing import STAFF_ROLES, chose_password_of, route_handler
-from app.workflows.breach_reports.visibility import RESOURCE
 
 ASSIGNED = "assigned"
-HANDLER_EVENTS = ("breach_report.create", "breach_report.rerouted", "breach_report.assign")
-
-
-async def _bases(session: AsyncSession, reports: list[BreachReport]) -> dict[str, str | None]:
-    """Each report's latest handler event, as why its handler holds it (by the report's id as text)."""
-    rows = await session.execute(
-        select(AuditEvent.resource_id, AuditEvent.action, col(AuditEvent.detail)["routed_to"].as_string())
-        .where(col(AuditEvent.resource_type) == RESOURCE,
-               col(AuditEvent.resource_id).in_([str(r.id) for r in reports]),
-               col(AuditEvent.action).in_(HANDLER_EVENTS))
-        .order_by(col(AuditEvent.id)))
-    return {rid: ASSIGNED if action == "breach_report.assign" else routed_to for rid, action, routed_to in rows.all()}
-
-
-def _still_holds(basis: str | None, handler: User | None, concerned: User | None) -> bool:
+def _still_holds(basis: HandlerBasis | None, handler: User | None, concerned: User | None) -> bool:
     """Whether an assignment or a director's routing still holds; False: ask ``route_handler``.
     Neither holds once the colleague concerned chose the handler's password: it no longer sees
     the report (``visible``)."""
@@ -64,7 +48,7 @@ def _still_holds(basis: str | None, handler: User | None, concerned: User | None
         return False
     if chose_password_of(concerned, handler):
         return False
-    return basis == ASSIGNED or (basis == "director" and handler.role == "director")
+    return basis == HandlerBasis.assigned or (basis == HandlerBasis.director and handler.role == "director")
 
 
 async def reroute_after_account_change(
@@ -84,9 +68,8 @@ async def reroute_after_account_change(
         .with_for_update())).scalars())
     if not reports:
         return
-    bases = await _bases(session, reports)
     for r in reports:
-        basis = bases.get(str(r.id))
+        basis = r.handler_basis
         concerned = await session.get(User, r.concerned_user_id) if r.concerned_user_id else None
         if _still_holds(basis, await session.get(User, r.handler_id), concerned):
             continue
@@ -100,7 +83,7 @@ async def reroute_after_account_change(
         if handler_id == r.handler_id and (basis is None or routed == basis):
             continue  # the same relation still makes them handler
         previous = r.handler_id
-        r.handler_id = handler_id
+        r.handler_id, r.handler_basis = handler_id, routed
         r.updated_at = now
         audit_event(session, r, actor=actor, now=now, action="rerouted", rule="routing", handler_id=str(handler_id),
                     previous_handler_id=str(previous), routed_to=routed, account_id=str(account_id))

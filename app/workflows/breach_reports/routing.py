@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.errors import Conflict
-from app.models.breach_reports import BreachKind
+from app.models.breach_reports import BreachKind, HandlerBasis
 from app.models.users import User
 
 STAFF_ROLES = ("colleague", "director")
@@ -51,8 +51,8 @@ def chose_password_of(concerned: User | None, account: User) -> bool:
 
 async def route_handler(
     session: AsyncSession, *, concerned: User | None, reporter_id: uuid.UUID | None, kind: BreachKind
-) -> tuple[uuid.UUID, str]:
-    """The handler's id and why (``line_manager`` or ``director``)."""
+) -> tuple[uuid.UUID, HandlerBasis]:
+    """The handler's id and why (as the line manager, or a director)."""
     manager_of = concerned
     if concerned is None and kind == BreachKind.grievance and reporter_id is not None:
         manager_of = await session.get(User, reporter_id)  # §7.1: raise it with your line manager
@@ -61,6 +61,6 @@ async def route_handler(
         excluded = {reporter_id, concerned.id if concerned else None}
         if manager is not None and manager.active and manager.role in STAFF_ROLES and manager.id not in excluded \
                 and not chose_password_of(concerned, manager):
-            return manager.id, "line_manager"
+            return manager.id, HandlerBasis.line_manager
     director = await _director(session, not_id=concerned.id if concerned else None, prefer_not=reporter_id)
-    return director, "director"
+    return director, HandlerBasis.director
