@@ -29,7 +29,7 @@ RESOURCE = "breach_report"
 def visible(actor: Actor) -> ColumnElement[bool]:
     """May this actor know of this report? The one predicate, as an SQL condition on
     ``breach_reports``, behind every path that could show a report or a trace of one (the
-    report, the list, the audit trail, the compliance summary).
+    report, the list, the audit trail, the compliance summary, webhook events and delivery logs).
 
     Never one about itself (§1.8, §7.1), nor one about whoever chose its password; all others
     for a director; otherwise, for a staff account, those it handles or reported. A trustee
