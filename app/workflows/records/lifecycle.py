@@ -26,15 +26,28 @@ from app.core.errors import PolicyDenied
 from app.models.lifecycle import LegalHoldChange, LegalHoldPublic, RecordReview, ReviewPublic
 from app.models.records import Record
 from app.policy.actor import Actor
-from app.policy.decide import Decision, decide
+from app.policy.decide import Decision, decide, exclusion
 from app.policy.rules import Action
 from app.workflows.audit.trail import add_event
 from app.workflows.records.content import aad, data_key
-from app.workflows.records.queries import load_record
+from app.workflows.records.queries import LoadedRecord, load_record
 from app.workflows.records.shape import gone
 
 HOLD_RULE, HOLD_CLAUSE = "legal-hold", "§6.5"
 REVIEW_RULE, REVIEW_CLAUSE = "review", "§6.4"
+
+
+async def _refuse_if_excluded(session: AsyncSession, *, actor: Actor, loaded: LoadedRecord, now: datetime,
+                              action: str) -> None:
+    """The exclusion of one's own personnel file (§3.6) before any director's override: the
+    employee it is about neither reviews it nor holds it. The refusal is audited."""
+    excluded = exclusion(actor, loaded.facts, now)
+    if excluded is None:
+        return
+    add_event(session, now=now, actor=actor, action=action, resource_type="record", resource_id=loaded.record.id,
+              decision="deny", rule=excluded.rule, clause=excluded.clause)
+    await session.commit()
+    raise PolicyDenied(excluded.reason, rule=excluded.rule, clause=excluded.clause)
 
 
 async def set_legal_hold(
@@ -44,6 +57,7 @@ async def set_legal_hold(
     comes here: the route's gate (app.deps.director_only) refuses, and audits, anyone else."""
     loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
+    await _refuse_if_excluded(session, actor=actor, loaded=loaded, now=now, action="record.legal_hold")
     if record.destroyed_at is not None:
         raise gone(record)
     result = await session.execute(
@@ -73,6 +87,7 @@ async def review_record(
 ) -> ReviewPublic:
     loaded = await load_record(session, record_id, actor=actor)
     record = loaded.record
+    await _refuse_if_excluded(session, actor=actor, loaded=loaded, now=now, action="record.review")
     decision = decide(actor, Action.update, loaded.facts, now)
     if not decision.allowed and actor.is_director and actor.active:
         decision = Decision(True, "director", REVIEW_CLAUSE, "a director verifies any record's accuracy")
