@@ -89,6 +89,27 @@ async def revoke_grant(session: AsyncSession, *, grant_id: uuid.UUID, actor: Act
     return grant
 
 
+async def end_grants_about(session: AsyncSession, *, holder_id: uuid.UUID, about_user_id: uuid.UUID,
+                           actor: Actor, now: datetime) -> None:
+    """End the live grants ``holder_id`` holds over records about ``about_user_id`` (a subject
+    linked to that account, or one record about it), in the caller's transaction: the director
+    who now chose the holder's password may log in as it, and no grant opens records about its
+    own holder (§3.4, §4.5). Each is an ``emergency_grant.revoke`` event."""
+    theirs = select(Subject.id).where(col(Subject.user_id) == about_user_id)
+    grants = (await session.execute(
+        select(EmergencyGrant).where(
+            col(EmergencyGrant.grantee_id) == holder_id, col(EmergencyGrant.revoked_at).is_(None),
+            col(EmergencyGrant.expires_at) > now,
+            or_(col(EmergencyGrant.subject_id).in_(theirs),
+                col(EmergencyGrant.record_id).in_(select(Record.id).where(col(Record.subject_id).in_(theirs)))))
+        .with_for_update())).scalars().all()
+    for grant in grants:
+        grant.revoked_at, grant.revoked_by = now, actor.id
+        add_event(session, now=now, actor=actor, action="emergency_grant.revoke", resource_type="emergency_grant",
+                  resource_id=grant.id, decision="allow", rule="emergency", clause="§4.5, §3.4", emergency=True,
+                  detail={"reason": "password_reset"})
+
+
 async def list_grants(
     session: AsyncSession, *, actor: Actor, now: datetime, active_only: bool, cursors: CursorCodec, limit: int,
     cursor: str | None,

@@ -28,6 +28,7 @@ from app.policy.actor import Actor
 from app.workflows.audit.trail import add_event
 from app.workflows.auth import begin_password_check, email_key, end_sessions, finish_password_check
 from app.workflows.breach_reports.rerouting import reroute_after_account_change
+from app.workflows.emergency_grants import end_grants_about
 
 MAX_DEPTH = 1000
 
@@ -277,6 +278,7 @@ async def reset_password(
     # The account no longer sees reports about the director who chose its password (§1.8, §7.1):
     # those it handles go to someone who does. Nothing of them reaches the response or this event.
     await reroute_after_account_change(session, account_id=user_id, actor=actor, now=now)
+    await end_grants_about(session, holder_id=user_id, about_user_id=actor.id, actor=actor, now=now)
     await session.commit()
 
 

@@ -170,3 +170,41 @@ async def test_no_grant_opens_records_about_whoever_chose_its_holders_password(c
             assert "note-about-director" not in r.text
     assert await count(factory, EmergencyGrant) == before
     assert (await _grant(factory, director, puppet, record_id=sens["id"])).status_code == 201
+
+
+async def test_a_reset_by_the_director_a_grant_is_about_ends_that_grant(client, factory: Factory):
+    """A grant issued before a director chose its holder's password (a reset) ends with the reset
+    when it covers records about that director (§3.4, §4.5): they may log in as the holder.
+    Grants over anyone else stay, and a reset by another director ends nothing."""
+    boss = await factory.user("director")
+    other = await factory.user("director")
+    carer = await factory.user("colleague")
+    alice = await factory.user("colleague")
+    own = await factory.subject(by=other, category="employee", user_id=str(boss.id))
+    about_boss = await factory.record(by=alice, subject=own, classification="sensitive", content="note-about-boss")
+    elsewhere = await factory.subject(by=alice)
+    about_other = await factory.record(by=alice, subject=elsewhere, classification="sensitive")
+    by_subject = await factory.grant(by=other, to=carer, subject=own)
+    by_record = await factory.grant(by=other, to=carer, record=about_boss)
+    kept = await factory.grant(by=other, to=carer, record=about_other)
+
+    r = await client.post(f"/users/{carer.id}/password", headers=other.headers,
+                          json={"new_password": "another director chose this one"})
+    assert r.status_code == 204, r.text
+    r = await client.post(f"/users/{carer.id}/password", headers=boss.headers,
+                          json={"new_password": "boss chose this one himself"})
+    assert r.status_code == 204, r.text
+    assert (await factory.login(carer, "boss chose this one himself")).status_code == 200
+    r = await client.post("/users/me/password", headers=carer.headers, json={
+        "current_password": "boss chose this one himself", "new_password": "and changed as the holder"})
+    assert r.status_code == 204, r.text
+    assert (await factory.login(carer, "and changed as the holder")).status_code == 200
+    r = await client.get(f"/records/{about_boss['id']}", headers=carer.headers)
+    assert r.status_code == 403 and "note-about-boss" not in r.text
+    assert (await client.get(f"/records/{about_other['id']}", headers=carer.headers)).status_code == 200
+
+    grants = {g["id"]: g for g in (await client.get("/emergency-grants", headers=other.headers)).json()["items"]}
+    assert [grants[g["id"]]["active"] for g in (by_subject, by_record, kept)] == [False, False, True]
+    revoked = await events(factory, action="emergency_grant.revoke")
+    assert sorted(e.resource_id for e in revoked) == sorted([by_subject["id"], by_record["id"]])
+    assert {(e.actor_id, e.rule, e.clause) for e in revoked} == {(boss.id, "emergency", "§4.5, §3.4")}
