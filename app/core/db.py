@@ -19,7 +19,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Json
-from sqlalchemy import JSON, DateTime, Insert, Select, event
+from sqlalchemy import JSON, DateTime, Insert, Select, String, cast, event, func
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -54,6 +54,24 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def id_text(column: Any) -> Any:
+    """A UUID (column or audit ``resource_id``) as 32 hex digits, the same on SQLite and Postgres."""
+    return func.lower(func.replace(cast(column, String), "-", ""))
+
+
+def uuid_text(column: Any) -> Any:
+    """A UUID column as Python's ``str(uuid)`` writes it (8-4-4-4-12 lowercase hex digits), the
+    same on SQLite (which keeps 32 digits) and Postgres: text the service wrote from a UUID,
+    such as ``audit_event_records.record_id``, compared by key without a function on its side."""
+    digits = id_text(column)
+    parts = [func.substr(digits, start, length, type_=String) for start, length in
+             ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))]
+    dashed: Any = parts[0]
+    for part in parts[1:]:
+        dashed = dashed + "-" + part
+    return dashed
 
 
 def make_engine(settings: Settings) -> AsyncEngine:

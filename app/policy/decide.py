@@ -273,11 +273,20 @@ def records_filter(
         clauses.append(and_(col(Record.classification).in_(classes), or_(*relations)))
     if not clauses:
         return false()
+    excluded = exclusions_sql(actor, now, actor_id=actor_id)
+    allowed = or_(*clauses)
+    return and_(allowed, not_(excluded)) if excluded is not None else allowed
+
+
+def exclusions_sql(actor: Actor, now: _Now, *, actor_id: _Id | None = None) -> ColumnElement[bool] | None:
+    """The records an exclusion keeps the actor from whatever else they are (one's own
+    personnel file, §3.6), as a condition on ``records``; None where none can hold for this
+    actor (a service client). What ``exclusion`` says of one record, for every record: the
+    paths that list record ids or the trail about them leave these out."""
     excluded = [and_(col(Record.classification).in_(sorted(e.classifications)), cond)
                 for e in EXCLUSIONS
                 if (cond := relation_sql(e.relation, actor, now, actor_id=actor_id)) is not None]
-    allowed = or_(*clauses)
-    return and_(allowed, not_(or_(*excluded))) if excluded else allowed
+    return or_(*excluded) if excluded else None
 
 
 def facts_columns(actor_id: uuid.UUID | BindParameter[Any]) -> dict[str, Any]:

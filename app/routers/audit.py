@@ -24,14 +24,15 @@ async def list_events(
     state: StateDep,
     limit: LimitDep,
     filters: Annotated[AuditEventFilter, Query()],
+    now: NowDep,
     cursor: str | None = Query(default=None, max_length=512),
 ) -> Page[AuditEventPublic]:
     """Events newest first; ``since`` is inclusive, ``until`` exclusive (both need a timezone)."""
     if filters.since is not None and filters.until is not None and filters.since >= filters.until:
         raise Problem(422, "since must be before until", type="validation-error",
                       errors=[{"loc": ["query", "until"], "msg": "must be after since", "type": "value_error"}])
-    return await trail.list_events(session, actor=actor, filters=filters, cursors=state.cursors, cursor=cursor,
-                                         limit=limit)
+    return await trail.list_events(session, actor=actor, now=now, filters=filters, cursors=state.cursors,
+                                   cursor=cursor, limit=limit)
 
 
 @router.get("/verify", response_model=ChainReport, responses=problem_responses(401, 403))

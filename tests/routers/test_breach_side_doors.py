@@ -183,7 +183,7 @@ async def test_the_audit_predicate_is_null_safe_for_any_actor(client, state, fac
 
     async def report_events(person: Person) -> set[str]:
         async with state.sessionmaker() as s:
-            events = await trail.list_events(s, actor=Actor.for_user(person.user),
+            events = await trail.list_events(s, actor=Actor.for_user(person.user), now=clock.now(),
                                                    filters=AuditEventFilter(resource_type="breach_report"),
                                                    cursors=state.cursors, cursor=None, limit=200)
         return {e.action + ":" + str(e.rule) for e in events.items}

@@ -17,18 +17,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, union_all
+from sqlalchemy import ColumnElement, Select, false, func, or_, union_all
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.core.db import id_text, uuid_text
 from app.core.errors import PolicyDenied
 from app.core.pagination import CursorCodec, page_of
 from app.models.audit import AuditEvent, AuditEventRecord, RecordAccess
-from app.models.records import AccessLog, AccessLogEntry
+from app.models.records import AccessLog, AccessLogEntry, Record
 from app.models.users import User
 from app.policy.actor import Actor
-from app.policy.decide import decide, exclusion
+from app.policy.decide import decide, exclusion, exclusions_sql
 from app.policy.rules import Action
 from app.workflows.audit.trail import add_event
 from app.workflows.records.queries import load_record
@@ -84,6 +85,30 @@ async def record_accesses(
     if limit is not None:
         query = query.limit(limit)
     return [shape.model_validate(row, from_attributes=True) for row in (await session.execute(query)).all()]
+
+
+def events_about_own_personnel_file(actor: Actor, now: datetime) -> ColumnElement[bool]:
+    """Audit events about a record the actor is kept from whatever else they are: their own
+    personnel file (§3.6). The trail's answer to who read it, listed it or exported it, when
+    and by which rule, is the access log's, which the employee it is about never sees, a
+    director included: every event about such a record (``resource_type`` record), and every
+    list event that showed one (by ``audit_event_records``; the whole event, since its other
+    ids and count say what the list was). False for an actor no exclusion holds for.
+
+    Two uncorrelated subqueries over the few excluded records, which the planner runs once
+    each: the list of the trail still filters in SQL before it is cut, by key on both sides.
+    """
+    excluded = exclusions_sql(actor, now)
+    if excluded is None:
+        return false()
+    about = sa_select(id_text(col(Record.id))).where(excluded).scalar_subquery()
+    named = sa_select(uuid_text(col(Record.id))).where(excluded).scalar_subquery()
+    listed = sa_select(col(AuditEventRecord.event_id)).where(col(AuditEventRecord.record_id).in_(named))
+    about_a_record = func.coalesce(col(AuditEvent.resource_type), "") == "record"
+    return or_(
+        about_a_record & id_text(func.coalesce(col(AuditEvent.resource_id), "")).in_(about),
+        col(AuditEvent.id).in_(listed),
+    )
 
 
 async def access_log(

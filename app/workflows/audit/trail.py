@@ -117,20 +117,23 @@ def _forget_rolled_back_events(session: Session, transaction: SessionTransaction
 
 
 async def list_events(
-    session: AsyncSession, *, actor: Actor, filters: AuditEventFilter, cursors: CursorCodec, cursor: str | None,
-    limit: int,
+    session: AsyncSession, *, actor: Actor, now: datetime, filters: AuditEventFilter, cursors: CursorCodec,
+    cursor: str | None, limit: int,
 ) -> Page[AuditEventPublic]:
     """Events newest first (by id), each with its seal where the sealer has chained it.
 
     Never an event about a breach report the actor may not know of (§1.8, §7.1): the
     colleague concerned finds no trace of a report about them here, whatever the filter.
+    Nor one about the actor's own personnel file (§3.6), or a list that showed it: who read
+    it is the access log's answer, which the employee it is about never gets.
     """
+    from app.workflows.audit.access import events_about_own_personnel_file
     from app.workflows.breach_reports.visibility import events_known_to
 
     query = (
         select(AuditEvent, AuditSeal.seq, AuditSeal.prev_hash, AuditSeal.hash)
         .outerjoin(AuditSeal, col(AuditSeal.event_id) == AuditEvent.id)
-        .where(events_known_to(actor))
+        .where(events_known_to(actor), ~events_about_own_personnel_file(actor, now))
         .order_by(col(AuditEvent.id).desc())
         .limit(limit + 1)
     )

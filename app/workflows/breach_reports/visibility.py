@@ -9,13 +9,13 @@ staff account: a trustee never does either (§3.1), whatever the report's column
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, cast, exists, false, func, or_
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
+from app.core.db import id_text
 from app.core.errors import PolicyDenied
 from app.core.lookup import one_or_missing
 from app.models.audit import AuditEvent
@@ -54,11 +54,6 @@ def _password_chosen_by_concerned(actor: Actor) -> ColumnElement[bool]:
     return exists().where(col(me.id) == actor.id, col(me.credentials_set_by) == col(BreachReport.concerned_user_id))
 
 
-def _id_text(column: Any) -> Any:
-    """A UUID (column or audit ``resource_id``) as 32 hex digits, the same on SQLite and Postgres."""
-    return func.lower(func.replace(cast(column, String), "-", ""))
-
-
 def events_known_to(actor: Actor) -> ColumnElement[bool]:
     """Audit events the actor may see as far as reports go: every event except those about a
     report it may not know of (its ``breach_report.*`` events, detection's included).
@@ -67,9 +62,9 @@ def events_known_to(actor: Actor) -> ColumnElement[bool]:
     in SQL and the planner runs it once.
     """
     # NULL-safe: a report with no reporter (the service raised it) is hidden, not unknown.
-    hidden = select(_id_text(BreachReport.id)).where(~func.coalesce(visible(actor), false())).scalar_subquery()
+    hidden = select(id_text(BreachReport.id)).where(~func.coalesce(visible(actor), false())).scalar_subquery()
     about_a_report = func.coalesce(col(AuditEvent.resource_type), "") == RESOURCE
-    return ~and_(about_a_report, _id_text(func.coalesce(col(AuditEvent.resource_id), "")).in_(hidden))
+    return ~and_(about_a_report, id_text(func.coalesce(col(AuditEvent.resource_id), "")).in_(hidden))
 
 
 def sees_all(actor: Actor, report: BreachReport) -> bool:
