@@ -40,6 +40,9 @@ class WebhookEventKind(StrEnum):
 
 # Events about a breach report: each goes only where the report may be known (§1.8, §7.1).
 BREACH_REPORT_EVENTS = frozenset(k for k in WebhookEventKind if k.startswith("breach_report."))
+# Events about a record: none goes to, or is shown to, a director it is a trace of their own
+# personnel file to (§3.6).
+RECORD_EVENTS = frozenset(k for k in WebhookEventKind if k.startswith("record."))
 
 
 class DeliveryStatus(StrEnum):

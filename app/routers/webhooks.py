@@ -50,9 +50,10 @@ async def remove_webhook(webhook_id: uuid.UUID, actor: DirectorUser, session: Se
 @router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryPublic],
             responses=problem_responses(400, 401, 403, 404, 422))
 async def list_deliveries(webhook_id: uuid.UUID, actor: DirectorUser, session: SessionDep, state: StateDep,
-                          limit: LimitDep, cursor: str | None = Query(default=None, max_length=512)
+                          now: NowDep, limit: LimitDep, cursor: str | None = Query(default=None, max_length=512)
                           ) -> Page[DeliveryPublic]:
     """Newest first, each with its payload (ids and kinds) and every attempt: when, status code or error;
-    never one about a breach report the caller may not know of (§1.8, §7.1)."""
-    return await subscriptions.list_deliveries(session, webhook_id=webhook_id, actor=actor, cursors=state.cursors,
-                                               limit=limit, cursor=cursor)
+    never one about a breach report the caller may not know of (§1.8, §7.1), nor one about the
+    caller's own personnel file (§3.6)."""
+    return await subscriptions.list_deliveries(session, webhook_id=webhook_id, actor=actor, now=now,
+                                               cursors=state.cursors, limit=limit, cursor=cursor)

@@ -26,7 +26,9 @@ from app.core.db import id_text, uuid_text
 from app.core.errors import PolicyDenied
 from app.core.pagination import CursorCodec, page_of
 from app.models.audit import AuditEvent, AuditEventRecord, RecordAccess
+from app.models.emergency_grants import EmergencyGrant
 from app.models.records import AccessLog, AccessLogEntry, Record
+from app.models.subjects import Subject
 from app.models.users import User
 from app.policy.actor import Actor
 from app.policy.decide import decide, exclusion, exclusions_sql
@@ -91,9 +93,12 @@ def events_about_own_personnel_file(actor: Actor, now: datetime) -> ColumnElemen
     """Audit events about a record the actor is kept from whatever else they are: their own
     personnel file (§3.6). The trail's answer to who read it, listed it or exported it, when
     and by which rule, is the access log's, which the employee it is about never sees, a
-    director included: every event about such a record (``resource_type`` record), and every
+    director included: every event about such a record (``resource_type`` record), every
     list event that showed one (by ``audit_event_records``; the whole event, since its other
-    ids and count say what the list was). False for an actor no exclusion holds for.
+    ids and count say what the list was), and every event about an emergency grant over one
+    (§4.5: issued or revoked; a grant over such a record, or over a subject linked to the actor,
+    whose grant covers their personnel file whether it holds one yet or not, so that nothing
+    changes when one is made). False for an actor no exclusion holds for.
 
     Two uncorrelated subqueries over the few excluded records, which the planner runs once
     each: the list of the trail still filters in SQL before it is cut, by key on both sides.
@@ -104,10 +109,17 @@ def events_about_own_personnel_file(actor: Actor, now: datetime) -> ColumnElemen
     about = sa_select(id_text(col(Record.id))).where(excluded).scalar_subquery()
     named = sa_select(uuid_text(col(Record.id))).where(excluded).scalar_subquery()
     listed = sa_select(col(AuditEventRecord.event_id)).where(col(AuditEventRecord.record_id).in_(named))
-    about_a_record = func.coalesce(col(AuditEvent.resource_type), "") == "record"
+    own_subjects = sa_select(col(Subject.id)).where(col(Subject.user_id) == actor.id)
+    grants = sa_select(id_text(col(EmergencyGrant.id))).where(or_(
+        col(EmergencyGrant.record_id).in_(sa_select(col(Record.id)).where(excluded)),
+        col(EmergencyGrant.subject_id).in_(own_subjects),
+    )).scalar_subquery()
+    resource_type = func.coalesce(col(AuditEvent.resource_type), "")
+    resource_id = id_text(func.coalesce(col(AuditEvent.resource_id), ""))
     return or_(
-        about_a_record & id_text(func.coalesce(col(AuditEvent.resource_id), "")).in_(about),
+        (resource_type == "record") & resource_id.in_(about),
         col(AuditEvent.id).in_(listed),
+        (resource_type == "emergency_grant") & resource_id.in_(grants),
     )
 
 

@@ -7,7 +7,9 @@ dies mid-delivery leaves the row to come due again when that lease ends, so a de
 arrives at least once: receivers deduplicate on ``X-KMM-Event-Id``. A failed attempt is
 retried with exponential backoff up to ``KMM_WEBHOOK_MAX_ATTEMPTS``; then the delivery is
 ``failed``. A breach-report delivery whose subscription's creator may not know of the report
-(§1.8, §7.1; ``audience.known_to_creators``) is ``cancelled`` when claimed, never posted.
+(§1.8, §7.1; ``audience.known_to_creators``) is ``cancelled`` when claimed, never posted, and
+so is a record delivery whose subscription's creator the record is the own personnel file of
+(§3.6; ``audience.own_records_of_creators``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from app.core.encrypted import IntegrityFailure, installed_keyring, open_value
 from app.core.state import AppState
 from app.models.webhooks import (
     BREACH_REPORT_EVENTS,
+    RECORD_EVENTS,
     DeliveryStatus,
     Webhook,
     WebhookAttempt,
@@ -70,23 +73,38 @@ def backoff(settings: Settings, attempts: int) -> timedelta:
     return min(timedelta(seconds=seconds), MAX_BACKOFF)
 
 
-async def _withheld(session: AsyncSession, claimed: list[WebhookDelivery]) -> set[uuid.UUID]:
-    """The claimed breach-report deliveries whose subscription's creator may not know of the report
-    (§1.8, §7.1), to be cancelled unsent. The creator is judged when the event is written and
-    again here, before each post: an account can stop being an active director in between, and a
-    retry can come days later. Nothing is asked when no breach-report delivery is claimed.
-    """
-    ids = [d.id for d in claimed if d.kind in BREACH_REPORT_EVENTS]
+async def _about(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID]]:
+    """Delivery -> (its subscription's creator, what its event is about)."""
     if not ids:
-        return set()
-    about = {d: (creator, report) for d, creator, report in (await session.execute(
+        return {}
+    return {d: (creator, about) for d, creator, about in (await session.execute(
         select(WebhookDelivery.id, Webhook.created_by, WebhookEvent.resource_id)
         .join(Webhook, col(Webhook.id) == col(WebhookDelivery.subscription_id))
         .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
         .where(col(WebhookDelivery.id).in_(ids))
-    )).all() if report is not None}
-    known = await audience.known_to_creators(session, about.values())
-    return {d for d in ids if about.get(d) not in known}
+    )).all() if about is not None}
+
+
+async def _withheld(session: AsyncSession, claimed: list[WebhookDelivery], now: datetime) -> set[uuid.UUID]:
+    """The claimed deliveries to be cancelled unsent: a breach-report event whose subscription's
+    creator may not know of the report (§1.8, §7.1), a record event about the creator's own
+    personnel file (§3.6). The creator is judged when the event is written and again here,
+    before each post: an account can stop being an active director in between, a record can
+    be reclassified, and a retry can come days later. Nothing is asked when no such delivery is
+    claimed.
+    """
+    reports = [d.id for d in claimed if d.kind in BREACH_REPORT_EVENTS]
+    records = [d.id for d in claimed if d.kind in RECORD_EVENTS]
+    withheld: set[uuid.UUID] = set()
+    if reports:
+        about = await _about(session, reports)
+        known = await audience.known_to_creators(session, about.values())
+        withheld |= {d for d in reports if about.get(d) not in known}
+    if records:
+        about = await _about(session, records)
+        own = await audience.own_records_of_creators(session, about.values(), now)
+        withheld |= {d for d in records if about.get(d) in own}
+    return withheld
 
 
 async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH) -> list[Claimed]:
@@ -119,7 +137,7 @@ async def claim_due(state: AppState, *, now: datetime, limit: int = CLAIM_BATCH)
             .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
             .where(col(WebhookDelivery.id).in_(claimed))
         )).all() if claimed else []
-        withheld = await _withheld(session, [d for d, *_ in rows])
+        withheld = await _withheld(session, [d for d, *_ in rows], now)
         taken, held, broken = [], [], dict[uuid.UUID, IntegrityFailure]()
         for d, url, sealed, payload in rows:
             if d.id in withheld:

@@ -20,6 +20,7 @@ from sqlmodel import col, select
 
 from app.models.webhooks import (
     BREACH_REPORT_EVENTS,
+    RECORD_EVENTS,
     DeliveryStatus,
     Webhook,
     WebhookDelivery,
@@ -61,8 +62,9 @@ async def enqueue(session: AsyncSession, *, kind: WebhookEventKind, notices: Seq
     An event no subscription wants is not written, unless ``keep`` (the scheduler keeps its
     notices so each is made once). One query for the subscriptions, however many notices; a
     breach-report event goes only to subscriptions whose creator may know of the report (§1.8,
-    §7.1: the URL is the creator's choice, and the creator may be the colleague concerned), which
-    asks at most two more.
+    §7.1: the URL is the creator's choice, and the creator may be the colleague concerned), and
+    a record event never to a subscription whose creator the record is the own personnel file of
+    (§3.6); each asks at most two more.
     """
     if not notices:
         return 0
@@ -75,6 +77,11 @@ async def enqueue(session: AsyncSession, *, kind: WebhookEventKind, notices: Seq
         known = await audience.known_to_creators(
             session, {(h.created_by, notice.resource_id) for notice, wanting in wanted for h in wanting})
         wanted = [(notice, [h for h in wanting if (h.created_by, notice.resource_id) in known])
+                  for notice, wanting in wanted]
+    if kind in RECORD_EVENTS:
+        own = await audience.own_records_of_creators(
+            session, {(h.created_by, notice.resource_id) for notice, wanting in wanted for h in wanting}, now)
+        wanted = [(notice, [h for h in wanting if (h.created_by, notice.resource_id) not in own])
                   for notice, wanting in wanted]
     events: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []

@@ -132,16 +132,17 @@ async def remove_webhook(session: AsyncSession, *, webhook_id: uuid.UUID, actor:
     await session.commit()
 
 
-async def list_deliveries(session: AsyncSession, *, webhook_id: uuid.UUID, actor: Actor, cursors: CursorCodec,
-                          limit: int, cursor: str | None) -> Page[DeliveryPublic]:
+async def list_deliveries(session: AsyncSession, *, webhook_id: uuid.UUID, actor: Actor, now: datetime,
+                          cursors: CursorCodec, limit: int, cursor: str | None) -> Page[DeliveryPublic]:
     """Newest first, with payloads and attempts; never a delivery of an event about a breach report
-    the reader may not know of (§1.8, §7.1), whoever made the subscription. Those are left out in
+    the reader may not know of (§1.8, §7.1), nor of a record event about the reader's own
+    personnel file (§3.6), whoever made the subscription. Those are left out in
     SQL before the page is cut, so neither the page nor its cursor shows that any were there."""
     scope = f"webhook-deliveries:{webhook_id}"
     query = page_query(  # a forged cursor is refused (400) before anything is looked up
         select(WebhookDelivery, WebhookEvent.payload)
         .join(WebhookEvent, col(WebhookEvent.id) == col(WebhookDelivery.event_id))
-        .where(col(WebhookDelivery.subscription_id) == webhook_id, audience.events_known_to(actor)),
+        .where(col(WebhookDelivery.subscription_id) == webhook_id, audience.events_known_to(actor, now)),
         WebhookDelivery, cursors=cursors, scope=scope, cursor=cursor, limit=limit)
     await _load(session, webhook_id)
     rows = (await session.execute(query)).all()
