@@ -66,8 +66,11 @@ Job = Callable[[AsyncSession, datetime, Settings], Awaitable[dict[str, Any]]]
 
 
 async def sweep_retention(session: AsyncSession, now: datetime, settings: Settings) -> dict[str, Any]:
+    """The sweep's id and package count; no record count, as in the sweep's own audit event: a
+    director the true count is not shown to (their own personnel file destroyed, §3.6) could set
+    it against the ``record.destroy`` events they see."""
     result = await retention.sweep(session, now=now, actor=None, dry_run=False)
-    return {"count": result.count, "packages": result.package_count}
+    return {"sweep_id": str(result.sweep_id), "packages": result.package_count}
 
 
 def _not_noticed(kind: WebhookEventKind, resource: Any, occurrence: Any) -> Any:
