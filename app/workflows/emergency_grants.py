@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_
+from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -18,6 +18,7 @@ from app.models.records import Record
 from app.models.subjects import Subject
 from app.models.users import User
 from app.policy.actor import Actor
+from app.policy.decide import exclusions_sql
 from app.workflows.audit.trail import add_event
 from app.workflows.records.checks import check_active_user
 
@@ -110,6 +111,21 @@ async def end_grants_about(session: AsyncSession, *, holder_id: uuid.UUID, about
                   detail={"reason": "password_reset"})
 
 
+def over_own_personnel_file(actor: Actor, now: datetime) -> ColumnElement[bool] | None:
+    """Grants over a record the actor is kept from whatever else they are (their own personnel
+    file, §3.6), or over a subject linked to them (a grant there covers their file whether it
+    holds one yet or not, so nothing changes when one is made); None when no exclusion holds
+    for the actor."""
+    excluded = exclusions_sql(actor, now)
+    if excluded is None:
+        return None
+    record_id, subject_id = col(EmergencyGrant.record_id), col(EmergencyGrant.subject_id)
+    # NULL-safe: a grant names a record or a subject, and its negation must hold for the others.
+    return or_(and_(record_id.is_not(None), record_id.in_(select(col(Record.id)).where(excluded))),
+               and_(subject_id.is_not(None),
+                    subject_id.in_(select(col(Subject.id)).where(col(Subject.user_id) == actor.id))))
+
+
 async def list_grants(
     session: AsyncSession, *, actor: Actor, now: datetime, active_only: bool, cursors: CursorCodec, limit: int,
     cursor: str | None,
@@ -119,6 +135,9 @@ async def list_grants(
              .order_by(col(EmergencyGrant.issued_at).desc(), col(EmergencyGrant.id).desc()).limit(limit + 1))
     if not actor.is_director:
         query = query.where(col(EmergencyGrant.grantee_id) == actor.id)
+    own_file = over_own_personnel_file(actor, now)
+    if own_file is not None:  # one more view of who may open the file (§3.6)
+        query = query.where(~own_file)
     if active_only:
         query = query.where(col(EmergencyGrant.revoked_at).is_(None), col(EmergencyGrant.expires_at) > now)
     if cursor:

@@ -208,3 +208,34 @@ async def test_a_reset_by_the_director_a_grant_is_about_ends_that_grant(client, 
     revoked = await events(factory, action="emergency_grant.revoke")
     assert sorted(e.resource_id for e in revoked) == sorted([by_subject["id"], by_record["id"]])
     assert {(e.actor_id, e.rule, e.clause) for e in revoked} == {(boss.id, "emergency", "§4.5, §3.4")}
+
+
+async def test_a_director_does_not_list_grants_over_their_own_personnel_file(client, factory: Factory):
+    """The grant list is one more view of who may open a record (§3.6, §4.5): the director a
+    personnel file is about finds no grant over it, nor over their subject; another director
+    lists them all."""
+    keeper = await factory.user("director")
+    boss = await factory.user("director", manager=keeper)
+    helper = await factory.user("colleague", manager=keeper)
+    own = await factory.employee_subject(by=keeper, employee=boss)
+    file = await factory.record(by=keeper, subject=own, classification="personnel")
+    elsewhere = await factory.record(by=helper, subject=await factory.subject(by=helper),
+                                     classification="sensitive")
+    over_file = await factory.grant(by=keeper, to=helper, record=file)
+    over_subject = await factory.grant(by=keeper, to=helper, subject=own)
+    other = await factory.grant(by=keeper, to=helper, record=elsewhere)
+    for who, seen in ((boss, {other["id"]}), (keeper, {over_file["id"], over_subject["id"], other["id"]})):
+        for params in ({}, {"active": "true"}, {"limit": 1}):
+            ids: set[str] = set()
+            cursor = None
+            while True:
+                r = await client.get("/emergency-grants", headers=who.headers,
+                                     params={**params, **({"cursor": cursor} if cursor else {})})
+                assert r.status_code == 200, r.text
+                ids |= {g["id"] for g in r.json()["items"]}
+                cursor = r.json().get("next_cursor")
+                if not cursor:
+                    break
+            assert ids == seen
+            if who is boss:
+                assert file["id"] not in r.text and own["id"] not in r.text

@@ -28,12 +28,12 @@ from app.core.pagination import CursorCodec, page_of
 from app.models.audit import AuditEvent, AuditEventRecord, RecordAccess
 from app.models.emergency_grants import EmergencyGrant
 from app.models.records import AccessLog, AccessLogEntry, Record
-from app.models.subjects import Subject
 from app.models.users import User
 from app.policy.actor import Actor
 from app.policy.decide import decide, exclusion, exclusions_sql
 from app.policy.rules import Action
 from app.workflows.audit.trail import add_event
+from app.workflows.emergency_grants import over_own_personnel_file
 from app.workflows.records.queries import load_record
 
 # Events about one record that show it to someone.
@@ -109,11 +109,9 @@ def events_about_own_personnel_file(actor: Actor, now: datetime) -> ColumnElemen
     about = sa_select(id_text(col(Record.id))).where(excluded).scalar_subquery()
     named = sa_select(uuid_text(col(Record.id))).where(excluded).scalar_subquery()
     listed = sa_select(col(AuditEventRecord.event_id)).where(col(AuditEventRecord.record_id).in_(named))
-    own_subjects = sa_select(col(Subject.id)).where(col(Subject.user_id) == actor.id)
-    grants = sa_select(id_text(col(EmergencyGrant.id))).where(or_(
-        col(EmergencyGrant.record_id).in_(sa_select(col(Record.id)).where(excluded)),
-        col(EmergencyGrant.subject_id).in_(own_subjects),
-    )).scalar_subquery()
+    own_file_grants = over_own_personnel_file(actor, now)
+    assert own_file_grants is not None  # the same exclusions hold
+    grants = sa_select(id_text(col(EmergencyGrant.id))).where(own_file_grants).scalar_subquery()
     resource_type = func.coalesce(col(AuditEvent.resource_type), "")
     resource_id = id_text(func.coalesce(col(AuditEvent.resource_id), ""))
     return or_(
