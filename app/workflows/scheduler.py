@@ -237,21 +237,36 @@ CLAUSES = {"retention_sweep": "§6.5", "access_request_flags": "§3.4", "review_
            "housekeeping": "§6.5"}
 
 
+# On cancellation (the process stopping), how long the pass under way may go on to end its
+# transaction; past that it is cut, and its lease lets another process take the job up.
+STOP_GRACE_SECONDS = 5.0
+
+
+async def _one_pass(state: AppState, holder: str) -> None:
+    for work in jobs(state.settings):
+        try:
+            await run_job(state, work, holder=holder)
+        except Exception as exc:  # the lease table unreachable: try again next tick
+            log.warning("scheduler pass failed", extra={"job": work.name, "error": type(exc).__name__})
+
+
 async def run_scheduler(state: AppState) -> None:
     """Every KMM_SCHEDULER_TICK_SECONDS, run each job that is due and free; until cancelled.
 
     The first pass is a tick after start, so starting (and a process that starts only to stop)
-    does no scheduled work.
+    does no scheduled work. Cancelled during a pass, the pass may first end what it is doing
+    (up to STOP_GRACE_SECONDS): a statement cut short can leave its connection, and on SQLite
+    the database's one write lock, held.
     """
     if not state.settings.scheduler:
         return
     holder = holder_name()
     while True:
         await asyncio.sleep(state.settings.scheduler_tick_seconds)
-        for work in jobs(state.settings):
-            try:
-                await run_job(state, work, holder=holder)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the lease table unreachable: try again next tick
-                log.warning("scheduler pass failed", extra={"job": work.name, "error": type(exc).__name__})
+        under_way = asyncio.ensure_future(_one_pass(state, holder))
+        try:
+            await asyncio.shield(under_way)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(under_way, STOP_GRACE_SECONDS)
+            raise

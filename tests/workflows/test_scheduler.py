@@ -120,7 +120,7 @@ async def test_two_replicas_run_each_job_once(client, state, settings, clock, tm
         tasks = [asyncio.create_task(scheduler.run_scheduler(r)) for r in replicas]
         # Until every job has run (however slow the machine), then ten more ticks of both.
         for _ in range(3000):
-            if len(await dp.events(state, "scheduler.run")) >= 3:
+            if len(await dp.events(state, "scheduler.run")) >= len(scheduler.jobs(replicas[0].settings)):
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)
@@ -138,6 +138,35 @@ async def test_two_replicas_run_each_job_once(client, state, settings, clock, tm
     for name in names:
         job = await _job(state, name)
         assert job is not None and job.last_outcome == "ok" and job.lease_holder is None
+
+
+async def test_a_scheduler_stopped_mid_job_lets_the_job_end_its_transaction(client, state, settings, clock,
+                                                                            monkeypatch):
+    """Cancelled while a job works (the process stopping), the pass ends what it is doing: the
+    job's work and its audit event commit, its lease is released, and no connection is left
+    holding a transaction (on SQLite the one write lock) for the next writer."""
+    started = asyncio.Event()
+
+    async def slow(session, now, settings):  # type: ignore[no-untyped-def]
+        started.set()
+        await session.execute(select(ScheduledJob.name))  # a transaction is open
+        await asyncio.sleep(0.3)
+        return {"done": 1}
+
+    monkeypatch.setattr(scheduler, "jobs", lambda s: [scheduler.ScheduledWork("review_reminders", slow, 3600.0)])
+    replica = AppState.build(dp.settings_with(settings, scheduler_tick_seconds=0.01), clock=clock)
+    try:
+        task = asyncio.create_task(scheduler.run_scheduler(replica))
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await replica.rows.close()
+        await replica.engine.dispose()
+    [run] = await dp.events(state, "scheduler.run")
+    assert run.detail == {"done": 1}
+    job = await _job(state, "review_reminders")
+    assert job is not None and job.last_outcome == "ok" and job.lease_holder is None
 
 
 async def test_off_switches(client, state, settings, clock):
