@@ -16,7 +16,8 @@ The jobs:
   §3.6), is flagged once each: an audit event and a webhook notice
   (``access_request.due_soon`` / ``access_request.overdue``).
 - ``review_reminders``: a record past its review date (§6.4) gets one ``record.review_due``
-  notice per review date, and the run's audit event counts them. The service sends no mail:
+  notice per review date; the run's audit event does not count them (the count would take in a
+  director's own personnel file, §3.6). The service sends no mail:
   other KMM systems remind people, from the webhook.
 - ``housekeeping``: what the service keeps only for a while is deleted once it has been
   kept long enough (§6.5), as ``kmm prune`` does (app/workflows/housekeeping.py): finished
@@ -134,13 +135,17 @@ class ScheduledWork:
     name: str
     run: Job
     interval: float | None  # seconds; None is off
+    # What the job returns but its audit event leaves out: a count that takes in records kept
+    # from some readers of the trail (their own personnel file, §3.6).
+    unaudited: frozenset[str] = frozenset()
 
 
 def jobs(settings: Settings) -> list[ScheduledWork]:
     return [
         ScheduledWork("retention_sweep", sweep_retention, settings.schedule_retention_sweep),
         ScheduledWork("access_request_flags", flag_access_requests, settings.schedule_access_request_flags),
-        ScheduledWork("review_reminders", remind_reviews, settings.schedule_review_reminders),
+        ScheduledWork("review_reminders", remind_reviews, settings.schedule_review_reminders,
+                      unaudited=frozenset({"count"})),
         ScheduledWork("housekeeping", keep_house, settings.schedule_housekeeping),
     ]
 
@@ -218,7 +223,7 @@ async def run_job(state: AppState, work: ScheduledWork, *, holder: str) -> dict[
             result = await work.run(session, now, state.settings)
             add_event(session, now=now, actor=None, action="scheduler.run", resource_type="job",
                       resource_id=work.name, decision="allow", rule="scheduler", clause=CLAUSES[work.name],
-                      detail=result)
+                      detail={k: v for k, v in result.items() if k not in work.unaudited})
             await session.commit()
     except Exception as exc:
         outcome = f"error: {type(exc).__name__}"[:64]
