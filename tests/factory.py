@@ -158,6 +158,25 @@ class Factory:
         return await self._created(f"/records/{_id(record)}/named-access", by,
                                    {"user_id": _id(to), "consent_reference": consent_reference})
 
+    async def breach_org(self) -> dict[str, Person]:
+        """For breach-report tests: boss and other, directors (boss made first, so routing to a
+        director picks him); carol, a colleague, manages bob; alice reports."""
+        boss = await self.user("director")
+        self.state.clock.advance(seconds=1)
+        other = await self.user("director")
+        carol = await self.user("colleague", manager=other)
+        bob = await self.user("colleague", manager=carol)
+        alice = await self.user("colleague", manager=other)
+        return {"boss": boss, "other": other, "carol": carol, "bob": bob, "alice": alice}
+
+    async def breach_report(self, *, by: Person, about: Person, description: str, evidence: str | None = None,
+                            kind: str = "colleague_conduct") -> str:
+        """POST /breach-reports about ``about``: the new report's id."""
+        body = {"kind": kind, "concerned_user_id": str(about.id), "description": description}
+        if evidence is not None:
+            body["evidence"] = evidence
+        return str((await self._created("/breach-reports", by, body))["id"])
+
     async def grant(self, *, by: Person, to: Any, record: Any = None, subject: Any = None,
                     expires_in: timedelta = timedelta(hours=2), reason: str = "crisis call") -> dict[str, Any]:
         """POST /emergency-grants (§4.5) over one record or every record of a subject."""

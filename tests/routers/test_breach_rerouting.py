@@ -21,23 +21,13 @@ USER_KEYS = {"id", "email", "full_name", "role", "staff_type", "line_manager_id"
 
 
 @pytest.fixture
-async def org(factory: Factory, clock):
+async def org(factory: Factory):
     """boss and other: directors (boss the earlier); carol (colleague) manages bob; alice reports."""
-    boss = await factory.user("director")
-    clock.advance(seconds=1)
-    other = await factory.user("director")
-    carol = await factory.user("colleague", manager=other)
-    bob = await factory.user("colleague", manager=carol)
-    alice = await factory.user("colleague", manager=other)
-    return {"boss": boss, "other": other, "carol": carol, "bob": bob, "alice": alice}
+    return await factory.breach_org()
 
 
-async def about(client, reporter: Person, concerned: Person) -> str:
-    r = await client.post("/breach-reports", headers=reporter.headers, json={
-        "kind": "colleague_conduct", "concerned_user_id": str(concerned.id), "description": DESCRIPTION,
-        "evidence": EVIDENCE})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+async def about(factory: Factory, reporter: Person, concerned: Person) -> str:
+    return await factory.breach_report(by=reporter, about=concerned, description=DESCRIPTION, evidence=EVIDENCE)
 
 
 async def handler_of(state, report_id: str) -> uuid.UUID:
@@ -129,9 +119,9 @@ async def set_role(state, person: Person, role: str) -> None:
         await s.commit()
 
 
-async def test_a_handler_who_is_a_trustee_knows_nothing_of_the_report(client, state, org):
+async def test_a_handler_who_is_a_trustee_knows_nothing_of_the_report(client, factory, state, org):
     carol, bob, alice = org["carol"], org["bob"], org["alice"]
-    report_id = await about(client, alice, bob)
+    report_id = await about(factory, alice, bob)
     assert await reads_in_full(client, carol, report_id)
     await set_role(state, carol, "trustee")
     assert await handler_of(state, report_id) == carol.id  # still in the column ...
@@ -152,9 +142,9 @@ async def test_a_handler_who_is_a_trustee_knows_nothing_of_the_report(client, st
     assert await reads_in_full(client, carol, report_id)
 
 
-async def test_a_reporter_who_is_a_trustee_no_longer_follows_the_report(client, state, org):
+async def test_a_reporter_who_is_a_trustee_no_longer_follows_the_report(client, factory, state, org):
     alice = org["alice"]
-    report_id = await about(client, alice, org["bob"])
+    report_id = await about(factory, alice, org["bob"])
     r = await client.get(f"/breach-reports/{report_id}", headers=alice.headers)
     assert r.status_code == 200 and r.json()["view"] == "status"
     await set_role(state, alice, "trustee")
@@ -170,7 +160,7 @@ async def test_a_reporter_who_is_a_trustee_no_longer_follows_the_report(client, 
 async def test_the_new_line_manager_gets_the_report_and_the_move_is_audited(client, state, factory, org):
     boss, other, carol, bob, alice = org["boss"], org["other"], org["carol"], org["bob"], org["alice"]
     dave = await factory.user("colleague", manager=other)
-    report_id = await about(client, alice, bob)
+    report_id = await about(factory, alice, bob)
     await patch(client, boss, bob, {"line_manager_id": str(dave.id)})
 
     assert await handler_of(state, report_id) == dave.id
@@ -192,9 +182,9 @@ async def test_the_new_line_manager_gets_the_report_and_the_move_is_audited(clie
     assert r.status_code == 200 and r.json()["found_by"] == str(dave.id)
 
 
-async def test_moved_to_the_reporter_goes_to_a_director(client, state, org):
+async def test_moved_to_the_reporter_goes_to_a_director(client, factory, state, org):
     boss, carol, bob, alice = org["boss"], org["carol"], org["bob"], org["alice"]
-    report_id = await about(client, alice, bob)
+    report_id = await about(factory, alice, bob)
     await patch(client, org["other"], bob, {"line_manager_id": str(alice.id)})
     assert await handler_of(state, report_id) == boss.id  # the reporter never handles it; the earliest director
     assert rerouted(await events(state, report_id))[0].detail["routed_to"] == "director"
@@ -203,8 +193,8 @@ async def test_moved_to_the_reporter_goes_to_a_director(client, state, org):
     assert r.json()["view"] == "status"
 
 
-async def test_a_line_manager_left_with_none_goes_to_a_director(client, state, org):
-    report_id = await about(client, org["alice"], org["bob"])
+async def test_a_line_manager_left_with_none_goes_to_a_director(client, factory, state, org):
+    report_id = await about(factory, org["alice"], org["bob"])
     await patch(client, org["other"], org["bob"], {"line_manager_id": None})
     assert await handler_of(state, report_id) == org["boss"].id
     assert not await reads_in_full(client, org["carol"], report_id)
@@ -212,7 +202,7 @@ async def test_a_line_manager_left_with_none_goes_to_a_director(client, state, o
 
 async def test_a_deactivated_handler_is_replaced(client, state, factory, org):
     boss, other, carol, bob, alice = org["boss"], org["other"], org["carol"], org["bob"], org["alice"]
-    report_id = await about(client, alice, bob)
+    report_id = await about(factory, alice, bob)
     await patch(client, other, carol, {"active": False})  # bob's line manager has left (§7.2)
     assert await handler_of(state, report_id) == boss.id
     assert await reads_in_full(client, boss, report_id)
@@ -225,7 +215,7 @@ async def test_a_deactivated_handler_is_replaced(client, state, factory, org):
 async def test_a_director_who_handles_as_a_director_and_stops_being_one(client, state, factory, clock, org):
     """Routed to a director (bob's line manager reported it): a director no longer, she hands it on."""
     boss, other, carol, bob = org["boss"], org["other"], org["carol"], org["bob"]
-    report_id = await about(client, carol, bob)
+    report_id = await about(factory, carol, bob)
     assert await handler_of(state, report_id) == boss.id
     await patch(client, other, boss, {"role": "colleague"})
     assert await handler_of(state, report_id) == other.id
@@ -250,7 +240,7 @@ async def test_a_grievance_about_kmm_follows_the_reporters_line_manager(client, 
 
 async def test_a_change_that_keeps_the_relation_moves_nothing(client, state, factory, org):
     other, carol, bob, alice = org["other"], org["carol"], org["bob"], org["alice"]
-    report_id = await about(client, alice, bob)
+    report_id = await about(factory, alice, bob)
     await patch(client, other, carol, {"role": "director"})  # still bob's line manager, and staff
     await patch(client, other, bob, {"line_manager_id": str(carol.id), "full_name": "Bob Renamed"})
     await patch(client, other, alice, {"line_manager_id": None})  # the reporter's own manager: no matter
@@ -275,7 +265,7 @@ async def test_a_directors_assignment_stays_while_the_assignee_is_staff(client, 
     boss, other, bob = org["boss"], org["other"], org["bob"]
     chosen = org[assignee]
     dave = await factory.user("colleague", manager=other)
-    report_id = await about(client, org["alice"], bob)
+    report_id = await about(factory, org["alice"], bob)
     await assign(client, boss, report_id, chosen)
     await patch(client, other, bob, {"line_manager_id": str(dave.id)})
     await patch(client, other, chosen, {"role": "director"})
@@ -291,7 +281,7 @@ async def test_a_report_routed_to_a_director_stays_while_they_are_one(client, st
     take it from them: that relation did not make the director handler."""
     boss, other, carol, bob = org["boss"], org["other"], org["carol"], org["bob"]
     dave = await factory.user("colleague", manager=other)
-    report_id = await about(client, carol, bob)
+    report_id = await about(factory, carol, bob)
     assert await handler_of(state, report_id) == boss.id
     await patch(client, other, bob, {"line_manager_id": str(dave.id)})
     assert await handler_of(state, report_id) == boss.id
@@ -302,7 +292,7 @@ async def test_a_report_routed_to_a_director_stays_while_they_are_one(client, st
 async def test_an_assignee_who_stops_being_staff_is_replaced(client, state, factory, org):
     boss, other, carol, bob, alice = org["boss"], org["other"], org["carol"], org["bob"], org["alice"]
     lone = await factory.user("colleague")
-    report_id = await about(client, alice, bob)
+    report_id = await about(factory, alice, bob)
     await assign(client, boss, report_id, lone)
     await patch(client, other, lone, {"role": "trustee"})
     assert await handler_of(state, report_id) == carol.id  # routed again: bob's line manager
@@ -315,7 +305,7 @@ async def test_an_assignee_who_stops_being_staff_is_replaced(client, state, fact
 async def test_a_closed_report_keeps_the_handler_who_found_it(client, state, factory, org):
     other, carol, bob, alice = org["other"], org["carol"], org["bob"], org["alice"]
     dave = await factory.user("colleague", manager=other)
-    report_id = await about(client, alice, bob)
+    report_id = await about(factory, alice, bob)
     r = await client.post(f"/breach-reports/{report_id}/finding", headers=carol.headers,
                           json={"finding": "substantiated"})
     assert r.status_code == 200, r.text
@@ -330,7 +320,7 @@ async def test_a_closed_report_keeps_the_handler_who_found_it(client, state, fac
 async def test_an_investigation_under_way_is_routed_again(client, state, factory, org):
     other, carol, bob, alice = org["other"], org["carol"], org["bob"], org["alice"]
     dave = await factory.user("colleague", manager=other)
-    report_id = await about(client, alice, bob)
+    report_id = await about(factory, alice, bob)
     r = await client.post(f"/breach-reports/{report_id}/investigate", headers=carol.headers)
     assert r.status_code == 200, r.text
     await patch(client, other, bob, {"line_manager_id": str(dave.id)})
@@ -365,11 +355,11 @@ async def audit_seen_by(client, who: Person, report_id: str, account: Person) ->
 
 
 @pytest.mark.parametrize("change", [{"active": False}, {"role": "trustee"}, {"role": "colleague"}])
-async def test_the_director_concerned_who_removes_the_handler_learns_nothing(client, state, board, change):
+async def test_the_director_concerned_who_removes_the_handler_learns_nothing(client, factory, state, board, change):
     """first is concerned; second handles (the earliest director but first). first changes second:
     the report goes to third, and first's response and audit trail say nothing of it."""
     first, second, third, alice = board["first"], board["second"], board["third"], board["alice"]
-    report_id = await about(client, alice, first)
+    report_id = await about(factory, alice, first)
     assert await handler_of(state, report_id) == second.id
     before = await client.get(f"/users/{second.id}", headers=first.headers)
 
@@ -404,7 +394,7 @@ async def test_with_no_one_to_route_to_the_report_stays_and_the_change_goes_thro
     carol = await factory.user("colleague")
     alice = await factory.user("colleague", manager=carol)
     await patch(client, await factory.user("director"), boss, {"line_manager_id": str(carol.id)})
-    report_id = await about(client, alice, boss)
+    report_id = await about(factory, alice, boss)
     assert await handler_of(state, report_id) == carol.id
     async with state.sessionmaker() as s:  # boss is the only director left
         await s.execute(update(User).where(User.role == "director", User.id != boss.id).values(active=False))

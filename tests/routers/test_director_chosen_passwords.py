@@ -219,20 +219,11 @@ async def test_an_account_made_with_a_puppet_line_manager_is_made(client, factor
 @pytest.fixture
 async def org(factory: Factory) -> dict[str, Person]:
     """boss and other: directors; carol (colleague) manages bob; alice reports."""
-    boss = await factory.user("director")
-    other = await factory.user("director")
-    carol = await factory.user("colleague", manager=other)
-    bob = await factory.user("colleague", manager=carol)
-    alice = await factory.user("colleague", manager=other)
-    return {"boss": boss, "other": other, "carol": carol, "bob": bob, "alice": alice}
+    return await factory.breach_org()
 
 
-async def reported(client: httpx.AsyncClient, reporter: Person, about: Person) -> str:
-    r = await client.post("/breach-reports", headers=reporter.headers, json={
-        "kind": "colleague_conduct", "concerned_user_id": str(about.id), "description": DESCRIPTION,
-        "evidence": EVIDENCE})
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
+async def reported(factory: Factory, reporter: Person, about: Person) -> str:
+    return await factory.breach_report(by=reporter, about=about, description=DESCRIPTION, evidence=EVIDENCE)
 
 
 async def sees(client: httpx.AsyncClient, person: Person, report_id: str) -> bool:
@@ -263,7 +254,7 @@ async def test_the_director_concerned_resets_the_handlers_password_and_reads_the
     they log in as the handler, make the required change, refresh, and read the report about
     themself. The service never asks that the reset reach the account's owner."""
     boss, other, alice = org["boss"], org["other"], org["alice"]
-    report_id = await reported(client, alice, boss)
+    report_id = await reported(factory, alice, boss)
     assert await handler_of(factory, report_id) == other.id
     temporary = "boss chose this temporary one"
     r = await client.post(f"/users/{other.id}/password", headers=boss.headers, json={"new_password": temporary})
@@ -299,7 +290,7 @@ async def test_a_report_the_handler_no_longer_sees_goes_to_another_director(clie
     boss, other, alice = org["boss"], org["other"], org["alice"]
     clock.advance(seconds=1)
     third = await factory.user("director")
-    report_id = await reported(client, alice, boss)
+    report_id = await reported(factory, alice, boss)
     assert await handler_of(factory, report_id) == other.id  # the earliest director but boss
     await reset_and_change(client, factory, boss, other)
 
@@ -324,7 +315,7 @@ async def test_a_closed_report_is_not_routed_again(client, factory, clock, org):
     boss, other, alice = org["boss"], org["other"], org["alice"]
     clock.advance(seconds=1)
     await factory.user("director")
-    report_id = await reported(client, alice, boss)
+    report_id = await reported(factory, alice, boss)
     r = await client.post(f"/breach-reports/{report_id}/finding", headers=other.headers,
                           json={"finding": "unsubstantiated"})
     assert r.status_code == 200, r.text
@@ -338,8 +329,8 @@ async def test_reports_about_anyone_else_stay_with_the_account(client, factory, 
     """The account boss reset loses only reports about boss: one about bob stays visible to
     its handler carol and to other, in the list and in the audit trail."""
     boss, other, carol, bob, alice = org["boss"], org["other"], org["carol"], org["bob"], org["alice"]
-    about_bob = await reported(client, alice, bob)
-    about_boss = await reported(client, alice, boss)
+    about_bob = await reported(factory, alice, bob)
+    about_boss = await reported(factory, alice, boss)
     await reset_and_change(client, factory, boss, carol)
     await reset_and_change(client, factory, boss, other, own="other's next one, chosen alone")
     assert await handler_of(factory, about_bob) == carol.id
@@ -351,7 +342,7 @@ async def test_reports_about_anyone_else_stay_with_the_account(client, factory, 
 async def test_a_reporter_whose_password_the_concerned_chose_loses_its_status(client, factory, clock, org):
     """The reporter follows its report's status, but boss may be the one logged in as it."""
     boss, alice = org["boss"], org["alice"]
-    report_id = await reported(client, alice, boss)
+    report_id = await reported(factory, alice, boss)
     assert await sees(client, alice, report_id)
     await reset_and_change(client, factory, boss, alice)
     assert not await sees(client, alice, report_id)
@@ -370,19 +361,19 @@ async def test_routing_passes_over_accounts_whose_password_the_concerned_chose(c
     r = await client.patch(f"/users/{boss.id}", headers=other.headers, json={"line_manager_id": str(puppet.id)})
     assert r.status_code == 200, r.text
     await reset_and_change(client, factory, boss, other)
-    report_id = await reported(client, alice, boss)
+    report_id = await reported(factory, alice, boss)
     assert await handler_of(factory, report_id) == third.id
     assert not await sees(client, puppet, report_id)
     # A report about someone else still goes to that line manager.
     dave = await factory.user("colleague", manager=puppet)
-    assert await handler_of(factory, await reported(client, alice, dave)) == puppet.id
+    assert await handler_of(factory, await reported(factory, alice, dave)) == puppet.id
 
 
 async def test_a_director_does_not_assign_a_report_to_an_account_the_concerned_holds(client, factory, clock, org):
     boss, other, alice = org["boss"], org["other"], org["alice"]
     clock.advance(seconds=1)
     third = await factory.user("director")
-    report_id = await reported(client, alice, boss)
+    report_id = await reported(factory, alice, boss)
     puppet = await made_by(client, factory, boss)
     r = await client.post(f"/breach-reports/{report_id}/assign", headers=third.headers,
                           json={"handler_id": str(puppet.id)})
@@ -400,7 +391,7 @@ async def test_an_assigned_handler_whose_password_the_concerned_reset_is_replace
     boss, other, carol, alice = org["boss"], org["other"], org["carol"], org["alice"]
     clock.advance(seconds=1)
     third = await factory.user("director")
-    report_id = await reported(client, alice, boss)
+    report_id = await reported(factory, alice, boss)
     r = await client.post(f"/breach-reports/{report_id}/assign", headers=third.headers,
                           json={"handler_id": str(carol.id)})
     assert r.status_code == 200, r.text
@@ -413,7 +404,7 @@ async def test_a_reset_by_a_director_not_concerned_moves_nothing(client, factory
     boss, other, alice = org["boss"], org["other"], org["alice"]
     clock.advance(seconds=1)
     third = await factory.user("director")
-    report_id = await reported(client, alice, boss)
+    report_id = await reported(factory, alice, boss)
     await reset_and_change(client, factory, third, other)
     assert await handler_of(factory, report_id) == other.id
     assert await events(factory, action="breach_report.rerouted") == []
@@ -429,8 +420,8 @@ async def test_webhooks_of_an_account_whose_password_the_concerned_chose_carry_n
     assert r.status_code == 201, r.text
     hook_id = r.json()["id"]
     await reset_and_change(client, factory, boss, other)
-    about_boss = await reported(client, alice, boss)
-    about_bob = await reported(client, alice, bob)
+    about_boss = await reported(factory, alice, boss)
+    about_bob = await reported(factory, alice, bob)
     async with state.sessionmaker() as session:
         queued = set((await session.execute(
             select(WebhookEvent.resource_id)

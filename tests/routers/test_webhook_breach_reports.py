@@ -32,12 +32,7 @@ BREACH = "breach_report.opened"
 @pytest.fixture
 async def org(factory: Factory):
     """boss and other: directors; carol (colleague) manages bob; alice reports."""
-    boss = await factory.user("director")
-    other = await factory.user("director")
-    carol = await factory.user("colleague", manager=other)
-    bob = await factory.user("colleague", manager=carol)
-    alice = await factory.user("colleague", manager=other)
-    return {"boss": boss, "other": other, "carol": carol, "bob": bob, "alice": alice}
+    return await factory.breach_org()
 
 
 async def _hook(client, director: Person, events: list[str], url: str = "https://hooks.kmm.example/in",
@@ -47,13 +42,9 @@ async def _hook(client, director: Person, events: list[str], url: str = "https:/
     return str(r.json()["id"])
 
 
-async def _report(client, by: Person, concerned: Person, kind: str = "colleague_conduct") -> str:
-    body = {"kind": kind, "concerned_user_id": str(concerned.id), "description": DESCRIPTION}
-    if kind == "colleague_conduct":
-        body["evidence"] = EVIDENCE
-    r = await client.post("/breach-reports", headers=by.headers, json=body)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
+async def _report(factory: Factory, by: Person, concerned: Person, kind: str = "colleague_conduct") -> str:
+    return await factory.breach_report(by=by, about=concerned, description=DESCRIPTION, kind=kind,
+                                       evidence=EVIDENCE if kind == "colleague_conduct" else None)
 
 
 async def _disclosure(client, factory: Factory, by: Person) -> str:
@@ -97,14 +88,14 @@ def _nothing_of(text: str, report_id: str) -> None:
 # -- the subscription the director concerned makes ---------------------------------------------------
 
 
-async def test_webhook_deliveries_show_the_director_concerned_a_report_about_them(client, state, org):
+async def test_webhook_deliveries_show_the_director_concerned_a_report_about_them(client, factory, state, org):
     """A director concerned by a report subscribes a webhook to breach_report.opened and reads its
     delivery log: the report is not there, and was never sent to the URL they chose."""
     boss, other, alice = org["boss"], org["other"], org["alice"]
     hook_id = await _hook(client, boss, [BREACH])
     theirs = await _hook(client, other, [BREACH], url="https://hooks.kmm.example/hr")
 
-    report_id = await _report(client, alice, boss)
+    report_id = await _report(factory, alice, boss)
     # boss may not know of it ...
     assert (await client.get(f"/breach-reports/{report_id}", headers=boss.headers)).status_code == 404
 
@@ -120,7 +111,7 @@ async def test_webhook_deliveries_show_the_director_concerned_a_report_about_the
     assert _named(await _log(client, other, theirs)) == [report_id]
 
 
-async def test_a_handler_filter_does_not_carry_a_report_to_the_director_concerned(client, state, org):
+async def test_a_handler_filter_does_not_carry_a_report_to_the_director_concerned(client, factory, state, org):
     """boss names the handler of reports about them (the other director) on a subscription: the
     filter matches, the report still does not go to boss's URL. boss's filter for carol lets a
     report about bob through: boss may know of that one."""
@@ -129,8 +120,8 @@ async def test_a_handler_filter_does_not_carry_a_report_to_the_director_concerne
     to_carol = await _hook(client, boss, [BREACH], handler_id=str(carol.id))
     others = await _hook(client, other, [BREACH], handler_id=str(other.id))
 
-    about_boss = await _report(client, alice, boss)
-    about_bob = await _report(client, alice, bob)
+    about_boss = await _report(factory, alice, boss)
+    about_bob = await _report(factory, alice, bob)
 
     assert await _stored(state, to_other) == []
     assert [data["breach_report_id"] for _, _, data in await _stored(state, others)] == [about_boss]
@@ -150,7 +141,7 @@ async def test_webhook_deliveries_of_another_directors_hook_name_the_report(clie
     hook_id = await _hook(client, other, [BREACH, "disclosure.raised"], url="https://hooks.kmm.example/hr")
     before = await _disclosure(client, factory, alice)
     clock.advance(seconds=1)
-    report_id = await _report(client, alice, boss, kind="confidentiality_breach")
+    report_id = await _report(factory, alice, boss, kind="confidentiality_breach")
     clock.advance(seconds=1)
     after = await _disclosure(client, factory, alice)
 
@@ -174,7 +165,7 @@ async def test_pages_and_cursors_of_the_log_do_not_show_a_left_out_delivery(clie
     hook_id = await _hook(client, other, [BREACH, "disclosure.raised"])
     made: list[str] = []
     for step in ("report", "disclosure", "report", "disclosure", "report"):
-        made.append(await _report(client, alice, boss) if step == "report" else
+        made.append(await _report(factory, alice, boss) if step == "report" else
                     await _disclosure(client, factory, alice))
         clock.advance(seconds=1)
     reports, disclosures = made[0::2], made[1::2]
@@ -236,7 +227,7 @@ async def test_a_deactivated_director_s_subscription_gets_no_breach_report_event
     r = await client.patch(f"/users/{dave.id}", headers=other.headers, json={"active": False})
     assert r.status_code == 200, r.text
 
-    report_id = await _report(client, alice, bob)
+    report_id = await _report(factory, alice, bob)
     disclosure_id = await _disclosure(client, factory, alice)
 
     assert [(kind, data.get("disclosure_id")) for kind, _, data in await _stored(state, daves)] == [
@@ -258,7 +249,7 @@ async def test_a_subscription_whose_creator_is_no_longer_a_director_gets_no_brea
     assert r.status_code == 200, r.text
     erin = await factory.user("colleague", manager=dave)
 
-    report_id = await _report(client, alice, erin)
+    report_id = await _report(factory, alice, erin)
     r = await client.get(f"/breach-reports/{report_id}", headers=dave.headers)
     assert r.status_code == 200 and r.json()["view"] == "full" and r.json()["handler_id"] == str(dave.id)
     assert await _stored(state, daves) == []
@@ -276,7 +267,7 @@ async def test_the_worker_cancels_a_report_delivery_whose_creator_stopped_being_
     async with Receiver() as receiver:
         daves = await _hook(client, dave, [BREACH], url=receiver.url.replace("/hook", "/dave"))
         others = await _hook(client, other, [BREACH], url=receiver.url)
-        report_id = await _report(client, alice, bob)
+        report_id = await _report(factory, alice, bob)
         assert [status for _, status, _ in await _stored(state, daves)] == ["pending"]
         r = await client.patch(f"/users/{dave.id}", headers=other.headers, json={"active": False})
         assert r.status_code == 200, r.text
@@ -299,7 +290,7 @@ async def test_the_worker_never_posts_a_report_to_the_director_concerned_whateve
     boss, alice = org["boss"], org["alice"]
     async with Receiver() as receiver:
         hook_id = await _hook(client, boss, [BREACH, "disclosure.raised"], url=receiver.url)
-        report_id = await _report(client, alice, boss)
+        report_id = await _report(factory, alice, boss)
         now = state.clock.now()
         planted: list[uuid.UUID] = []
         async with state.sessionmaker() as s:
