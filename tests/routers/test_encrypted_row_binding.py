@@ -50,6 +50,19 @@ async def two_disclosures(client: Any, *, by: Any, subject: dict[str, Any]) -> l
     return made
 
 
+async def hooks_sharing_a_secret(client: Any, state: Any, *, by: Any, url: str) -> list[dict[str, Any]]:
+    """Two subscriptions to ``disclosure.raised``, the second holding the first's secret as
+    stored (a ciphertext copied onto another row): both as made."""
+    hooks = []
+    for _ in range(2):
+        r = await client.post("/webhooks", headers=by.headers, json={"url": url, "events": ["disclosure.raised"]})
+        assert r.status_code == 201, r.text
+        hooks.append(r.json())
+    await _copy(state, "webhook_subscriptions", "secret", {"id": uuid.UUID(hooks[0]["id"])},
+                {"id": uuid.UUID(hooks[1]["id"])})
+    return hooks
+
+
 def _refused(r: Any, *markers: str) -> None:
     assert r.status_code == 409, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -278,14 +291,7 @@ async def test_a_webhook_secret_copied_from_another_subscription_never_signs(cli
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
     async with Receiver() as receiver:
-        hooks = []
-        for _ in range(2):
-            r = await client.post("/webhooks", headers=director.headers,
-                                  json={"url": receiver.url, "events": ["disclosure.raised"]})
-            assert r.status_code == 201, r.text
-            hooks.append(r.json())
-        await _copy(state, "webhook_subscriptions", "secret", {"id": uuid.UUID(hooks[0]["id"])},
-                    {"id": uuid.UUID(hooks[1]["id"])})
+        hooks = await hooks_sharing_a_secret(client, state, by=director, url=receiver.url)
         subj = await factory.subject(by=alice)
         r = await client.post("/disclosures", headers=alice.headers,
                               json={"subject_id": subj["id"], "category": "child_abuse", "summary": MARK_A})

@@ -21,7 +21,7 @@ from app.core.encrypted import EncryptedText
 from app.models.audit import AuditEvent
 from app.models.webhooks import WebhookDelivery
 from tests.factory import Factory
-from tests.routers.test_encrypted_row_binding import MARK_A, MARK_B, _copy, _refused
+from tests.routers.test_encrypted_row_binding import MARK_A, MARK_B, _copy, _refused, hooks_sharing_a_secret
 
 ACTION = "integrity.failure"
 
@@ -94,11 +94,7 @@ async def test_a_breach_report_failure_is_hidden_from_whoever_may_not_know_of_th
     director = await factory.user("director")
     concerned = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
-    r = await client.post("/breach-reports", headers=alice.headers, json={
-        "kind": "colleague_conduct", "concerned_user_id": str(concerned.id), "description": MARK_A,
-        "evidence": MARK_B})
-    assert r.status_code == 201, r.text
-    report = r.json()["id"]
+    report = await factory.breach_report(by=alice, about=concerned, description=MARK_A, evidence=MARK_B)
     rid = {"id": uuid.UUID(report)}
     await _copy(state, "breach_reports", "description", rid, rid, into="evidence")
     _refused(await client.get(f"/breach-reports/{report}", headers=director.headers), MARK_A, MARK_B)
@@ -116,14 +112,7 @@ async def test_a_webhook_secret_that_fails_is_audited_by_the_delivery(client, fa
     director = await factory.user("director")
     alice = await factory.user("colleague", manager=director)
     async with Receiver() as receiver:
-        hooks = []
-        for _ in range(2):
-            r = await client.post("/webhooks", headers=director.headers,
-                                  json={"url": receiver.url, "events": ["disclosure.raised"]})
-            assert r.status_code == 201, r.text
-            hooks.append(r.json()["id"])
-        await _copy(state, "webhook_subscriptions", "secret", {"id": uuid.UUID(hooks[0])},
-                    {"id": uuid.UUID(hooks[1])})
+        hooks = [h["id"] for h in await hooks_sharing_a_secret(client, state, by=director, url=receiver.url)]
         r = await client.post("/disclosures", headers=alice.headers, json={
             "subject_id": (await factory.subject(by=alice))["id"], "category": "child_abuse", "summary": MARK_A})
         assert r.status_code == 201, r.text
