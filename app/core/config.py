@@ -9,12 +9,9 @@ with ``KMM_ENV=production`` a missing secret stops the service at start.
 from __future__ import annotations
 
 import base64
-import fcntl
 import ipaddress
 import json
-import logging
 import os
-import secrets
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -22,8 +19,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-log = logging.getLogger("kmm.config")
 
 # Default retention per purpose, in days (§6.5). Overridable with KMM_RETENTION_DAYS.
 DEFAULT_RETENTION_DAYS: dict[str, int] = {
@@ -327,51 +322,10 @@ class Settings(BaseSettings):
 
     # -- secrets -------------------------------------------------------------
     def _local_secrets(self) -> dict[str, object]:
-        """Load (or create once) the git-ignored local secrets file."""
-        path = self.secrets_file
-        data: dict[str, object] = {
-            "jwt_secret": secrets.token_urlsafe(48),
-            "master_keys": [base64.urlsafe_b64encode(os.urandom(32)).decode()],
-            "audit_keys": [base64.urlsafe_b64encode(os.urandom(32)).decode()],
-        }
-        from app.core.files import read_private, write_private  # local: files imports this module
+        """The git-ignored local secrets file (development), created once."""
+        from app.core import local_secrets  # local: it imports this module
 
-        # Owner-only from the first byte, and whole: of two processes starting together one
-        # creates the file and the other reads it.
-        if not write_private(path, json.dumps(data, indent=2), replace=False):
-            text = read_private(path)
-            if text is None:
-                raise ConfigurationError(f"the secrets file {path} vanished while it was read")
-            loaded: dict[str, object] = json.loads(text)
-            if "audit_keys" not in loaded:
-                loaded = self._add_local_audit_key(path)
-            return loaded
-        log.warning(
-            "generated local secrets in %s (development only; production sets KMM_JWT_SECRET, "
-            "KMM_MASTER_KEYS and KMM_AUDIT_KEYS)", path,
-            extra={"path": str(path)},
-        )
-        return data
-
-    @staticmethod
-    def _add_local_audit_key(path: Path) -> dict[str, object]:
-        """Add an audit key to a secrets file written before there was one, once.
-
-        Under an exclusive lock on the file, read again, and replace the file whole
-        (owner-only) only if the key is still missing: processes starting together agree on one key.
-        """
-        with open(path, "rb") as locked:
-            fcntl.flock(locked, fcntl.LOCK_EX)
-            loaded: dict[str, object] = json.loads(path.read_text())
-            if "audit_keys" in loaded:
-                return loaded
-            loaded["audit_keys"] = [base64.urlsafe_b64encode(os.urandom(32)).decode()]
-            from app.core.files import write_private  # local: files imports this module
-
-            write_private(path, json.dumps(loaded, indent=2))
-        log.warning("added a local audit key to %s (development only; production sets KMM_AUDIT_KEYS)", path,
-                    extra={"path": str(path)})
-        return loaded
+        return local_secrets.load(self.secrets_file)
 
     def require_secrets(self) -> None:
         """Fail fast with a clear message when production lacks a secret."""
@@ -414,6 +368,8 @@ class Settings(BaseSettings):
         else:
             self.require_secrets()
             raw = [str(k) for k in self._local_secrets()["master_keys"]]  # type: ignore[attr-defined]
+        from app.core.local_secrets import decode_master_keys  # local: it imports this module
+
         return decode_master_keys(raw)
 
     @cached_property
@@ -430,36 +386,9 @@ class Settings(BaseSettings):
         else:
             self.require_secrets()
             raw = [str(k) for k in self._local_secrets()["audit_keys"]]  # type: ignore[attr-defined]
-        keys = []
-        for text in raw:
-            try:
-                key = base64.urlsafe_b64decode(text.encode())
-            except ValueError as exc:
-                raise ConfigurationError("an audit key is not valid base64") from exc
-            if len(key) != 32:
-                raise ConfigurationError("an audit key must decode to 32 bytes")
-            keys.append(key)
-        if not keys:
-            raise ConfigurationError("no audit key is configured")
-        return keys
+        from app.core.local_secrets import decode_keys  # local: it imports this module
 
-
-def decode_master_keys(raw: list[str]) -> dict[str, bytes]:
-    """base64 (urlsafe) 32-byte keys, in order, by key id."""
-    from app.core.crypto import key_id  # local: crypto imports nothing from here
-
-    keys: dict[str, bytes] = {}
-    for text in raw:
-        try:
-            key = base64.urlsafe_b64decode(text.encode())
-        except ValueError as exc:
-            raise ConfigurationError("a master key is not valid base64") from exc
-        if len(key) != 32:
-            raise ConfigurationError("a master key must decode to 32 bytes")
-        keys[key_id(key)] = key
-    if not keys:
-        raise ConfigurationError("no master key is configured")
-    return keys
+        return decode_keys(raw, what="an audit key")
 
 
 def get_settings() -> Settings:
